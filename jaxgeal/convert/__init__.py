@@ -1,0 +1,1 @@
+"""Converters from upstream PyTorch checkpoints (GANgealing, rosinality StyleGAN2, swapping autoencoder)."""

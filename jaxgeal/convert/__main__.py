@@ -1,0 +1,51 @@
+"""Command line: convert upstream PyTorch checkpoints into jaxgeal model directories (no torch needed).
+
+  python -m jaxgeal.convert stylegan2 SRC.pt OUT_DIR [--overwrite]
+
+`stylegan2` takes a rosinality training checkpoint ({'g', 'd', 'g_ema', ...}), a GANgealing checkpoint (its
+`g_ema`) or a bare generator state dict; it writes every network it finds (g_ema, g, d).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxgeal import checkpoint
+from jaxgeal.convert import torch_pickle
+
+
+def _stylegan2(args) -> int:
+  from jaxgeal.convert import stylegan2
+  ckpt = torch_pickle.load(args.src)
+  models = stylegan2.convert_checkpoint(ckpt)
+  out = checkpoint.save_models(args.out_dir, models, source=str(args.src), overwrite=args.overwrite)
+  for name, (kind, config, _) in models.items():
+    desc = ", ".join(f"{k}={v}" for k, v in config.items() if k != "channels")
+    print(f"{name}: {kind} ({desc})")
+  print(f"wrote {out}")
+  return 0
+
+
+CONVERTERS = {"stylegan2": (_stylegan2, "rosinality / GANgealing StyleGAN2 (g_ema, g, d)")}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m jaxgeal.convert", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="what", required=True)
+  for name, (_, helptext) in CONVERTERS.items():
+    p = sub.add_parser(name, help=helptext)
+    p.add_argument("src", help="upstream PyTorch checkpoint (.pt/.pth)")
+    p.add_argument("out_dir", help="output model directory (created)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+  args = parser.parse_args(argv)
+  try:
+    return CONVERTERS[args.what][0](args)
+  except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+    # ConversionError, UnsafeCheckpointError and CheckpointFormatError are ValueErrors with clear messages.
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

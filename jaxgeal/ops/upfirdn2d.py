@@ -1,0 +1,107 @@
+"""upfirdn2d: upsample, FIR filter, downsample (StyleGAN2, Karras et al. 2020, appendix B "resampling").
+
+Pure-JAX replacement for the CUDA `upfirdn2d` op of rosinality/stylegan2-pytorch and its native fallback:
+  1. upsample by inserting `up - 1` zeros after every sample,
+  2. pad by `(pad0, pad1)` on each spatial axis (negative values crop),
+  3. convolve (true convolution: the kernel is flipped) with the FIR kernel, depthwise,
+  4. keep every `down`-th sample.
+Images are NHWC. Separable (1-D) kernels are applied as two 1-D passes, which is what every StyleGAN2 filter
+is ([1, 3, 3, 1] outer product); a 2-D kernel is applied directly.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def make_kernel(k: Sequence[float] | np.ndarray, separable: bool = True) -> np.ndarray:
+  """Normalised FIR kernel: 1-D taps k/sum(k), or the 2-D outer product normalised to sum 1.
+
+  rosinality's `make_kernel` builds the 2-D outer product; `separable=True` returns the 1-D factor whose
+  outer product is exactly that kernel.
+  """
+  k = np.asarray(k, dtype=np.float32)
+  if k.ndim == 1 and not separable:
+    k = np.outer(k, k)
+  return k / k.sum()
+
+
+def _conv1d_depthwise(x: jax.Array, taps: jax.Array, axis: int, down: int) -> jax.Array:
+  """Depthwise 1-D convolution (already flipped taps) along spatial `axis` (1 = H, 2 = W) of NHWC `x`."""
+  b, h, w, c = x.shape
+  n = taps.shape[0]
+  # Channels into the batch: one 1-channel conv is much faster on CPU than a depthwise grouped conv.
+  y = jnp.transpose(x, (0, 3, 1, 2)).reshape(b * c, h, w, 1)
+  shape = (n, 1, 1, 1) if axis == 1 else (1, n, 1, 1)
+  strides = (down, 1) if axis == 1 else (1, down)
+  y = jax.lax.conv_general_dilated(
+      y, taps.reshape(shape).astype(x.dtype), window_strides=strides, padding="VALID",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  _, ho, wo, _ = y.shape
+  return jnp.transpose(y.reshape(b, c, ho, wo), (0, 2, 3, 1))
+
+
+def upfirdn2d(x: jax.Array, kernel, up: int | tuple[int, int] = 1, down: int | tuple[int, int] = 1,
+              pad: tuple[int, int] | tuple[int, int, int, int] = (0, 0)) -> jax.Array:
+  """upfirdn2d on NHWC `x`.
+
+  Args:
+    x: (B, H, W, C).
+    kernel: 1-D (separable) or 2-D FIR kernel, used as given (callers scale it, e.g. by up**2).
+    up, down: integer factors, one for both axes or (x, y).
+    pad: (pad0, pad1) for both axes, or (pad_x0, pad_x1, pad_y0, pad_y1) as upstream orders them.
+
+  Returns:
+    (B, (H*up + pad_y0 + pad_y1 - kh) // down + 1, ..., C).
+  """
+  up_x, up_y = (up, up) if isinstance(up, int) else up
+  down_x, down_y = (down, down) if isinstance(down, int) else down
+  if len(pad) == 2:
+    pad = (pad[0], pad[1], pad[0], pad[1])
+  px0, px1, py0, py1 = pad
+  kernel = jnp.asarray(kernel, jnp.float32)
+  # Zero insertion and padding (negative = crop) in one lax.pad: interior padding inserts the zeros, and
+  # the trailing `up - 1` zeros upstream appends after the last sample are added to the high side.
+  zero = jnp.zeros((), x.dtype)
+  x = jax.lax.pad(x, zero, [(0, 0, 0), (py0, py1 + up_y - 1, up_y - 1),
+                            (px0, px1 + up_x - 1, up_x - 1), (0, 0, 0)])
+  # True convolution: flip the kernel.
+  if kernel.ndim == 1:
+    taps = kernel[::-1]
+    x = _conv1d_depthwise(x, taps, axis=1, down=down_y)
+    return _conv1d_depthwise(x, taps, axis=2, down=down_x)
+  k2 = kernel[::-1, ::-1]
+  b, h, w, c = x.shape
+  y = jnp.transpose(x, (0, 3, 1, 2)).reshape(b * c, h, w, 1)
+  y = jax.lax.conv_general_dilated(
+      y, k2[:, :, None, None].astype(x.dtype), window_strides=(down_y, down_x), padding="VALID",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  _, ho, wo, _ = y.shape
+  return jnp.transpose(y.reshape(b, c, ho, wo), (0, 2, 3, 1))
+
+
+def blur(x: jax.Array, kernel, pad: tuple[int, int], upsample_factor: int = 1) -> jax.Array:
+  """rosinality `Blur`: FIR filter with the kernel scaled by upsample_factor**2 (DC gain kept after zero
+  insertion)."""
+  k = np.asarray(kernel, np.float32)
+  # A separable kernel's 2-D gain is the product of two 1-D gains: scale each 1-D factor by the factor.
+  k = k * (upsample_factor if k.ndim == 1 else upsample_factor ** 2)
+  return upfirdn2d(x, k, pad=pad)
+
+
+def upsample2d(x: jax.Array, kernel, factor: int = 2) -> jax.Array:
+  """rosinality `Upsample` (ToRGB skips): upfirdn2d(up=factor, kernel*factor**2, pad) keeping H*factor."""
+  k = np.asarray(kernel, np.float32)
+  p = k.shape[0] - factor
+  pad0, pad1 = (p + 1) // 2 + factor - 1, p // 2
+  return upfirdn2d(x, k * (factor if k.ndim == 1 else factor ** 2), up=factor, pad=(pad0, pad1))
+
+
+def downsample2d(x: jax.Array, kernel, factor: int = 2) -> jax.Array:
+  """rosinality `Downsample`: upfirdn2d(down=factor) keeping H/factor."""
+  k = np.asarray(kernel, np.float32)
+  p = k.shape[0] - factor
+  return upfirdn2d(x, k, down=factor, pad=((p + 1) // 2, p // 2))

@@ -1,0 +1,31 @@
+"""jaxgeal: GAN-supervised dense visual alignment (GANgealing) and StyleGAN2 in JAX/Flax."""
+import setuptools
+
+setuptools.setup(
+    name="jaxgeal",
+    version="0.1.0",
+    description="GANgealing, StyleGAN2 and the Swapping Autoencoder in JAX/Flax",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["jaxgeal", "jaxgeal.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "ml-collections>=1.1.0",
+        "clu>=0.0.12",
+        "tensorflow-datasets>=4.9.10",
+        "grain>=0.2.18",
+        "numpy>=2.0",
+        "pillow>=10.0",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
+        # clu's metric writers (TensorBoard) import TensorFlow: opt in.
+        "tf": ["tensorflow>=2.16"],
+    },
+    entry_points={"console_scripts": []},
+)

@@ -1,0 +1,114 @@
+"""StyleGAN2 losses: parity with rosinality's train.py (fixture `stylegan2_losses`), including the
+second-order gradients of R1 and of the path-length penalty with respect to network weights.
+
+Tolerance: 1e-4 absolute on losses; gradients 1e-4 relative to their largest magnitude.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgeal.convert import stylegan2 as convert
+from jaxgeal.losses import stylegan2 as losses
+from tests import fixtures
+from tests.fixtures import assert_close, nchw_to_nhwc
+
+ATOL = 1e-4
+
+
+def _our_grad(grads, upstream_key: str, net: str):
+  """Pick our gradient for an upstream parameter name and bring it back to the upstream layout."""
+  parts = upstream_key.split(".")
+  if net == "d" and parts[0] == "convs" and parts[1] == "0":          # convs.0.0.weight: fromRGB ConvLayer
+    return np.transpose(grads["convs_0"]["conv"]["weight"], (3, 2, 0, 1))
+  if net == "d" and parts[0] == "convs":                              # convs.j.conv2.1.weight (downsampling)
+    return np.transpose(grads[f"convs_{parts[1]}"][parts[2]]["conv"]["weight"], (3, 2, 0, 1))
+  if net == "d" and parts[:2] == ["final_linear", "0"]:               # rows in (H, W, C) order -> (C, H, W)
+    g = np.asarray(grads["final_linear_0"]["weight"])
+    c = g.shape[1]
+    return g.reshape(4, 4, -1, c).transpose(3, 2, 0, 1).reshape(c, -1)
+  if net == "g" and parts[-1] == "weight" and parts[-2] == "conv":    # convs.i.conv.weight (modulated)
+    return np.transpose(grads[f"{parts[0]}_{parts[1]}"]["conv"]["weight"], (3, 2, 0, 1))[None]
+  if net == "g" and parts[-2] == "modulation":                        # *.conv.modulation.weight
+    return np.asarray(grads[f"{parts[0]}_{parts[1]}"]["conv"]["modulation"]["weight"]).T
+  raise KeyError(f"no mapping for {net} parameter {upstream_key}")
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("fx", fixtures.collect("stylegan2_losses"))
+def test_stylegan2_losses_match_upstream(fx):
+  ckpt_name = next(iter(fx.meta["checkpoints"]))
+  models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, ckpt_name))
+  _, gcfg, gv = models["g"]
+  _, dcfg, dv = models["d"]
+  G, D = convert.build_generator(gcfg), convert.build_discriminator(dcfg)
+  a = fx.arrays
+
+  fake = G.apply(gv, jnp.asarray(a["z_fake"]), randomize_noise=False)
+  assert_close(fake, nchw_to_nhwc(a["fake_img"]), ATOL, "fake_img")
+  real = jnp.asarray(nchw_to_nhwc(a["real_img"]))
+  real_pred, fake_pred = D.apply(dv, real), D.apply(dv, fake)
+  assert_close(real_pred, a["real_pred"], ATOL, "real_pred")
+  assert_close(fake_pred, a["fake_pred"], ATOL, "fake_pred")
+  assert_close(losses.d_logistic_loss(real_pred, fake_pred), a["d_loss"], ATOL, "d_loss")
+  assert_close(losses.g_nonsaturating_loss(fake_pred), a["g_loss"], ATOL, "g_loss")
+
+  # R1, lazily weighted as train.py does; gradients w.r.t. D params are second order.
+  r1_fn = lambda p: losses.d_r1_loss(lambda x: D.apply({"params": p}, x), real)[0]
+  r1, r1_grads = jax.value_and_grad(r1_fn)(dv["params"])
+  assert_close(r1, a["r1_penalty"], ATOL, "r1_penalty")
+  kw = fixtures.call_kwargs(fx.meta["arrays"]["d_reg_loss"]["meaning"])
+  assert_close(kw["r1"] / 2 * r1 * kw["d_reg_every"], a["d_reg_loss"], ATOL * 100, "d_reg_loss")
+  for name in a:
+    if name.startswith("r1_grad__"):
+      g = _our_grad(r1_grads, name[len("r1_grad__"):], "d")
+      assert_close(g, a[name], 0, name, rtol=1e-4)
+
+  # Path length regularisation against the recorded W+ latents and noise draw.
+  kw = fixtures.call_kwargs(fx.call("path_penalty")["call"])
+  latents = jnp.asarray(a["path_latents"])
+  noise = jnp.asarray(nchw_to_nhwc(fx.sequence("path_noise")[0]))
+
+  def path_fn(p):
+    synth = lambda lat: G.apply({**gv, "params": p}, lat, None, False, method=G.synthesis)
+    pen, mean, lengths, img = losses.g_path_regularize(synth, latents, noise, kw["mean_path_length"],
+                                                       kw["decay"])
+    return pen, (mean, lengths, img)
+
+  (pen, (mean, lengths, img)), p_grads = jax.value_and_grad(path_fn, has_aux=True)(gv["params"])
+  assert_close(img, nchw_to_nhwc(a["path_fake_img"]), ATOL, "path_fake_img")
+  assert_close(pen, a["path_penalty"], ATOL, "path_penalty")
+  assert_close(mean, a["path_mean"], ATOL, "path_mean")
+  assert_close(lengths, a["path_lengths"], ATOL, "path_lengths")
+  for name in a:
+    if name.startswith("path_grad__"):
+      g = _our_grad(p_grads, name[len("path_grad__"):], "g")
+      assert_close(g, a[name], 0, name, rtol=1e-4)
+
+
+def test_logistic_losses_are_softplus_of_the_logits():
+  real, fake = jnp.array([[2.0], [-1.0]]), jnp.array([[0.5], [-3.0]])
+  sp = lambda x: np.log1p(np.exp(x))
+  np.testing.assert_allclose(losses.d_logistic_loss(real, fake),
+                             np.mean(sp(-np.asarray(real))) + np.mean(sp(np.asarray(fake))), rtol=1e-6)
+  np.testing.assert_allclose(losses.g_nonsaturating_loss(fake), np.mean(sp(-np.asarray(fake))), rtol=1e-6)
+
+
+def test_r1_of_a_linear_discriminator_is_its_squared_weight_norm():
+  w = jax.random.normal(jax.random.PRNGKey(0), (4, 4, 3))
+  disc = lambda x: jnp.sum(x * w, axis=(1, 2, 3))[:, None]
+  pen, _ = losses.d_r1_loss(disc, jnp.zeros((2, 4, 4, 3)))
+  np.testing.assert_allclose(pen, np.sum(np.asarray(w) ** 2), rtol=1e-5)
+
+
+def test_path_length_of_a_linear_map_and_running_mean_update():
+  # images = latents @ A: J^T y = y A^T per sample; with y = ones/sqrt(HW) the length is computable by hand.
+  A = jax.random.normal(jax.random.PRNGKey(1), (3, 2 * 2 * 1))
+  synth = lambda lat: (lat.reshape(lat.shape[0], -1) @ A).reshape(-1, 2, 2, 1)
+  lat = jnp.ones((2, 1, 3))
+  noise = jnp.ones((2, 2, 2, 1))
+  pen, mean, lengths, _ = losses.g_path_regularize(synth, lat, noise, jnp.float32(0.0), decay=0.5)
+  expected = np.sqrt(np.sum((np.asarray(A) @ (np.ones(4) / 2.0)) ** 2))
+  np.testing.assert_allclose(lengths, [expected, expected], rtol=1e-5)
+  np.testing.assert_allclose(mean, 0.5 * expected, rtol=1e-5)
+  np.testing.assert_allclose(pen, (0.5 * expected) ** 2, rtol=1e-5)
