@@ -32,15 +32,43 @@ DEFAULT_IMPL = "input_scaling"
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
+def conv_transpose_stride2(x, w, groups: int = 1):
+  """torch `conv_transpose2d(x, w, stride=2, padding=0)` for NHWC x and HWIO w (w not flipped).
+
+  out[2m + p] = sum_j x[m - j] w[p + 2j] on each axis: the output splits into 2 x 2 phases, each an ordinary
+  convolution of the *undilated* input with the taps of its parity. This does the 9 multiply-adds per input
+  pixel of a 3x3 kernel, where convolving a zero-dilated input would do 36 (measured 7x slower on CPU).
+  Output size 2H + k - 2.
+  """
+  k = w.shape[0]
+  b, h, wd, _ = x.shape
+  phases = []
+  for py in range(2):
+    row = []
+    for px in range(2):
+      wp = w[py::2, px::2][::-1, ::-1]          # taps of this parity, flipped for correlation
+      ny, nx = wp.shape[:2]
+      # Phase p has H + n_p - 1 outputs; pad every phase to H + ceil(k/2) - 1 to interleave.
+      fh, fw = h + (k + 1) // 2 - 1, wd + (k + 1) // 2 - 1
+      if ny == 0 or nx == 0:                    # k = 1: odd phases receive no tap
+        y = jnp.zeros((b, fh, fw, w.shape[3]), x.dtype)
+      else:
+        y = jax.lax.conv_general_dilated(x, wp, (1, 1), [(ny - 1, ny - 1), (nx - 1, nx - 1)],
+                                         dimension_numbers=_DN, feature_group_count=groups)
+      y = jnp.pad(y, ((0, 0), (0, fh - y.shape[1]), (0, fw - y.shape[2]), (0, 0)))
+      row.append(y)
+    phases.append(jnp.stack(row, axis=3))      # (B, Hf, Wf, 2[px], C)
+  out = jnp.stack(phases, axis=2)              # (B, Hf, 2[py], Wf, 2[px], C)
+  bf, hf, _, wf, _, c = out.shape
+  out = out.reshape(bf, 2 * hf, 2 * wf, c)
+  return out[:, :2 * h + k - 2, :2 * wd + k - 2]
+
+
 def _conv(x, w, up: bool, down: bool, groups: int = 1):
   """Plain conv of NHWC x with HWIO w: same padding, or transposed stride-2 (up), or stride 2 (down)."""
   k = w.shape[0]
   if up:
-    # torch conv_transpose2d(stride 2, padding 0) == dilate the input by 2, pad k-1, correlate with the
-    # spatially flipped kernel. Output size 2H + k - 2.
-    return jax.lax.conv_general_dilated(
-        x, w[::-1, ::-1], window_strides=(1, 1), padding=[(k - 1, k - 1)] * 2, lhs_dilation=(2, 2),
-        dimension_numbers=_DN, feature_group_count=groups)
+    return conv_transpose_stride2(x, w, groups)
   if down:
     return jax.lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=_DN,
                                         feature_group_count=groups)

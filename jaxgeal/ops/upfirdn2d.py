@@ -29,19 +29,23 @@ def make_kernel(k: Sequence[float] | np.ndarray, separable: bool = True) -> np.n
   return k / k.sum()
 
 
-def _conv1d_depthwise(x: jax.Array, taps: jax.Array, axis: int, down: int) -> jax.Array:
-  """Depthwise 1-D convolution (already flipped taps) along spatial `axis` (1 = H, 2 = W) of NHWC `x`."""
-  b, h, w, c = x.shape
-  n = taps.shape[0]
-  # Channels into the batch: one 1-channel conv is much faster on CPU than a depthwise grouped conv.
-  y = jnp.transpose(x, (0, 3, 1, 2)).reshape(b * c, h, w, 1)
-  shape = (n, 1, 1, 1) if axis == 1 else (1, n, 1, 1)
-  strides = (down, 1) if axis == 1 else (1, down)
-  y = jax.lax.conv_general_dilated(
-      y, taps.reshape(shape).astype(x.dtype), window_strides=strides, padding="VALID",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  _, ho, wo, _ = y.shape
-  return jnp.transpose(y.reshape(b, c, ho, wo), (0, 2, 3, 1))
+def _fir_1d(x: jax.Array, taps, axis: int, down: int) -> jax.Array:
+  """Correlate NHWC `x` along spatial `axis` (1 = H, 2 = W) with (already flipped) taps, keep every
+  `down`-th output.
+
+  Written as a sum of shifted, strided slices: for the 2-6 taps of StyleGAN2's filters this is memory-bound
+  and vectorised, where XLA's CPU convolution with a 1-channel kernel was 8x slower than the 3x3 conv it
+  follows.
+  """
+  n = len(taps)
+  length = (x.shape[axis] - n) // down + 1
+  out = None
+  for t, k in enumerate(taps):
+    if k == 0:
+      continue
+    sl = jax.lax.slice_in_dim(x, t, t + (length - 1) * down + 1, stride=down, axis=axis)
+    out = sl * k if out is None else out + sl * k
+  return out if out is not None else jnp.zeros_like(jax.lax.slice_in_dim(x, 0, length, axis=axis))
 
 
 def upfirdn2d(x: jax.Array, kernel, up: int | tuple[int, int] = 1, down: int | tuple[int, int] = 1,
@@ -62,25 +66,29 @@ def upfirdn2d(x: jax.Array, kernel, up: int | tuple[int, int] = 1, down: int | t
   if len(pad) == 2:
     pad = (pad[0], pad[1], pad[0], pad[1])
   px0, px1, py0, py1 = pad
-  kernel = jnp.asarray(kernel, jnp.float32)
   # Zero insertion and padding (negative = crop) in one lax.pad: interior padding inserts the zeros, and
   # the trailing `up - 1` zeros upstream appends after the last sample are added to the high side.
   zero = jnp.zeros((), x.dtype)
   x = jax.lax.pad(x, zero, [(0, 0, 0), (py0, py1 + up_y - 1, up_y - 1),
                             (px0, px1 + up_x - 1, up_x - 1), (0, 0, 0)])
-  # True convolution: flip the kernel.
+  # True convolution: flip the kernel. Taps are static numbers (filters are constants, not learned).
+  kernel = np.asarray(kernel, np.float32)
   if kernel.ndim == 1:
-    taps = kernel[::-1]
-    x = _conv1d_depthwise(x, taps, axis=1, down=down_y)
-    return _conv1d_depthwise(x, taps, axis=2, down=down_x)
+    taps = [float(t) for t in kernel[::-1]]
+    x = _fir_1d(x, taps, axis=1, down=down_y)
+    return _fir_1d(x, taps, axis=2, down=down_x)
   k2 = kernel[::-1, ::-1]
-  b, h, w, c = x.shape
-  y = jnp.transpose(x, (0, 3, 1, 2)).reshape(b * c, h, w, 1)
-  y = jax.lax.conv_general_dilated(
-      y, k2[:, :, None, None].astype(x.dtype), window_strides=(down_y, down_x), padding="VALID",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  _, ho, wo, _ = y.shape
-  return jnp.transpose(y.reshape(b, c, ho, wo), (0, 2, 3, 1))
+  kh, kw = k2.shape
+  ho = (x.shape[1] - kh) // down_y + 1
+  wo = (x.shape[2] - kw) // down_x + 1
+  out = jnp.zeros((x.shape[0], ho, wo, x.shape[3]), x.dtype)
+  for i in range(kh):
+    for j in range(kw):
+      if k2[i, j] != 0:
+        sl = jax.lax.slice(x, (0, i, j, 0), (x.shape[0], i + (ho - 1) * down_y + 1, j + (wo - 1) * down_x + 1,
+                                             x.shape[3]), (1, down_y, down_x, 1))
+        out = out + sl * float(k2[i, j])
+  return out
 
 
 def blur(x: jax.Array, kernel, pad: tuple[int, int], upsample_factor: int = 1) -> jax.Array:

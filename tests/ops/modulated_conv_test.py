@@ -67,3 +67,15 @@ def test_gradients_match_finite_differences(impl):
       minus = list(args); minus[arg] = args[arg].at[idx].add(-eps)
       fd = (f(*plus) - f(*minus)) / (2 * eps)
       np.testing.assert_allclose(g[idx], fd, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_phase_decomposed_transposed_conv_equals_dilated_definition(k):
+  # torch conv_transpose2d(stride 2) == zero-dilate the input, pad k-1, correlate with the flipped kernel.
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 3))
+  w = jax.random.normal(jax.random.PRNGKey(1), (k, k, 3, 4))
+  want = jax.lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), [(k - 1, k - 1)] * 2, lhs_dilation=(2, 2),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  got = mc.conv_transpose_stride2(x, w)
+  assert got.shape == want.shape == (2, 2 * 5 + k - 2, 2 * 6 + k - 2, 4)
+  np.testing.assert_allclose(got, want, atol=1e-5)
