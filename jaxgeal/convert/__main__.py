@@ -1,6 +1,7 @@
 """Command line: convert upstream PyTorch checkpoints into jaxgeal model directories (no torch needed).
 
   python -m jaxgeal.convert stylegan2 SRC.pt OUT_DIR [--overwrite]
+  python -m jaxgeal.convert lpips VGG16.pth OUT_DIR [--lin lpips_vgg_v0.1.pt] [--overwrite]
 
 `stylegan2` takes a rosinality training checkpoint ({'g', 'd', 'g_ema', ...}), a GANgealing checkpoint (its
 `g_ema`) or a bare generator state dict; it writes every network it finds (g_ema, g, d).
@@ -26,18 +27,36 @@ def _stylegan2(args) -> int:
   return 0
 
 
-CONVERTERS = {"stylegan2": (_stylegan2, "rosinality / GANgealing StyleGAN2 (g_ema, g, d)")}
+def _lpips(args) -> int:
+  from jaxgeal.convert import lpips
+  out = lpips.convert_files(args.src, args.out_dir, lin_path=args.lin, overwrite=args.overwrite)
+  name = "lpips (VGG16 + linear heads)" if args.lin else "vgg_ssl (VGG16 trunk, lpips=False)"
+  print(f"{name}: wrote {out}")
+  return 0
+
+
+def _lpips_args(p):
+  p.add_argument("--lin", default=None, help="LPIPS v0.1 linear weights (lpips/weights/v0.1/vgg.pth, "
+                 "GANgealing's lpips_vgg_v0.1.pt); without it the trunk is saved as the 'vgg_ssl' loss")
+
+
+# name: (function, help[, function adding extra arguments to the subparser]).
+CONVERTERS = {"stylegan2": (_stylegan2, "rosinality / GANgealing StyleGAN2 (g_ema, g, d)"),
+              "lpips": (_lpips, "perceptual loss: VGG16 (torchvision or `features` state dict, e.g. "
+                        "simclr_vgg_phase150.pt) [+ --lin LPIPS linear weights]", _lpips_args)}
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m jaxgeal.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="what", required=True)
-  for name, (_, helptext) in CONVERTERS.items():
+  for name, (_, helptext, *extra_args) in CONVERTERS.items():
     p = sub.add_parser(name, help=helptext)
     p.add_argument("src", help="upstream PyTorch checkpoint (.pt/.pth)")
     p.add_argument("out_dir", help="output model directory (created)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    for add_args in extra_args:
+      add_args(p)
   args = parser.parse_args(argv)
   try:
     return CONVERTERS[args.what][0](args)
