@@ -23,7 +23,9 @@ setuptools.setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "lmdb>=1.4"],
+        # Reading LSUN's LMDB downloads (python -m jaxgeal.datasets.prepare lsun).
+        "lsun": ["lmdb>=1.4"],
         # clu's metric writers (TensorBoard) import TensorFlow: opt in.
         "tf": ["tensorflow>=2.16"],
     },
