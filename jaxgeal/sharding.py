@@ -1,0 +1,77 @@
+"""Device mesh and sharding rules (data parallelism with `jax.jit` + `NamedSharding`, the successor of pjit).
+
+Every rule lives here so that trainers stay declarative and parameter sharding can follow later: today the
+batch axis of activations is split over the mesh axis "data" and every parameter is replicated; a rule in
+PARAM_RULES (regex on the '/'-joined parameter path -> PartitionSpec) can shard a large weight without touching
+any trainer. Random draws inside jitted steps use JAX's partitionable threefry, so a step produces the same
+numbers on 1 or N devices.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+# (regex on the parameter path, PartitionSpec). First match wins; no match means replicated.
+PARAM_RULES: list[tuple[str, P]] = []
+
+
+def make_mesh(num_devices: int | None = None, devices: Sequence[Any] | None = None) -> Mesh:
+  """A 1-D data-parallel mesh over the first `num_devices` devices (default: all of them)."""
+  devices = list(devices if devices is not None else jax.devices())
+  if num_devices is not None:
+    if num_devices > len(devices):
+      raise ValueError(f"asked for {num_devices} devices, only {len(devices)} are available "
+                       f"(on CPU set jax_num_cpu_devices before JAX starts)")
+    devices = devices[:num_devices]
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the data axis."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch(batch_size: int, mesh: Mesh, what: str = "batch"):
+  n = mesh.shape[DATA_AXIS]
+  if batch_size % n:
+    raise ValueError(f"{what} size {batch_size} is not divisible by the {n} devices of the mesh")
+
+
+def _path_str(path) -> str:
+  parts = []
+  for k in path:
+    parts.append(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))))
+  return "/".join(parts)
+
+
+def param_shardings(mesh: Mesh, tree) -> Any:
+  """NamedShardings for a parameter pytree following PARAM_RULES (replicated by default)."""
+  def rule(path, leaf):
+    name = _path_str(path)
+    for pattern, spec in PARAM_RULES:
+      if re.search(pattern, name) and len(spec) <= np.ndim(leaf):
+        return NamedSharding(mesh, spec)
+    return NamedSharding(mesh, P())
+  return jax.tree_util.tree_map_with_path(rule, tree)
+
+
+def put_replicated(tree, mesh: Mesh):
+  return jax.device_put(tree, param_shardings(mesh, tree))
+
+
+def put_batch(tree, mesh: Mesh):
+  return jax.device_put(tree, batch_sharding(mesh))
+
+
+def constrain_batch(x, mesh: Mesh):
+  """Inside jit: ask for x (batch-leading) to be split over the data axis."""
+  return jax.lax.with_sharding_constraint(x, batch_sharding(mesh))

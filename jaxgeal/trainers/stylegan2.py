@@ -1,0 +1,232 @@
+"""StyleGAN2 trainer (Karras et al. 2020, §2-3 and appendix B; rosinality train.py semantics).
+
+Per step: a discriminator update with the logistic loss, every `d_reg_every` steps the lazy R1 penalty
+(weight r1/2 * d_reg_every), a generator update with the non-saturating loss, every `g_reg_every` steps the
+path-length penalty (weight path_regularize * g_reg_every on a batch shrunk by path_batch_shrink), style
+mixing with probability 0.9 at a random crossover, and an EMA of the generator (half-life 10k images).
+Adam (0.002, betas (0, 0.99)) with the lazy-regularisation correction c = k / (k + 1) on the learning rate and
+betas (§3.2: the regulariser runs every k steps with k times the weight).
+
+Same plumbing as the GANgealing trainer: one jitted step on a data-parallel mesh (batch split over "data",
+parameters replicated), per-step keys fold_in(seed key, step), Orbax resume, metrics and image grids.
+The two regularised variants are static arguments of the step, so four programs are compiled at most.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxgeal import checkpoint, images, sharding
+from jaxgeal.convert import stylegan2 as convert_sg2
+from jaxgeal.losses import stylegan2 as losses
+from jaxgeal.metric_writers import MetricWriter
+from jaxgeal.models import stylegan2
+from jaxgeal.trainers import loop
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  g: Any                   # generator params
+  d: Any                   # discriminator params
+  g_ema: Any               # EMA of the generator params
+  noises: Any              # the generator's fixed noise buffers (for visuals / export)
+  g_opt: Any
+  d_opt: Any
+  mean_path_length: jax.Array
+  rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  G: stylegan2.Generator
+  D: stylegan2.Discriminator
+
+
+def build_models(config) -> tuple[Models, dict, dict]:
+  m = config.model
+  channels = [list(x) for x in (m.channels or stylegan2.default_channels(m.channel_multiplier, m.size))]
+  gcfg = dict(size=m.size, style_dim=m.style_dim, n_mlp=m.n_mlp, channels=channels, lr_mlp=m.lr_mlp,
+              blur_kernel=[1, 3, 3, 1])
+  dcfg = dict(size=m.size, channels=channels, stddev_feat=1, blur_kernel=[1, 3, 3, 1])
+  return Models(convert_sg2.build_generator(gcfg), convert_sg2.build_discriminator(dcfg)), gcfg, dcfg
+
+
+def make_optimizers(config):
+  o = config.optim
+  g_ratio = o.g_reg_every / (o.g_reg_every + 1)
+  d_ratio = o.d_reg_every / (o.d_reg_every + 1)
+  g_tx = optax.adam(o.lr * g_ratio, b1=0.0 ** g_ratio, b2=0.99 ** g_ratio, eps=1e-8)
+  d_tx = optax.adam(o.lr * d_ratio, b1=0.0 ** d_ratio, b2=0.99 ** d_ratio, eps=1e-8)
+  return g_tx, d_tx
+
+
+def init_state(models: Models, config, g_tx, d_tx) -> TrainState:
+  k_g, k_d, k_train = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+  z = jnp.zeros((1, models.G.style_dim))
+  gv = models.G.init(k_g, z, randomize_noise=False)
+  dv = models.D.init(k_d, jnp.zeros((1, models.G.size, models.G.size, 3)))
+  return TrainState(step=jnp.zeros((), jnp.int32), g=gv["params"], d=dv["params"],
+                    g_ema=jax.tree_util.tree_map(jnp.copy, gv["params"]),
+                    noises=gv["noises"], g_opt=g_tx.init(gv["params"]), d_opt=d_tx.init(dv["params"]),
+                    mean_path_length=jnp.zeros(()), rng=k_train)
+
+
+def _mixing_styles(key, batch, style_dim, n_latent, prob):
+  """Two z and a crossover index: with probability `prob` uniform in [1, n_latent - 1], else n_latent
+  (no mixing), as rosinality's mixing_noise + the generator's random inject index."""
+  kz, kc, ki = jax.random.split(key, 3)
+  z = jax.random.normal(kz, (2, batch, style_dim))
+  mix = jax.random.uniform(kc) < prob
+  inject = jnp.where(mix, jax.random.randint(ki, (), 1, n_latent), n_latent)
+  return [z[0], z[1]], inject
+
+
+def make_train_step(models: Models, config, mesh, g_tx, d_tx):
+  G, D = models.G, models.D
+  o = config.optim
+  batch = config.batch_size
+  path_batch = max(1, batch // o.path_batch_shrink)
+  ema = 0.5 ** (32 / (10 * 1000))
+
+  def generate(g_params, noises, key, n, return_latents=False):
+    k_style, k_noise = jax.random.split(key)
+    styles, inject = _mixing_styles(k_style, n, G.style_dim, G.n_latent, o.mixing)
+    styles = [sharding.constrain_batch(s, mesh) for s in styles]
+    return G.apply({"params": g_params, "noises": noises}, styles, inject_index=inject,
+                   return_latents=return_latents, rngs={"noise": k_noise})
+
+  def d_apply(d_params, x):
+    return D.apply({"params": d_params}, x)
+
+  def step(state: TrainState, real, regularize_d: bool, regularize_g: bool):
+    key = jax.random.fold_in(state.rng, state.step)
+    k_d, k_g, k_pl, k_pn = jax.random.split(key, 4)
+    real = sharding.constrain_batch(real, mesh)
+    metrics = {}
+
+    # Discriminator: logistic loss on real vs generated (generator not differentiated).
+    fake = jax.lax.stop_gradient(generate(state.g, state.noises, k_d, batch))
+    def d_loss_fn(d_params):
+      real_pred, fake_pred = d_apply(d_params, real), d_apply(d_params, fake)
+      return losses.d_logistic_loss(real_pred, fake_pred), (real_pred, fake_pred)
+    (d_loss, (real_pred, fake_pred)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d)
+    upd, d_opt = d_tx.update(d_grads, state.d_opt, state.d)
+    d_params = optax.apply_updates(state.d, upd)
+    metrics.update(d_loss=d_loss, real_score=jnp.mean(real_pred), fake_score=jnp.mean(fake_pred))
+
+    if regularize_d:   # lazy R1 (§3.2): every d_reg_every steps, weighted by r1/2 * d_reg_every
+      def r1_fn(d_params):
+        pen, _ = losses.d_r1_loss(lambda x: d_apply(d_params, x), real)
+        return o.r1 / 2 * pen * o.d_reg_every, pen
+      (_, r1), r1_grads = jax.value_and_grad(r1_fn, has_aux=True)(d_params)
+      upd, d_opt = d_tx.update(r1_grads, d_opt, d_params)
+      d_params = optax.apply_updates(d_params, upd)
+      metrics["r1"] = r1
+
+    # Generator: non-saturating loss through the updated discriminator.
+    def g_loss_fn(g_params):
+      return losses.g_nonsaturating_loss(d_apply(d_params, generate(g_params, state.noises, k_g, batch)))
+    g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state.g)
+    upd, g_opt = g_tx.update(g_grads, state.g_opt, state.g)
+    g_params = optax.apply_updates(state.g, upd)
+    metrics["g_loss"] = g_loss
+
+    mean_path_length = state.mean_path_length
+    if regularize_g:   # path length (§3.2, eq. 4) every g_reg_every steps on a shrunk batch
+      def pl_fn(g_params):
+        _, latents = generate(g_params, state.noises, k_pl, path_batch, return_latents=True)
+        latents = jax.lax.stop_gradient(latents)
+        synth = lambda lat: G.apply({"params": g_params, "noises": state.noises}, lat,
+                                    rngs={"noise": jax.random.fold_in(k_pl, 1)}, method=G.synthesis)
+        noise = jax.random.normal(k_pn, (path_batch, G.size, G.size, 3))
+        pen, new_mean, lengths, _ = losses.g_path_regularize(synth, latents, noise, state.mean_path_length)
+        return o.path_regularize * o.g_reg_every * pen, (pen, new_mean, lengths)
+      (_, (pl, mean_path_length, lengths)), pl_grads = jax.value_and_grad(pl_fn, has_aux=True)(g_params)
+      upd, g_opt = g_tx.update(pl_grads, g_opt, g_params)
+      g_params = optax.apply_updates(g_params, upd)
+      metrics.update(path_penalty=pl, mean_path_length=mean_path_length, path_length=jnp.mean(lengths))
+
+    g_ema = jax.tree_util.tree_map(lambda e, p: ema * e + (1 - ema) * p, state.g_ema, g_params)
+    new = state.replace(step=state.step + 1, g=g_params, d=d_params, g_ema=g_ema, g_opt=g_opt, d_opt=d_opt,
+                        mean_path_length=mean_path_length)
+    return new, metrics
+
+  return step
+
+
+def make_visualize(models: Models, config):
+  z = jax.random.normal(jax.random.PRNGKey(config.seed + 7), (config.n_vis, models.G.style_dim))
+
+  @jax.jit
+  def sample(state):
+    return models.G.apply({"params": state.g_ema, "noises": state.noises}, z, randomize_noise=False)
+  return lambda state: {"samples": images.make_grid(jax.device_get(sample(state)))}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=None) -> TrainState:
+  """Train on `data(start_step)` (an iterator of {"image": (B, H, W, 3)} batches in [-1, 1] beginning at
+  that step) or, by default, on the dataset config.data names."""
+  workdir = pathlib.Path(workdir)
+  mesh = sharding.make_mesh(config.get("num_devices"))
+  sharding.check_batch(config.batch_size, mesh)
+  models, gcfg, dcfg = build_models(config)
+  g_tx, d_tx = make_optimizers(config)
+  manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
+  state = loop.restore_or_init(manager, lambda: init_state(models, config, g_tx, d_tx),
+                               lambda: init_state(models, config, g_tx, d_tx))
+  state = sharding.put_replicated(state, mesh)
+  start = int(state.step)
+  if data is None:
+    from jaxgeal import input_pipeline   # only needed for real data
+    data = lambda start_step: input_pipeline.training_images(config.data, config.batch_size, seed=config.seed,
+                                                             start_step=start_step)
+  data = data(start)
+  step_fn = jax.jit(make_train_step(models, config, mesh, g_tx, d_tx), static_argnums=(2, 3),
+                    donate_argnums=(0,))
+  o = config.optim
+
+  def one_step(state, step):
+    real = sharding.put_batch(next(data)["image"], mesh)
+    # rosinality regularises at iterations i % k == 0, counting from 0.
+    return step_fn(state, real, step % o.d_reg_every == 0, step % o.g_reg_every == 0)
+
+  writer = MetricWriter(workdir)
+  state = loop.run(name="stylegan2", state=state, step_fn=one_step, start_step=start,
+                   total_steps=config.total_steps, manager=manager, writer=writer, log_every=config.log_every,
+                   ckpt_every=config.ckpt_every, vis_every=config.vis_every,
+                   visualize=make_visualize(models, config))
+  checkpoint.save_models(workdir / "model", {
+      "g_ema": ("generator", gcfg, {"params": state.g_ema, "noises": state.noises}),
+      "g": ("generator", gcfg, {"params": state.g, "noises": state.noises}),
+      "d": ("discriminator", dcfg, {"params": state.d})}, source="jaxgeal.trainers.stylegan2", overwrite=True)
+  writer.close()
+  return state
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """rosinality train.py defaults at 256 px, config F."""
+  c = ml_collections.ConfigDict()
+  c.trainer = "stylegan2"
+  c.seed = 0
+  c.model = ml_collections.ConfigDict(dict(size=256, style_dim=512, n_mlp=8, channel_multiplier=2,
+                                           lr_mlp=0.01, channels=None))
+  c.optim = ml_collections.ConfigDict(dict(lr=0.002, r1=10.0, path_regularize=2.0, path_batch_shrink=2,
+                                           d_reg_every=16, g_reg_every=4, mixing=0.9))
+  c.data = ml_collections.ConfigDict(dict(source="", size=256))
+  c.batch_size = 16
+  c.num_devices = None
+  c.total_steps = 800_000
+  c.log_every = 100
+  c.vis_every = 5_000
+  c.ckpt_every = 10_000
+  c.keep_checkpoints = 3
+  c.n_vis = 16
+  return c

@@ -1,0 +1,13 @@
+"""Test-session set-up: JAX's persistent compilation cache, so that identical programs (a trainer resumed in
+the same test, the same model in several tests, subprocesses) compile once."""
+import os
+import pathlib
+
+import jax
+
+CACHE = pathlib.Path(os.environ.get("JAXGEAL_TEST_JIT_CACHE", pathlib.Path(__file__).resolve().parents[1]
+                                    / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAXGEAL_TEST_JIT_CACHE", str(CACHE))   # inherited by subprocess tests
+jax.config.update("jax_compilation_cache_dir", str(CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
