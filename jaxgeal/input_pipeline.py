@@ -118,3 +118,26 @@ def make_image_iterator(source, batch_size: int | None, *, split: str | None = N
   loader = grain.DataLoader(data_source=data, sampler=sampler, operations=operations, worker_count=worker_count,
                             worker_buffer_size=worker_buffer_size, read_options=read_options)
   return iter(loader)
+
+
+def training_images(data_config, batch_size: int, *, seed: int, start_step: int = 0):
+  """Endless {"image": (B_local, H, W, 3)} batches for a GAN trainer, positioned at `start_step`.
+
+  `data_config.source` is a prepared dataset (see `python -m jaxgeal.datasets.prepare`). The sampler state is
+  the last record index served, so the batches after a resume are exactly those an uninterrupted run would
+  have seen: step s starts at record s * B_local.
+  """
+  import jax
+  import json
+  source = data_config.get("source") if hasattr(data_config, "get") else data_config
+  if not source:
+    raise ValueError("config.data.source is empty: prepare a dataset first, e.g.\n"
+                     "  python -m jaxgeal.datasets.prepare folder --path MY_IMAGES --out data --size 256\n"
+                     "then pass --config.data.source=data/jaxgeal_image_folder/256_center/1.0.0")
+  local_batch = batch_size // jax.process_count()
+  it = make_image_iterator(source, local_batch, seed=seed, shuffle=True, repeat=True, keys=("image",))
+  if start_step:
+    state = json.loads(it.get_state())
+    state["last_seen_indices"] = {"0": start_step * local_batch - 1}
+    it.set_state(json.dumps(state, indent=4).encode())
+  return it

@@ -69,6 +69,10 @@ def put_replicated(tree, mesh: Mesh):
 
 
 def put_batch(tree, mesh: Mesh):
+  """Host batches -> arrays split over the data axis. With several processes each passes its local slice."""
+  if jax.process_count() > 1:
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(x)), tree)
   return jax.device_put(tree, batch_sharding(mesh))
 
 

@@ -2,9 +2,13 @@
 
   python -m jaxgeal.convert stylegan2 SRC.pt OUT_DIR [--overwrite]
   python -m jaxgeal.convert lpips VGG16.pth OUT_DIR [--lin lpips_vgg_v0.1.pt] [--overwrite]
+  python -m jaxgeal.convert gangealing SRC.pt OUT_DIR [--inject 5] [--flow_size N] [--overwrite]
 
 `stylegan2` takes a rosinality training checkpoint ({'g', 'd', 'g_ema', ...}), a GANgealing checkpoint (its
 `g_ema`) or a bare generator state dict; it writes every network it finds (g_ema, g, d).
+`gangealing` takes a GANgealing training or cluster-classifier checkpoint and writes g_ema, t, t_ema, ll and
+classifier (whichever it holds); the latent learner's inject index is read from the checkpoint's pickled
+training flags when present, else from --inject.
 """
 from __future__ import annotations
 
@@ -40,10 +44,31 @@ def _lpips_args(p):
                  "GANgealing's lpips_vgg_v0.1.pt); without it the trunk is saved as the 'vgg_ssl' loss")
 
 
+def _gangealing(args) -> int:
+  from jaxgeal.convert import gangealing
+  ckpt = torch_pickle.load(args.src)
+  models = gangealing.convert_gangealing_checkpoint(ckpt, inject_index=args.inject, flow_size=args.flow_size)
+  out = checkpoint.save_models(args.out_dir, models, source=str(args.src), overwrite=args.overwrite)
+  for name, (kind, config, _) in models.items():
+    desc = ", ".join(f"{k}={v}" for k, v in config.items() if k != "channels")
+    print(f"{name}: {kind} ({desc})")
+  print(f"wrote {out}")
+  return 0
+
+
+def _gangealing_args(p):
+  p.add_argument("--inject", type=int, default=5,
+                 help="latent learner inject index when the checkpoint has no training flags (upstream --inject)")
+  p.add_argument("--flow_size", type=int, default=None,
+                 help="only for an STN without a similarity stage (its weights do not determine flow_size)")
+
+
 # name: (function, help[, function adding extra arguments to the subparser]).
 CONVERTERS = {"stylegan2": (_stylegan2, "rosinality / GANgealing StyleGAN2 (g_ema, g, d)"),
               "lpips": (_lpips, "perceptual loss: VGG16 (torchvision or `features` state dict, e.g. "
-                        "simclr_vgg_phase150.pt) [+ --lin LPIPS linear weights]", _lpips_args)}
+                        "simclr_vgg_phase150.pt) [+ --lin LPIPS linear weights]", _lpips_args),
+              "gangealing": (_gangealing, "GANgealing checkpoint (g_ema, t, t_ema, ll[, classifier])",
+                             _gangealing_args)}
 
 
 def main(argv=None) -> int:

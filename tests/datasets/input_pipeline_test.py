@@ -85,3 +85,19 @@ def test_sources_can_be_named_or_given_directly(dataset):
 def test_invalid_shards_are_rejected(dataset):
   with pytest.raises(ValueError, match="shard_index"):
     input_pipeline.make_image_iterator(dataset, batch_size=2, shard_index=2, shard_count=2)
+
+
+def test_training_images_resume_at_a_step_with_the_batch_an_uninterrupted_run_sees(dataset):
+  import ml_collections
+  cfg = ml_collections.ConfigDict({"source": str(dataset)})
+  straight = input_pipeline.training_images(cfg, 3, seed=5)
+  batches = [next(straight)["image"] for _ in range(5)]      # crosses an epoch boundary
+  resumed = input_pipeline.training_images(cfg, 3, seed=5, start_step=3)
+  np.testing.assert_array_equal(next(resumed)["image"], batches[3])
+  np.testing.assert_array_equal(next(resumed)["image"], batches[4])
+
+
+def test_training_images_without_a_source_explain_how_to_prepare_one():
+  import ml_collections
+  with pytest.raises(ValueError, match="jaxgeal.datasets.prepare"):
+    input_pipeline.training_images(ml_collections.ConfigDict({"source": ""}), 4, seed=0)

@@ -1,0 +1,109 @@
+"""GANgealing's losses (Peebles et al., "GAN-Supervised Dense Visual Alignment", CVPR 2022, §3.1-3.2, eq. 5).
+
+The full objective for one batch of GAN-supervised pairs (x, y):
+    L = E[ l(T(x), y) ] + lambda_TV L_TV(Δg) + lambda_I L_I(Δg)
+with l a perceptual distance (B,) — `MSEDistance` is a stand-in for tests and CPU-sized runs. The clustering
+variant (§3.2) lets each sample pick the head (and, with flips, the mirrored input) whose warp lands closest
+to that head's target, and regularises only the chosen flow (upstream gangealing_cluster_loss).
+
+Flow regularisers:
+
+The unconstrained (flow) Spatial Transformer can fold the image onto itself; two terms of eq. 5 keep its
+residual flow Δg (the grid minus the identity, (N, H, W, 2)) tame:
+  * L_TV = L_Huber(Δ_x g) + L_Huber(Δ_y g): a Huber penalty (0.5 a² for a <= 1, a - 0.5 above, on the
+    absolute finite differences a) that favours smooth flows but, being linear for large jumps, still allows
+    the occasional sharp one (object boundaries). Each direction is averaged over its own elements, as upstream.
+    The same quantity scores flow smoothness at test time (flip choice, B.4; dataset filtering, G.2).
+  * L_I = ||Δg||²₂, mean-reduced: pulls the warp towards the identity.
+Upstream: models/losses/loss.py::total_variation_loss, flow_identity_loss.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+Array = Any
+
+
+def _huber(a: jax.Array) -> jax.Array:
+  """0.5 a² for a <= 1, a - 0.5 above (a >= 0): continuous with a continuous derivative at 1."""
+  return jnp.where(a <= 1.0, 0.5 * a * a, a - 0.5)
+
+
+def total_variation_loss(delta_flow: jax.Array, reduce_batch: bool = True) -> jax.Array:
+  """Huber total variation of a (N, H, W, 2) residual flow: a scalar, or (N,) with reduce_batch=False."""
+  if delta_flow.ndim != 4 or delta_flow.shape[-1] != 2:
+    raise ValueError(f"delta_flow must be (N, H, W, 2), got {delta_flow.shape}")
+  axes = None if reduce_batch else (1, 2, 3)
+  diff_y = _huber(jnp.abs(delta_flow[:, :-1] - delta_flow[:, 1:]))
+  diff_x = _huber(jnp.abs(delta_flow[:, :, :-1] - delta_flow[:, :, 1:]))
+  return jnp.mean(diff_x, axis=axes) + jnp.mean(diff_y, axis=axes)
+
+
+def flow_identity_loss(delta_flow: jax.Array) -> jax.Array:
+  """L_I: mean squared residual flow (encourages the identity warp)."""
+  return jnp.mean(jnp.square(delta_flow))
+
+
+@flax.struct.dataclass
+class MSEDistance:
+  """Mean squared error per sample, (B,): the fixtures' stand-in for a perceptual loss. A (leafless) pytree,
+  so it passes through jit like the VGG-based losses."""
+
+  def __call__(self, x: Array, y: Array) -> Array:
+    return jnp.mean(jnp.square(x - y), axis=tuple(range(1, x.ndim)))
+
+
+def _regularised(perceptual: Array, flow: Array, tv_weight: float, fi_weight: float) -> dict:
+  tv = total_variation_loss(flow)
+  fi = flow_identity_loss(flow)
+  return {"total": perceptual + tv_weight * tv + fi_weight * fi, "perceptual": perceptual, "tv": tv,
+          "flow_identity": fi, "delta_flow": flow}
+
+
+def gangealing_loss(run_stn: Callable, distance: Callable, x: Array, x_full: Array | None, target: Array, *,
+                    tv_weight: float, fi_weight: float) -> dict:
+  """Unimodal GANgealing loss (one target).
+
+  Args:
+    run_stn: (x, x_full or None) -> STNOutput with `.image` at the target's size and `.flow`.
+    distance: (a, b) -> (B,) perceptual distance.
+    x: STN input (B, fs, fs, 3); x_full: full-resolution pixels to sample from (or None: sample x).
+    target: aligned targets y (B, fs, fs, 3).
+  Returns:
+    {total, perceptual, tv, flow_identity, delta_flow, aligned_pred}.
+  """
+  out = run_stn(x, x_full)
+  perceptual = jnp.mean(distance(out.image, target))
+  return dict(_regularised(perceptual, out.flow, tv_weight, fi_weight), aligned_pred=out.image)
+
+
+def gangealing_cluster_loss(run_stn: Callable, distance: Callable, x: Array, x_full: Array | None,
+                            target: Array, *, num_heads: int, flips: bool, tv_weight: float,
+                            fi_weight: float) -> dict:
+  """Clustering loss: per sample, the minimum over K heads (x 2 with flips) of the distance to that head's
+  target; TV and identity terms on the chosen residual flows only (§3.2).
+
+  target: (B*K, fs, fs, 3) image-major (row b*K + k), as the latent learner emits them. STN outputs are
+  (F*B*K) rows in (flip, b, k) order with F = 2 when flipping. Returns, besides the loss terms,
+  `distances` (B, F*K) with columns [unflipped heads, flipped heads], `assignment` (B,) and `aligned_pred`.
+  """
+  k = num_heads
+  b = x.shape[0]
+  if flips:
+    x = jnp.concatenate([x, x[:, :, ::-1]])
+    x_full = None if x_full is None else jnp.concatenate([x_full, x_full[:, :, ::-1]])
+    target = jnp.concatenate([target, target])
+  n_flip = 2 if flips else 1
+  out = run_stn(x, x_full)
+  dist = distance(out.image, target).reshape(n_flip, b, k)
+  distances = jnp.transpose(dist, (1, 0, 2)).reshape(b, n_flip * k)
+  assignment = jnp.argmin(distances, axis=1)
+  chosen = jnp.take_along_axis(distances, assignment[:, None], axis=1)[:, 0]
+  flows = out.flow.reshape((n_flip, b, k) + out.flow.shape[1:])
+  flow = flows[assignment // k, jnp.arange(b), assignment % k]
+  return dict(_regularised(jnp.mean(chosen), flow, tv_weight, fi_weight), distances=distances,
+              assignment=assignment, aligned_pred=out.image)

@@ -1,0 +1,499 @@
+"""Spatial transformers of GANgealing (Peebles et al., "GAN-Supervised Dense Visual Alignment", CVPR 2022).
+
+§3.1 "Spatial Transformer Parameterization" and appendix B.1: T = T_flow ∘ T_sim. Both networks share the
+StyleGAN2 residual-discriminator trunk (no normalisation layers) and differ in their last layers:
+  * `SpatialTransformer(transform="similarity")`: trunk down to 4x4, `final_linear`, then a zero-initialised
+    `warp_head.linear` regressing (o1..o4) per head, M = [[s cos r, -s sin r, tx], [s sin r, s cos r, ty]]
+    with r = pi tanh(o1), s = exp(o2) (eqs. 7-11), sampled through affine_grid.
+  * `SpatialTransformer(transform="flow")`: trunk to flow_size / 8 (the last ResBlock does not downsample),
+    `warp_head.flow_out` (coarse flow, last conv zero-initialised, B.5) and `warp_head.mask_out` (RAFT
+    convex-upsampling weights); the residual flow is upsampled x8 to flow_size and added to the identity grid.
+  * `ComposedSTN`: the similarity output (at flow_size) feeds the flow STN; the flow grid is composed with the
+    similarity matrix and the *original* input is sampled once with the composed grid (B.1).
+Clustering (§3.2, B.2): K heads per STN. The "cartesian" policy warps every image with every head (B*K
+outputs, image-major: row b*K + k); a (B, K') score array warps image b with head argmax_k' mod K only.
+Test-time flipping (B.4): `forward_with_flip` keeps, per image, x or mirror(x), whichever gives the smoother
+residual flow.
+
+Regression always runs at flow_size (inputs larger than that are tent-downsampled by supersize / flow_size),
+but pixels are sampled from the full-resolution input with MipmapWarp (anti-aliased, appendix B). All options
+that change shapes (iters, output_resolution, padding_mode) are static Python values; everything else is
+traced, so the modules jit and differentiate without host syncs. Layout: NHWC images, (N, H, W, 2) grids.
+Attribute names follow upstream (`convs`, `final_conv`, `final_linear`, `warp_head`, `flow_out`, `mask_out`,
+`linear`, `stns`) so that `jaxgeal.convert.gangealing.convert_stn` is a renaming.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Sequence, Union
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from jaxgeal.losses.gangealing import total_variation_loss
+from jaxgeal.models import layers
+from jaxgeal.models.latent_learner import lerp
+from jaxgeal.ops import mipmap
+from jaxgeal.ops import warp
+
+Array = Any
+HIGHEST = jax.lax.Precision.HIGHEST
+MAX_NUM_LEVELS = 3.5  # MipmapWarp(max_num_levels=3.5) of both warp heads: levels in [0, 2.5].
+WarpPolicy = Union[str, None, Array]
+
+
+def default_channels(channel_multiplier: float = 0.5, max_channels: int = 512) -> tuple[tuple[int, int], ...]:
+  """Upstream's STN channel table {4..32: 512, 64: 256 cm, 128: 128 cm, ...} as (resolution, width) pairs."""
+  table = {4: max_channels, 8: max_channels, 16: max_channels, 32: max_channels}
+  table.update({64 * 2 ** i: int(256 * channel_multiplier / 2 ** i) for i in range(5)})
+  return tuple(table.items())
+
+
+def _log2(n: int, what: str) -> int:
+  log = int(round(math.log2(n)))
+  if 2 ** log != n:
+    raise ValueError(f"{what} must be a power of two, got {n}")
+  return log
+
+
+def make_trunk(channels: Sequence[tuple[int, int]], size: int, regress_flow: bool = False,
+               flow_downsample: int = 8, blur_kernel: Sequence[int] = (1, 3, 3, 1)):
+  """The ResNet trunk (B.1) as (convs, final_conv) modules, to be assigned in a parent's setup().
+
+  convs[0] is a 1x1 ConvLayer from RGB; then one ResBlock per halving down to 4x4 (similarity STN, cluster
+  classifier), or, for the flow STN, four ResBlocks of which only the first log2(flow_downsample) downsample,
+  leaving features at size / flow_downsample (upstream reads the width of block i at channels[2**(i-1)]).
+  """
+  table = dict(channels)
+  log_size = _log2(size, "flow_size")
+  end_log = log_size - 4 if regress_flow else 2
+  if end_log < 0:
+    raise ValueError(f"flow_size {size} is too small for a flow STN (at least 16; upstream needs >= 64 with "
+                     "its default channel table)")
+  log_down = _log2(flow_downsample, "flow_downsample")
+  try:
+    in_ch = table[size]
+    convs = [layers.ConvLayer(3, in_ch, 1, blur_kernel=blur_kernel)]
+    for j, i in enumerate(range(log_size, end_log, -1)):
+      downsample = (not regress_flow) or j < log_down
+      out_ch = table[2 ** (i - 1)]
+      convs.append(layers.ResBlock(in_ch, out_ch, downsample=downsample, blur_kernel=blur_kernel))
+      in_ch = out_ch
+    final_conv = layers.ConvLayer(in_ch, table[4], 3, blur_kernel=blur_kernel)
+  except KeyError as e:
+    raise ValueError(f"no channel width for resolution {e.args[0]} in channels={table}") from None
+  return convs, final_conv
+
+
+def downsample_input(x: Array, flow_size: int, supersize: Optional[int]) -> Array:
+  """Upstream's `input_downsample`: the regression input at flow_size (tent filter, stride supersize/flow_size)."""
+  if x.shape[2] <= flow_size:
+    return x
+  stride = (supersize or x.shape[2]) // flow_size
+  x = mipmap.bilinear_downsample(x, stride)
+  if x.shape[1:3] != (flow_size, flow_size):
+    raise ValueError(f"input of width {x.shape[2] * stride} downsampled by supersize/flow_size = {stride} gives "
+                     f"{x.shape[1:3]}, not flow_size {flow_size}; build the STN with supersize = input size")
+  return x
+
+
+def head_indices(warp_policy: WarpPolicy, num_heads: int) -> Optional[Array]:
+  """None for the cartesian policy, else the (N,) head per image: argmax of the (N, K') scores, mod K.
+
+  The modulo is upstream's: a cluster classifier with K*(1 + flips) classes can drive the STN directly.
+  """
+  if warp_policy is None or isinstance(warp_policy, str):
+    if warp_policy not in (None, "cartesian"):
+      raise ValueError(f"warp_policy must be 'cartesian' or an (N, K) score array, got {warp_policy!r}")
+    return None
+  scores = jnp.asarray(warp_policy)
+  if scores.ndim != 2:
+    raise ValueError(f"warp_policy scores must be (N, K), got shape {scores.shape}")
+  return jnp.argmax(scores, axis=1) % num_heads
+
+
+def _alpha(alpha, n: int) -> Optional[Array]:
+  """A scalar or (N,) alpha as an (N,) array (None stays None)."""
+  return None if alpha is None else jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (n,))
+
+
+def _per_row(value: Optional[Array], n_rows: int) -> Optional[Array]:
+  """Repeats per-image values (N, ...) for N * split image-major output rows (upstream repeat_interleave)."""
+  if value is None or value.shape[0] == n_rows:
+    return value
+  if n_rows % value.shape[0]:
+    raise ValueError(f"cannot spread {value.shape[0]} per-image values over {n_rows} warps")
+  return jnp.repeat(value, n_rows // value.shape[0], axis=0)
+
+
+@flax.struct.dataclass
+class STNOutput:
+  """What an STN forward produces; every array has one row per output warp (B, or B*K image-major).
+
+  image: (N, Ho, Wo, C) warped input. grid: (N, Ho, Wo, 2) sampling grid applied to the source pixels.
+  flow: (N, fs, fs, 2) residual flow of the (last) flow STN, None for a similarity STN.
+  matrix: (N, 2, 3) similarity matrix (composed with base_warp / previous iterations; for a ComposedSTN the
+    similarity part of the final warp), None for a lone flow STN without base_warp.
+  oob: (N,) bool, more than 2.5% of the grid samples beyond the image (upstream's out-of-bounds check).
+  intermediates: per-stage outputs of a ComposedSTN, per-iteration outputs of an iterated similarity STN
+    (upstream's return_intermediates / return_sim); free under jit, unused outputs are pruned.
+  """
+  image: Array
+  grid: Array
+  flow: Optional[Array] = None
+  matrix: Optional[Array] = None
+  oob: Optional[Array] = None
+  intermediates: tuple = ()
+
+  def __getitem__(self, name: str):
+    """Dict-style access (out["image"]) for code written against upstream-like dict outputs."""
+    return getattr(self, name)
+
+  def unfold(self, num_heads: int) -> "STNOutput":
+    """Cartesian outputs (B*K, ...) -> (B, K, ...) (upstream's unfold=True), intermediates dropped."""
+    split = lambda a: a.reshape((a.shape[0] // num_heads, num_heads) + a.shape[1:])
+    return jax.tree_util.tree_map(split, self.replace(intermediates=()))
+
+
+@flax.struct.dataclass
+class FlipOutput:
+  """`forward_with_flip`: per warp, the output of x or of mirror(x), whichever has the smoother flow.
+
+  output: the chosen STNOutput; for mirrored rows the grid's x component is negated so that it samples the
+    unmirrored input (the residual flow and matrix are those of the mirrored run, not negated); its
+    intermediates are dropped.
+  flipped: (N,) bool. tv / tv_flipped: (N,) total variation of the residual flow of x / mirror(x).
+  inputs: the inputs, mirrored where chosen (one row per warp).
+  """
+  output: STNOutput
+  flipped: Array
+  tv: Array
+  tv_flipped: Array
+  inputs: Array
+
+
+def mirror(x: Array) -> Array:
+  """Horizontal flip of NHWC images (upstream x.flip(3) on NCHW)."""
+  return x[:, :, ::-1]
+
+
+def _forward_with_flip(forward: Callable[..., STNOutput], x: Array, input_img_for_sampling=None,
+                       **kwargs) -> FlipOutput:
+  """B.4 (unimodal test-time flips): run T on x and mirror(x), keep the one with smaller TV of the flow."""
+  out = forward(x, input_img_for_sampling=input_img_for_sampling, **kwargs)
+  src_f = None if input_img_for_sampling is None else mirror(input_img_for_sampling)
+  out_f = forward(mirror(x), input_img_for_sampling=src_f, **kwargs)
+  if out.flow is None:
+    raise ValueError("forward_with_flip needs a flow STN: the flip is chosen by the smoothness of its flow")
+  tv = total_variation_loss(out.flow, reduce_batch=False)
+  tv_f = total_variation_loss(out_f.flow, reduce_batch=False)
+  flipped = tv_f < tv  # argmin over [tv, tv_f]: ties keep x.
+  # The mirrored run's grid samples mirror(x); negating x makes it sample x itself.
+  out_f = out_f.replace(grid=out_f.grid * jnp.array([-1.0, 1.0], out_f.grid.dtype))
+  pick = lambda a, b: jnp.where(flipped.reshape((-1,) + (1,) * (a.ndim - 1)), b, a)
+  chosen = jax.tree_util.tree_map(pick, out.replace(intermediates=()), out_f.replace(intermediates=()))
+  inputs = _per_row(x, flipped.shape[0])
+  return FlipOutput(chosen, flipped, tv, tv_f, pick(inputs, mirror(inputs)))
+
+
+class _ZeroEqualConv2d(nn.Module):
+  """`layers.EqualConv2d` (same params and run-time scale) initialised to zero: the identity flow (B.5)."""
+  in_ch: int
+  out_ch: int
+  kernel_size: int = 3
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    weight = self.param("weight", nn.initializers.zeros, (k, k, self.in_ch, self.out_ch))
+    scale = 1.0 / math.sqrt(self.in_ch * k * k)
+    y = jax.lax.conv_general_dilated(x, (weight * scale).astype(x.dtype), (1, 1), [(k // 2, k // 2)] * 2,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + self.param("bias", nn.initializers.zeros, (self.out_ch,)).astype(y.dtype)
+
+
+class SimilarityHead(nn.Module):
+  """Regresses K similarity matrices (eqs. 7-11) from (N, D) features; `linear` starts at zero = identity."""
+  num_heads: int = 1
+
+  @nn.compact
+  def __call__(self, features, heads=None):
+    """(N, S, 2, 3) matrices: all K heads (S = K) or the selected head per image (heads (N,), S = 1)."""
+    k = self.num_heads
+    zeros = nn.initializers.zeros
+    params = nn.Dense(4 * k, kernel_init=zeros, bias_init=zeros, precision=HIGHEST, name="linear")(features)
+    params = params.reshape(-1, 4, k)  # Output p*K + k: parameter p of head k (upstream's split order).
+    if heads is not None:
+      params = jnp.take_along_axis(params, heads[:, None, None], axis=2)
+    rot, scale, tx, ty = (params[:, i] for i in range(4))  # Each (N, S).
+    return warp.make_affine_matrix(rot, scale, tx, ty)
+
+
+class FlowHead(nn.Module):
+  """Coarse flow + RAFT convex upsampling (B.1): two 3x3 conv pairs on the (N, fs/8, fs/8, C) features."""
+  channels: int
+  num_heads: int = 1
+  flow_downsample: int = 8
+
+  @nn.compact
+  def __call__(self, features, heads=None):
+    """(N*S, fs, fs, 2) residual flow; S = K (cartesian, image-major) or 1 (heads (N,) selects one)."""
+    k, f, c = self.num_heads, self.flow_downsample, self.channels
+    flow = layers.EqualConv2d(c, c, 3, padding=1, name="flow_out_0")(features)
+    flow = _ZeroEqualConv2d(c, 2 * k, name="flow_out_2")(jax.nn.relu(flow))
+    mask = layers.EqualConv2d(c, c, 3, padding=1, name="mask_out_0")(features)
+    mask = layers.EqualConv2d(c, 9 * f * f * k, 3, padding=1, name="mask_out_2")(jax.nn.relu(mask))
+    n, h, w, _ = flow.shape
+    flow = flow.reshape(n, h, w, k, 2)  # Channel k*2 + xy.
+    mask = mask.reshape(n, h, w, k, 9 * f * f)  # Channel k*9f² + (neighbour, sub-pixel), convex_upsample's order.
+    if heads is None:
+      flow = flow.transpose(0, 3, 1, 2, 4).reshape(n * k, h, w, 2)
+      mask = mask.transpose(0, 3, 1, 2, 4).reshape(n * k, h, w, 9 * f * f)
+    else:
+      flow = jnp.take_along_axis(flow, heads[:, None, None, None, None], axis=3)[:, :, :, 0]
+      mask = jnp.take_along_axis(mask, heads[:, None, None, None, None], axis=3)[:, :, :, 0]
+    return warp.convex_upsample(flow, mask, f)
+
+
+class SpatialTransformer(nn.Module):
+  """One STN, similarity or flow (upstream `SpatialTransformer`).
+
+  Attributes:
+    transform: "similarity" or "flow".
+    flow_size: regression resolution and default output resolution (flow: the residual flow's size).
+    supersize: resolution of the inputs; larger inputs are downsampled by supersize // flow_size to regress.
+    channels: (resolution, width) pairs of the trunk; None: `default_channels(channel_multiplier)`.
+    num_heads: K warps per STN (clustering, §3.2).
+    flow_downsample: convex upsampling factor of the flow head (8).
+    antialias: sample with MipmapWarp(3.5) (upstream's default) instead of plain bilinear grid_sample.
+  """
+  transform: str = "similarity"
+  flow_size: int = 128
+  supersize: Optional[int] = None
+  channels: Optional[Sequence[tuple[int, int]]] = None
+  channel_multiplier: float = 0.5
+  num_heads: int = 1
+  flow_downsample: int = 8
+  blur_kernel: Sequence[int] = (1, 3, 3, 1)
+  antialias: bool = True
+
+  @property
+  def is_flow(self) -> bool:
+    return self.transform == "flow"
+
+  def setup(self):
+    if self.transform not in ("similarity", "flow"):
+      raise ValueError(f"transform must be 'similarity' or 'flow', got {self.transform!r}")
+    channels = self.channels if self.channels is not None else default_channels(self.channel_multiplier)
+    self.convs, self.final_conv = make_trunk(channels, self.flow_size, self.is_flow, self.flow_downsample,
+                                             self.blur_kernel)
+    c4 = dict(channels)[4]
+    if self.is_flow:
+      self.warp_head = FlowHead(c4, self.num_heads, self.flow_downsample)
+    else:
+      self.final_linear = layers.EqualLinear(c4 * 16, c4, activation="fused_lrelu")
+      self.warp_head = SimilarityHead(self.num_heads)
+
+  def predict_warp(self, x, heads=None):
+    """Regression only: (N, S, 2, 3) matrices (similarity) or the (N*S, fs, fs, 2) residual flow (flow)."""
+    out = downsample_input(x, self.flow_size, self.supersize)
+    for conv in self.convs:
+      out = conv(out)
+    out = self.final_conv(out)
+    if not self.is_flow:
+      # Flattened in (H, W, C) order; the converter permutes upstream's (C, H, W)-ordered weight to match.
+      out = self.final_linear(out.reshape(out.shape[0], -1))
+    return self.warp_head(out, heads)
+
+  def _sample(self, source, grid, padding_mode):
+    if self.antialias:
+      return mipmap.mipmap_warp(source, grid, padding_mode, max_num_levels=MAX_NUM_LEVELS)
+    return warp.grid_sample(source, grid, padding_mode)
+
+  def _single(self, x, source, heads, output_resolution, base_warp, alpha, padding_mode, image_bounds):
+    """One regression + warp (upstream `single_forward`); rows: N*K (cartesian) or N (heads given)."""
+    n = x.shape[0]
+    split = self.num_heads if heads is None else 1
+    rows = n * split
+    out_res = output_resolution or self.flow_size
+    alpha = _per_row(_alpha(alpha, n), rows)
+    base = None if base_warp is None else base_warp.reshape((-1, 2, 3))
+    flow = None
+    if self.is_flow:
+      flow = self.predict_warp(x, heads)
+      ident = warp.identity_grid(self.flow_size, 1, flow.dtype)
+      grid = ident + flow
+      if base is not None:  # Compose with the similarity warp: [g, 1] @ M^T (B.1).
+        grid = warp.apply_affine(_per_row(base, rows), grid)
+      if alpha is not None:
+        grid = lerp(ident, grid, alpha[:, None, None, None])
+      if out_res != self.flow_size:
+        # Resizing the grid rather than the warped pixels keeps the output sharp (upstream F.interpolate).
+        grid = warp.resize_grid(grid, scale_factor=out_res / self.flow_size)
+      matrix = base if base is None else _per_row(base, rows)
+    else:
+      matrix = self.predict_warp(x, heads)  # (N, S, 2, 3)
+      if base is not None:  # M = M_base @ [M; 0 0 1]: the new warp acts first on the output grid.
+        matrix = jnp.matmul(base[:, None], warp.make_3x3(matrix), precision=HIGHEST)
+      matrix = matrix.reshape(rows, 2, 3)
+      if alpha is not None:
+        matrix = lerp(jnp.eye(2, 3, dtype=matrix.dtype), matrix, alpha[:, None, None])
+      grid = warp.affine_grid(matrix, out_res)
+    image = self._sample(_per_row(source, rows), grid, padding_mode)
+    bounds = None if image_bounds is None else _per_row(jnp.asarray(image_bounds, jnp.float32), rows)
+    oob = warp.warp_exceeds_image_bounds(grid, bounds)
+    return STNOutput(image=image, grid=grid, flow=flow, matrix=matrix, oob=oob)
+
+  def __call__(self, x, *, output_resolution: Optional[int] = None, iters: int = 1, alpha=None,
+               padding_mode: str = "border", input_img_for_sampling=None, base_warp=None,
+               warp_policy: WarpPolicy = "cartesian", image_bounds=None) -> STNOutput:
+    """Regresses a warp from x and applies it to the source pixels.
+
+    Args:
+      x: (N, H, W, 3) images at flow_size or supersize, values in [-1, 1].
+      output_resolution: side of the output (default flow_size). Static.
+      iters: similarity only: re-run the STN on its own output (at flow_size), composing the matrices and
+        always sampling the original source (upstream's test-time refinement). Static.
+      alpha: scalar or (N,) lerp weight between the identity (0) and the predicted warp (1) (visuals).
+      padding_mode: "border", "reflection" or "zeros". Static.
+      input_img_for_sampling: (N, H', W', 3) pixels to sample instead of x (e.g. full resolution).
+      base_warp: (N, 2, 3) (or per-warp (N*K, 2, 3)) affine warp composed before this one.
+      warp_policy: "cartesian" (every image x every head, rows b*K + k) or (N, K') scores: image n uses head
+        argmax(scores[n]) mod K.
+      image_bounds: optional (N, 2) (height, width) of the unpadded images for the out-of-bounds flags.
+
+    Returns:
+      STNOutput; intermediates hold one STNOutput per iteration when iters > 1.
+    """
+    if iters > 1 and self.is_flow:
+      raise ValueError("iters > 1 is only supported for similarity STNs (as upstream)")
+    source = x if input_img_for_sampling is None else input_img_for_sampling
+    heads = head_indices(warp_policy, self.num_heads)
+    alpha = _alpha(alpha, x.shape[0])
+    out, matrix, steps = x, base_warp, []
+    for it in range(iters):
+      last = it == iters - 1
+      step = self._single(out, source, heads, output_resolution if last else self.flow_size, matrix,
+                          alpha if last else None, padding_mode, image_bounds)
+      steps.append(step)
+      out, matrix = step.image, step.matrix
+      if heads is None and self.num_heads > 1:
+        # Later iterations refine each of the B*K warps with its own head (upstream crashes here instead).
+        rows = out.shape[0]
+        source, alpha = _per_row(source, rows), _per_row(alpha, rows)
+        image_bounds = _per_row(image_bounds if image_bounds is None else jnp.asarray(image_bounds), rows)
+        heads = jnp.tile(jnp.arange(self.num_heads), rows // self.num_heads)
+    return steps[-1].replace(intermediates=tuple(steps) if iters > 1 else ())
+
+  def forward_with_flip(self, x, **kwargs) -> FlipOutput:
+    """Flow STNs: see `ComposedSTN.forward_with_flip`."""
+    return _forward_with_flip(self.__call__, x, **kwargs)
+
+
+class ComposedSTN(nn.Module):
+  """T = T_flow ∘ T_sim (B.1): similarity STN(s), optionally followed by one flow STN (`stns_0`, `stns_1`).
+
+  Each stage regresses from the previous stage's output (at flow_size), composes its warp with the previous
+  matrix and samples the original input; only the last stage uses alpha and output_resolution, only the first
+  iterates. Attributes are those of `SpatialTransformer`, shared by all stages.
+  """
+  transforms: Sequence[str] = ("similarity", "flow")
+  flow_size: int = 128
+  supersize: Optional[int] = None
+  channels: Optional[Sequence[tuple[int, int]]] = None
+  channel_multiplier: float = 0.5
+  num_heads: int = 1
+  flow_downsample: int = 8
+  blur_kernel: Sequence[int] = (1, 3, 3, 1)
+  antialias: bool = True
+
+  def setup(self):
+    kinds = list(self.transforms)
+    if not kinds or "flow" in kinds[:-1] or any(t not in ("similarity", "flow") for t in kinds):
+      raise ValueError(f"ComposedSTN supports similarity stages optionally followed by one flow stage, got "
+                       f"{kinds} (as upstream, flow -> similarity and flow -> flow are not supported)")
+    self.stns = [SpatialTransformer(t, self.flow_size, self.supersize, self.channels, self.channel_multiplier,
+                                    self.num_heads, self.flow_downsample, self.blur_kernel, self.antialias)
+                 for t in kinds]
+
+  def __call__(self, x, *, output_resolution: Optional[int] = None, iters: int = 1, alpha=None,
+               padding_mode: str = "border", input_img_for_sampling=None,
+               warp_policy: WarpPolicy = "cartesian", image_bounds=None) -> STNOutput:
+    """The composed warp; arguments as `SpatialTransformer.__call__` (iters applies to the first stage).
+
+    Returns an STNOutput whose image / grid / flow / oob are the last stage's, matrix the last similarity
+    matrix (the affine part of the final grid) and intermediates the per-stage outputs (stage 0 = the
+    similarity output, upstream's return_sim).
+    """
+    source = x if input_img_for_sampling is None else input_img_for_sampling
+    heads = head_indices(warp_policy, self.num_heads)
+    alpha = _alpha(alpha, x.shape[0])
+    out, matrix, stages = x, None, []
+    last = len(self.stns) - 1
+    for i, stn in enumerate(self.stns):
+      # After a cartesian first stage every row b*K + k continues with head k (upstream's eye(K) policy).
+      policy = "cartesian" if heads is None else jax.nn.one_hot(heads, self.num_heads)
+      stage = stn(out, output_resolution=output_resolution if i == last else None, iters=iters if i == 0 else 1,
+                  alpha=alpha if i == last else None, padding_mode=padding_mode, input_img_for_sampling=source,
+                  base_warp=matrix, warp_policy=policy, image_bounds=image_bounds)
+      stages.append(stage)
+      out, matrix = stage.image, stage.matrix
+      if heads is None and self.num_heads > 1:
+        rows = out.shape[0]
+        source, alpha = _per_row(source, rows), _per_row(alpha, rows)
+        image_bounds = _per_row(image_bounds if image_bounds is None else jnp.asarray(image_bounds), rows)
+        heads = jnp.tile(jnp.arange(self.num_heads), rows // self.num_heads)
+    return stages[-1].replace(intermediates=tuple(stages))
+
+  def forward_with_flip(self, x, **kwargs) -> FlipOutput:
+    """B.4: per warp, T(x) or T(mirror(x)), whichever residual flow has the smaller total variation.
+
+    kwargs are those of `__call__`; with a score policy the same scores serve both runs. The decision is
+    made per output row, so with the cartesian policy and K > 1 each (image, head) pair decides on its own
+    (upstream crashes there). Pure jnp.where selection: no host sync.
+    """
+    return _forward_with_flip(self.__call__, x, **kwargs)
+
+
+# -- construction from configs (converter, trainer, model directories) ----------------------------------------
+
+ARCH_KEYS = ("flow_size", "supersize", "channels", "channel_multiplier", "num_heads", "flow_downsample",
+             "blur_kernel", "antialias")
+
+
+def build_stn(transforms: Union[str, Sequence[str]] = ("similarity", "flow"), **kwargs) -> nn.Module:
+  """Upstream's `get_stn`: one transform -> SpatialTransformer, several -> ComposedSTN (kwargs: ARCH_KEYS)."""
+  if isinstance(transforms, str):
+    transforms = [transforms]
+  for key in ("channels", "blur_kernel"):
+    if kwargs.get(key) is not None:  # Hashable, as Flax module fields must be (json gives lists).
+      kwargs[key] = tuple(tuple(c) if isinstance(c, (list, tuple)) else c for c in kwargs[key])
+  if len(transforms) == 1:
+    return SpatialTransformer(transform=transforms[0], **kwargs)
+  return ComposedSTN(transforms=tuple(transforms), **kwargs)
+
+
+get_stn = build_stn
+
+
+def from_config(config) -> nn.Module:
+  """The module of a `config_of` / converter config; keys other than the architecture's (notes such as
+  test-time settings) are ignored."""
+  return build_stn(config["transforms"], **{k: config[k] for k in ARCH_KEYS if k in config})
+
+
+def config_of(stn: nn.Module) -> dict:
+  """JSON-able architecture config of an STN module (inverse of `from_config`)."""
+  transforms = list(stn.transforms) if isinstance(stn, ComposedSTN) else [stn.transform]
+  channels = stn.channels if stn.channels is not None else default_channels(stn.channel_multiplier)
+  return {"transforms": transforms, "flow_size": stn.flow_size, "supersize": stn.supersize or stn.flow_size,
+          "channels": [[int(r), int(c)] for r, c in channels if r <= stn.flow_size],
+          "num_heads": stn.num_heads, "flow_downsample": stn.flow_downsample,
+          "blur_kernel": list(stn.blur_kernel), "antialias": stn.antialias}
+
+
+def apply_for_training(stn: nn.Module, params, x, x_full=None, **kwargs) -> STNOutput:
+  """stn(x) with params only, sampling from x_full (full-resolution pixels) when given; kwargs: __call__'s."""
+  return stn.apply({"params": params}, x, input_img_for_sampling=x_full, **kwargs)
