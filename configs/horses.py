@@ -1,0 +1,23 @@
+"""GANgealing on LSUN Horses: K=4 clusters (no upstream script; settings as cars, test-time settings from upstream's table).
+
+  python -m jaxgeal.main --config=configs/horses.py --workdir=workdirs/horses
+  python -m jaxgeal.main --config=configs/horses.py:tiny --workdir=/tmp/horses-tiny   # CPU-sized, seconds
+
+Paper hyperparameters (Peebles et al. 2022, appendix B; ../shared/docs/upstream.md §1.2). The frozen generator
+is read from c.generator.checkpoint, a jaxgeal model directory converted from the published PyTorch file.
+"""
+from jaxgeal.trainers import gangealing_config
+
+
+def get_config(arg=None):
+  c = gangealing_config.base()
+  c.generator.checkpoint = "pretrained/horses_generator"
+  c.perceptual.kind = 'lpips'
+  c.loss.tv_weight = 2500.0
+  c.stn.padding_mode = 'reflection'
+  c.stn.num_heads = 4
+  c.flips = True
+  c.ll.update(ndirs=5, inject=6)
+  c.sample_from_full_res = True
+  c.test.update(padding_mode='reflection', iters=3)
+  return gangealing_config.variant(c, arg)

@@ -1,0 +1,44 @@
+"""Entry point for training: `python -m jaxgeal.main --config=configs/cats.py --workdir=DIR`.
+
+The config (an ml_collections file; append `:tiny` for the CPU-sized variant) names its trainer; the trainer
+reads everything else from it. Re-running with the same workdir resumes from the last checkpoint.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+TRAINERS = {"gangealing": "jaxgeal.trainers.gangealing", "stylegan2": "jaxgeal.trainers.stylegan2",
+            "cluster_classifier": "jaxgeal.trainers.cluster_classifier"}
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config file (e.g. configs/cats.py or configs/cats.py:tiny).",
+                                lock_config=False)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and visuals (resumes if it has some).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def run(config, workdir: str):
+  name = config.get("trainer", "gangealing")
+  if name not in TRAINERS:
+    raise ValueError(f"config.trainer={name!r} is not one of {sorted(TRAINERS)}")
+  return importlib.import_module(TRAINERS[name]).train_and_evaluate(config, workdir)
+
+
+def main(argv):
+  del argv
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  try:
+    run(FLAGS.config, FLAGS.workdir)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,351 @@
+"""GANgealing trainer (Peebles et al., "GAN-Supervised Dense Visual Alignment", CVPR 2022, §3 and appendix B).
+
+A frozen StyleGAN2 generates pairs: x = G(w) and its target y = G(mix(c, w)), where the first `inject` W+ layers
+of w are pulled towards the learned target latent c (eq. 3; psi annealed 1 -> 0 with a cosine). A Spatial
+Transformer T (similarity then dense flow) learns to warp x onto y while c (PCA-parameterised, eq. 4) is
+learned jointly:
+
+    L = E_w [ l(T(x), y) ] + lambda_TV L_TV(flow) + lambda_I ||flow||^2                    (eq. 5, appendix B)
+
+with l a perceptual distance. With K > 1 targets (clustering, §3.2) each sample picks its nearest head (and
+optionally the mirrored input), and only that head is regularised.
+
+One jitted step on a data-parallel mesh: the batch is split over the "data" axis, parameters are replicated
+(rules in jaxgeal/sharding.py); micro-batches are accumulated inside the step when the global batch (40 by
+default) does not fit; per-step randomness is `fold_in(seed key, step)`, so a resumed run continues exactly.
+
+Entry point: `python -m jaxgeal.main --config=configs/cats.py --workdir=DIR`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import pathlib
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxgeal import checkpoint, images, schedules, sharding
+from jaxgeal.convert import stylegan2 as convert_sg2
+from jaxgeal.losses import gangealing as gg_losses
+from jaxgeal.metric_writers import MetricWriter
+from jaxgeal.trainers import loop
+from jaxgeal.models import latent_learner as ll_lib
+from jaxgeal.models import stn as stn_lib
+from jaxgeal.models import stylegan2
+from jaxgeal.ops import mipmap
+
+
+# -- models -------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """The static (hashable) half of the training problem: modules and shapes."""
+  G: stylegan2.Generator
+  stn: Any
+  ll: ll_lib.LatentLearner
+  flow_size: int
+  num_heads: int
+  flips: bool
+  padding_mode: str
+  sample_from_full_res: bool
+  tv_weight: float
+  fi_weight: float
+  freeze_ll: bool
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  stn: Any            # STN params
+  stn_ema: Any        # EMA of the STN params (what is evaluated and exported)
+  ll: Any             # latent learner params {"coefficients": (K, N)}
+  pca: Any            # latent learner "pca" collection (directions, lat_mean): fixed after init
+  stn_opt: Any
+  ll_opt: Any
+  rng: jax.Array      # base key; step keys are fold_in(rng, step)
+
+
+def load_generator(config) -> tuple[stylegan2.Generator, Any, dict]:
+  """The frozen generator: from a jaxgeal model directory, or random weights when checkpoint is None."""
+  gc = config.generator
+  if gc.checkpoint is None:
+    gcfg = dict(size=gc.size, style_dim=gc.style_dim, n_mlp=gc.n_mlp,
+                channels=[tuple(c) for c in gc.channels] if gc.channels else
+                [list(x) for x in stylegan2.default_channels(gc.channel_multiplier, gc.size)])
+    G = convert_sg2.build_generator(gcfg)
+    z = jnp.zeros((1, gc.style_dim))
+    variables = jax.jit(lambda k: G.init(k, z, randomize_noise=False))(jax.random.PRNGKey(config.seed + 1))
+    return G, variables, gcfg
+  path = pathlib.Path(gc.checkpoint)
+  if not (path / "model.json").exists():
+    raise FileNotFoundError(
+        f"generator checkpoint {path} not found. Convert the PyTorch generator first, e.g.\n"
+        f"  python -m jaxgeal.convert stylegan2 cat.pt {path}\n"
+        f"(or `python -m jaxgeal.convert gangealing cat.pt {path}` for a GANgealing checkpoint), or set "
+        f"--config.generator.checkpoint=DIR")
+  kind, gcfg, variables = checkpoint.load_model(path, gc.get("name", "g_ema"))
+  if kind != "generator":
+    raise ValueError(f"{path}:{gc.get('name')} is a {kind}, not a generator")
+  return convert_sg2.build_generator(gcfg), variables, gcfg
+
+
+def make_perceptual(config):
+  """The distance l(T(x), y) -> (B,): vgg_ssl / lpips from converted weights, or the MSE stand-in."""
+  kind = config.perceptual.kind
+  if kind == "mse":
+    return gg_losses.MSEDistance()
+  from jaxgeal.convert import lpips as convert_lpips
+  return convert_lpips.load_perceptual_loss(kind, config.perceptual.weights_dir)
+
+
+def build_models(config, G, gcfg) -> Models:
+  sc = config.stn
+  stn = stn_lib.build_stn(transforms=tuple(sc.transform), flow_size=sc.flow_size, supersize=config.real_size,
+                          channel_multiplier=sc.channel_multiplier, num_heads=sc.num_heads,
+                          channels=tuple(tuple(c) for c in sc.channels) if sc.get("channels") else None)
+  ll = ll_lib.LatentLearner(num_heads=sc.num_heads, ndirs=config.ll.ndirs, style_dim=gcfg["style_dim"],
+                            inject_index=config.ll.inject, n_latent=G.n_latent)
+  return Models(G=G, stn=stn, ll=ll, flow_size=sc.flow_size, num_heads=sc.num_heads, flips=config.flips,
+                padding_mode=sc.padding_mode, sample_from_full_res=config.sample_from_full_res,
+                tv_weight=config.loss.tv_weight, fi_weight=config.loss.flow_identity_weight,
+                freeze_ll=config.ll.freeze)
+
+
+def make_optimizers(config):
+  o = config.optim
+  sched = lambda lr: schedules.gangealing_lr_schedule(lr, o.anneal_psi, o.period, t_mult=o.t_mult, decay=o.decay)
+  adam = lambda lr: optax.adam(sched(lr), b1=o.b1, b2=o.b2, eps=o.eps)
+  return adam(o.stn_lr), adam(o.ll_lr), sched(o.stn_lr), sched(o.ll_lr)
+
+
+# -- the loss (shared with the parity test) ------------------------------------------------------------------
+
+def sample_and_loss(models: Models, stn_params, ll_vars, gen_vars, perceptual, z, psi, noise=None,
+                    rng=None, return_aux: bool = False, cluster: bool | None = None):
+  """GAN-supervised pairs and the GANgealing loss for latents z.
+
+  noise: optional (noise for x, noise for the targets) lists of per-layer maps (the parity fixture records
+  them); otherwise drawn from `rng`, independently for the two generator passes (upstream: sharing them hurts).
+  cluster: use the clustering loss (min over heads / flips); default: when K > 1 or flips, as train.py does.
+  """
+  G = models.G
+  if noise is None:
+    k1, k2 = jax.random.split(rng)
+    gen = lambda *a, key, **kw: G.apply(gen_vars, *a, rngs={"noise": key}, **kw)
+    unaligned, wplus = gen(z, key=k1, return_latents=True)
+  else:
+    unaligned, wplus = G.apply(gen_vars, z, noise=noise[0], return_latents=True)
+  # Targets y = G(mix(c, w)) with the first `inject` layers lerped towards c (eq. 3). G is frozen: its
+  # weights get no gradient, but c's coefficients do, through G.
+  target_latents = models.ll.apply(ll_vars, wplus[:, 0], psi)
+  if noise is None:
+    target = G.apply(gen_vars, target_latents, rngs={"noise": k2}, method=G.synthesis)
+  else:
+    target = G.apply(gen_vars, target_latents, noise[1], method=G.synthesis)
+  stride = G.size // models.flow_size
+  down = (lambda im: mipmap.bilinear_downsample(im, stride)) if stride > 1 else (lambda im: im)
+  aligned_target = down(target)
+  if cluster is None:
+    cluster = models.num_heads > 1 or models.flips
+  loss_terms = functools.partial(gg_losses.gangealing_cluster_loss, num_heads=models.num_heads,
+                                 flips=models.flips) if cluster else gg_losses.gangealing_loss
+
+  def run_stn(x_small, x_full):
+    return stn_lib.apply_for_training(models.stn, stn_params, x_small, x_full, padding_mode=models.padding_mode)
+
+  src_full = unaligned if models.sample_from_full_res else None
+  terms = loss_terms(run_stn, perceptual, down(unaligned), src_full, aligned_target,
+                     tv_weight=models.tv_weight, fi_weight=models.fi_weight)
+  if return_aux:
+    terms = dict(terms, unaligned=unaligned, target_fullres=target, aligned_target=aligned_target)
+  return terms
+
+
+# -- the step -----------------------------------------------------------------------------------------------
+
+def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_sched):
+  micro = config.micro_batch_size
+  n_micro = config.batch_size // micro
+  psi_fn = schedules.psi_schedule(config.optim.anneal_psi, config.optim.anneal_fn)
+  style_dim = models.ll.style_dim
+  ema = config.ema_decay
+
+  def loss_fn(params, state, gen_vars, perceptual, key, psi):
+    stn_params, ll_params = params
+    kz, kn = jax.random.split(key)
+    z = sharding.constrain_batch(jax.random.normal(kz, (micro, style_dim)), mesh)
+    ll_vars = {"params": ll_params, "pca": state.pca}
+    terms = sample_and_loss(models, stn_params, ll_vars, gen_vars, perceptual, z, psi, rng=kn)
+    return terms["total"], {k: terms[k] for k in ("total", "perceptual", "tv", "flow_identity")}
+
+  def train_step(state: TrainState, gen_vars, perceptual):
+    psi = psi_fn(state.step)
+    step_key = jax.random.fold_in(state.rng, state.step)
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+
+    def accumulate(carry, i):
+      grads, metrics = carry
+      g, m = grad_fn((state.stn, state.ll), state, gen_vars, perceptual, jax.random.fold_in(step_key, i), psi)
+      return (jax.tree_util.tree_map(jnp.add, grads, g), jax.tree_util.tree_map(jnp.add, metrics, m)), None
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, (state.stn, state.ll))
+    zero_m = {k: jnp.zeros(()) for k in ("total", "perceptual", "tv", "flow_identity")}
+    (grads, metrics), _ = jax.lax.scan(accumulate, (zeros, zero_m), jnp.arange(n_micro))
+    # Equal micro-batches: the mean of per-micro-batch means is the global-batch mean.
+    grads, metrics = jax.tree_util.tree_map(lambda x: x / n_micro, (grads, metrics))
+    g_stn, g_ll = grads
+    upd, stn_opt = stn_tx.update(g_stn, state.stn_opt, state.stn)
+    stn_params = optax.apply_updates(state.stn, upd)
+    if models.freeze_ll:
+      ll_params, ll_opt = state.ll, state.ll_opt
+    else:
+      upd, ll_opt = ll_tx.update(g_ll, state.ll_opt, state.ll)
+      ll_params = optax.apply_updates(state.ll, upd)
+    # EMA over parameters (upstream `accumulate(t_ema, t, 0.5 ** (32 / 10000))`).
+    stn_ema = jax.tree_util.tree_map(lambda e, p: ema * e + (1 - ema) * p, state.stn_ema, stn_params)
+    metrics.update(psi=psi, stn_lr=stn_sched(state.step), ll_lr=ll_sched(state.step))
+    new = state.replace(step=state.step + 1, stn=stn_params, stn_ema=stn_ema, ll=ll_params, stn_opt=stn_opt,
+                        ll_opt=ll_opt)
+    return new, metrics
+
+  return train_step
+
+
+# -- initialisation ---------------------------------------------------------------------------------------
+
+def init_latent_learner(models: Models, config, gen_vars, perceptual, key):
+  """PCA of W over `pca_samples` mapped z (appendix B: 1M), and for K > 1 k-means++ on pose-only images."""
+  G = models.G
+  mapping = jax.jit(lambda z: G.apply(gen_vars, z, method=G.mapping))
+  sample_w = lambda k, n: mapping(jax.random.normal(k, (n, models.ll.style_dim)))
+  k_pca, k_km = jax.random.split(key)
+  logging.info("PCA of W over %d samples", config.ll.pca_samples)
+  pca = ll_lib.fit_pca(sample_w, k_pca, config.ll.ndirs, num_samples=config.ll.pca_samples,
+                       batch_size=config.ll.pca_batch)
+  centroids = None
+  if models.num_heads > 1:
+    n = config.ll.kmeans_samples
+    logging.info("k-means++ over %d pose-only samples for %d targets", n, models.num_heads)
+    w = sample_w(jax.random.fold_in(k_km, 0), n)
+    render = ll_lib.pose_renderer(G, gen_vars, config.ll.inject, key=jax.random.fold_in(k_km, 1))
+    stride = G.size // models.flow_size
+    down = (lambda im: mipmap.bilinear_downsample(im, stride)) if stride > 1 else (lambda im: im)
+    distance = jax.jit(lambda a, b: perceptual(down(a), down(b)))
+    result = ll_lib.kmeans_plusplus(w, render, distance, models.num_heads, key=jax.random.fold_in(k_km, 2))
+    centroids = result.centroids
+  variables = ll_lib.variables_from_pca(pca, num_heads=models.num_heads, centroids=centroids)
+  return variables["params"], variables["pca"]
+
+
+def init_state(models: Models, config, gen_vars, perceptual, stn_tx, ll_tx) -> TrainState:
+  key = jax.random.PRNGKey(config.seed)
+  k_stn, k_ll, k_train = jax.random.split(key, 3)
+  x = jnp.zeros((1, config.real_size, config.real_size, 3))
+  stn_params = jax.jit(lambda k: models.stn.init(k, x)["params"])(k_stn)
+  ll_params, pca = init_latent_learner(models, config, gen_vars, perceptual, k_ll)
+  return TrainState(step=jnp.zeros((), jnp.int32), stn=stn_params, ll=ll_params, pca=pca,
+                    stn_ema=jax.tree_util.tree_map(jnp.copy, stn_params),
+                    stn_opt=stn_tx.init(stn_params), ll_opt=ll_tx.init(ll_params), rng=k_train)
+
+
+# -- visuals and export ---------------------------------------------------------------------------------------
+
+def make_visualize(models: Models, config):
+  n = config.n_vis
+  z = jax.random.normal(jax.random.PRNGKey(config.seed + 7), (n, models.ll.style_dim))
+
+  @jax.jit
+  def visualize(state: TrainState, gen_vars):
+    G = models.G
+    x = G.apply(gen_vars, z, randomize_noise=False)
+    w = G.apply(gen_vars, z, method=G.mapping)
+    ll_vars = {"params": state.ll, "pca": state.pca}
+    targets = G.apply(gen_vars, models.ll.apply(ll_vars, w[:1], 0.0), None, False, method=G.synthesis)
+    stride = G.size // models.flow_size
+    small = mipmap.bilinear_downsample(x, stride) if stride > 1 else x
+    aligned = stn_lib.apply_for_training(models.stn, state.stn_ema, small, x, padding_mode=models.padding_mode)
+    aligned = aligned["image"]
+    return x, aligned, targets, jnp.mean(aligned.reshape((n, -1) + aligned.shape[1:]), axis=0)
+
+  def grids(state, gen_vars):
+    x, aligned, targets, average = jax.device_get(visualize(state, gen_vars))
+    k = models.num_heads
+    out = {"x": images.make_grid(x), "aligned": images.make_grid(aligned), "targets": images.make_grid(targets)}
+    out["average"] = images.make_grid(average)
+    del k
+    return out
+  return grids
+
+
+def export_model(workdir, state: TrainState, models: Models, config, gcfg, gen_vars):
+  """workdir/model: the trained t_ema + ll (+ g_ema) as a model directory for `jaxgeal.align`."""
+  stn_cfg = dict(stn_lib.config_of(models.stn), test=dict(config.test))
+  ll_cfg = dict(num_heads=models.num_heads, ndirs=models.ll.ndirs, style_dim=models.ll.style_dim,
+                inject_index=models.ll.inject_index, n_latent=models.ll.n_latent)
+  models_out = {
+      "t_ema": ("stn", stn_cfg, {"params": state.stn_ema}),
+      "ll": ("latent_learner", ll_cfg, {"params": state.ll, "pca": state.pca}),
+      "g_ema": ("generator", gcfg, gen_vars),
+  }
+  return checkpoint.save_models(pathlib.Path(workdir) / "model", models_out, source="jaxgeal.trainers.gangealing",
+                                overwrite=True)
+
+
+# -- the loop -----------------------------------------------------------------------------------------------
+
+def _check_config(config, mesh):
+  if config.batch_size % config.micro_batch_size:
+    raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch_size "
+                     f"{config.micro_batch_size}")
+  sharding.check_batch(config.micro_batch_size, mesh, "micro_batch_size")
+  if config.batch_size < 40 and config.total_steps > 10_000:
+    logging.warning("global batch %d < 40: GANgealing is known to collapse with small batches (upstream "
+                    "issue #10); use micro_batch_size to accumulate gradients instead", config.batch_size)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  workdir = pathlib.Path(workdir)
+  mesh = sharding.make_mesh(config.get("num_devices"))
+  _check_config(config, mesh)
+  G, gen_vars, gcfg = load_generator(config)
+  perceptual = make_perceptual(config)
+  models = build_models(config, G, gcfg)
+  stn_tx, ll_tx, stn_sched, ll_sched = make_optimizers(config)
+  manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
+  gen_vars = sharding.put_replicated(gen_vars, mesh)
+  perceptual = sharding.put_replicated(perceptual, mesh)
+  state = loop.restore_or_init(
+      manager, lambda: init_state(models, config, gen_vars, perceptual, stn_tx, ll_tx),
+      lambda: init_state_shapes(models, config, stn_tx, ll_tx))
+  state = sharding.put_replicated(state, mesh)
+
+  train_step = jax.jit(make_train_step(models, config, mesh, stn_tx, ll_tx, stn_sched, ll_sched),
+                       donate_argnums=(0,))
+  grids = make_visualize(models, config)
+  writer = MetricWriter(workdir)
+  state = loop.run(
+      name="gangealing", state=state, step_fn=lambda s, _: train_step(s, gen_vars, perceptual),
+      start_step=int(state.step), total_steps=config.total_steps, manager=manager, writer=writer,
+      log_every=config.log_every, ckpt_every=config.ckpt_every, vis_every=config.vis_every,
+      visualize=lambda s: grids(s, gen_vars),
+      extra_ckpt_steps=schedules.lr_cycle_iters(config.optim.anneal_psi, config.optim.period,
+                                                config.total_steps, tm=config.optim.t_mult))
+  export_model(workdir, state, models, config, gcfg, gen_vars)
+  writer.close()
+  return state
+
+
+def init_state_shapes(models: Models, config, stn_tx, ll_tx) -> TrainState:
+  """A TrainState of the right structure and shapes (for restoring), without running PCA."""
+  x = jnp.zeros((1, config.real_size, config.real_size, 3))
+  stn_params = models.stn.init(jax.random.PRNGKey(0), x)["params"]
+  ll_vars = models.ll.init(jax.random.PRNGKey(0), jnp.zeros((1, models.ll.style_dim)), 1.0)
+  return TrainState(step=jnp.zeros((), jnp.int32), stn=stn_params, stn_ema=stn_params, ll=ll_vars["params"],
+                    pca=ll_vars["pca"], stn_opt=stn_tx.init(stn_params), ll_opt=ll_tx.init(ll_vars["params"]),
+                    rng=jax.random.PRNGKey(0))
