@@ -26,7 +26,7 @@ import grain.python as grain
 import numpy as np
 
 from jaxgeal.datasets import base, reader
-from jaxgeal.datasets.image_folder import build_image_folder  # pylint: disable=unused-import  (public helper)
+from jaxgeal.datasets.image_folder import build_image_folder  # noqa: F401  (public helper)
 
 
 def to_model_images(images: np.ndarray) -> np.ndarray:

@@ -3,16 +3,14 @@ export), a killed run resumes with identical parameters, the loss falls on a sma
 devices give the losses of 1."""
 import importlib.util
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 from jaxgeal import checkpoint
+from tests.trainers import multidevice
 from jaxgeal.trainers import gangealing as trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -69,10 +67,6 @@ def test_loss_falls_when_the_target_is_fixed(tmp_path):
 
 
 MULTI_DEVICE = """
-import json, os, sys
-import jax
-jax.config.update("jax_compilation_cache_dir", os.environ["JAXGEAL_TEST_JIT_CACHE"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 from tests.trainers.gangealing_trainer_test import tiny, rows
 from jaxgeal.trainers import gangealing as trainer
 out = {}
@@ -89,11 +83,7 @@ print(json.dumps(out))
 
 @pytest.mark.slow
 def test_eight_devices_give_the_losses_of_one(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  res = subprocess.run([sys.executable, "-c", MULTI_DEVICE, str(tmp_path)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=1200)
-  assert res.returncode == 0, res.stderr[-3000:]
-  out = json.loads(res.stdout.strip().splitlines()[-1])
+  out = multidevice.run_with_fake_devices(MULTI_DEVICE, tmp_path)
   for r1, r8 in zip(out["1"], out["8"]):
     for k in ("total", "perceptual", "tv", "flow_identity"):
       np.testing.assert_allclose(r8[k], r1[k], rtol=1e-4, atol=1e-7, err_msg=f"step {r1['step']} {k}")

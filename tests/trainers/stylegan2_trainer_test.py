@@ -1,15 +1,13 @@
 """StyleGAN2 trainer: a few steps run with finite losses and regularisers on their lazy schedule, 8 fake CPU
 devices give the same losses as 1, and a killed run resumes exactly."""
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+from tests.trainers import multidevice
 from jaxgeal.trainers import stylegan2 as trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -65,10 +63,6 @@ def test_killed_run_resumes_exactly(tmp_path):
 
 
 MULTI_DEVICE = """
-import json, os, sys
-import jax
-jax.config.update("jax_compilation_cache_dir", os.environ["JAXGEAL_TEST_JIT_CACHE"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 from tests.trainers.stylegan2_trainer_test import tiny_config, fake_data, _metrics
 from jaxgeal.trainers import stylegan2 as trainer
 out = {}
@@ -81,11 +75,7 @@ print(json.dumps(out))
 
 @pytest.mark.slow
 def test_eight_devices_give_the_losses_of_one(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  res = subprocess.run([sys.executable, "-c", MULTI_DEVICE, str(tmp_path)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=900)
-  assert res.returncode == 0, res.stderr[-3000:]
-  out = json.loads(res.stdout.strip().splitlines()[-1])
+  out = multidevice.run_with_fake_devices(MULTI_DEVICE, tmp_path)
   for r1, r8 in zip(out["1"], out["8"]):
     for k in ("d_loss", "g_loss", "real_score", "fake_score"):
       np.testing.assert_allclose(r8[k], r1[k], rtol=1e-4, atol=1e-5, err_msg=f"step {r1['step']} {k}")
