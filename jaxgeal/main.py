@@ -13,7 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 TRAINERS = {"gangealing": "jaxgeal.trainers.gangealing", "stylegan2": "jaxgeal.trainers.stylegan2",
-            "cluster_classifier": "jaxgeal.trainers.cluster_classifier"}
+            "cluster_classifier": "jaxgeal.trainers.cluster_classifier", "demo": "jaxgeal.trainers.demo"}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (e.g. configs/cats.py or configs/cats.py:tiny).",
