@@ -21,6 +21,9 @@ setuptools.setup(
         "numpy>=2.0",
         "pillow>=10.0",
         "tqdm>=4.66",
+        # Video reading/writing for `python -m jaxgeal.align video`.
+        "imageio>=2.31",
+        "imageio-ffmpeg>=0.4.9",
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "lmdb>=1.4"],

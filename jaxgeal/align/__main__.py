@@ -1,0 +1,228 @@
+"""Command line for applying a GANgealing model to real images (upstream applications/, GANgealing §4, app. E, G).
+
+    python -m jaxgeal.align congeal         --model DIR --input FILE_OR_DIR --out DIR   # aligned PNGs + average.png
+    python -m jaxgeal.align correspond      --model DIR --image-a A --image-b B --points-a P.json --out DIR
+    python -m jaxgeal.align flow-scores     --model DIR --input DIR --out DIR            # flow_scores.json / .csv
+    python -m jaxgeal.align congeal-dataset --model DIR --input DIR --out DIR [--fraction-retained F ...]
+    python -m jaxgeal.align propagate       --model DIR --input FILE_OR_DIR --label RGBA.png --out DIR
+    python -m jaxgeal.align video           --model DIR --input VIDEO --label RGBA.png --out OUT.mp4
+
+Test-time settings (--iters, --padding-mode) default to the model's own (its `test` config), as upstream's
+pretrained hyper-parameters; --no-flip disables flip inference (appendix B.4).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def _list_images(path) -> list[pathlib.Path]:
+  p = pathlib.Path(path)
+  if not p.exists():
+    raise FileNotFoundError(f"input {p} does not exist")
+  if p.is_file():
+    return [p]
+  files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+  if not files:
+    raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {p}")
+  return files
+
+
+def _load_images(files, size: int) -> np.ndarray:
+  """Images resized (bicubic) to the model's size; a note is printed when any is resized."""
+  from PIL import Image
+  from jaxgeal import images as images_lib
+  resized = 0
+  out = []
+  for f in files:
+    try:
+      with Image.open(f) as im:
+        resized += im.size != (size, size)
+    except OSError as e:
+      raise ValueError(f"cannot read image {f}: {e}") from e
+    out.append(images_lib.load_image(f, size))
+  if resized:
+    print(f"note: resized {resized} image(s) to the model's {size}x{size} input", file=sys.stderr)
+  return np.stack(out)
+
+
+def _load_label(path) -> np.ndarray:
+  from PIL import Image
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert("RGBA"))
+  except OSError as e:
+    raise ValueError(f"cannot read label {path}: {e}") from e
+
+
+def _aligner(args):
+  from jaxgeal.align import Aligner
+  return Aligner.load(args.model, iters=args.iters, padding_mode=args.padding_mode, flip=not args.no_flip,
+                      batch_size=args.batch)
+
+
+def _names(files):
+  return [f.stem for f in files]
+
+
+def cmd_congeal(args):
+  from jaxgeal import images as images_lib
+  a = _aligner(args)
+  files = _list_images(args.input)
+  out = a.congeal(_load_images(files, a.size), output_resolution=args.size, cluster=args.cluster)
+  d = pathlib.Path(args.out)
+  for name, img in zip(_names(files), out["aligned"]):
+    images_lib.save_image(d / f"{name}.png", img)
+  images_lib.save_image(d / "average.png", out["aligned"].mean(0))
+  (d / "flips.json").write_text(json.dumps({n: bool(f) for n, f in zip(_names(files), out["flipped"])}))
+  print(f"wrote {len(files)} congealed images and average.png to {d}")
+
+
+def _draw_points(image: np.ndarray, points: np.ndarray, colours: np.ndarray, radius: int = 2) -> np.ndarray:
+  img = image.copy()
+  h, w = img.shape[:2]
+  for (x, y), c in zip(points, colours):
+    xi, yi = int(round(x)), int(round(y))
+    img[max(0, yi - radius):min(h, yi + radius + 1), max(0, xi - radius):min(w, xi + radius + 1)] = c
+  return img
+
+
+def cmd_correspond(args):
+  from jaxgeal import images as images_lib
+  a = _aligner(args)
+  imgs = _load_images([pathlib.Path(args.image_a), pathlib.Path(args.image_b)], a.size)
+  d = pathlib.Path(args.out)
+  d.mkdir(parents=True, exist_ok=True)
+  if args.points_a:
+    pa = np.asarray(json.loads(pathlib.Path(args.points_a).read_text()), np.float32).reshape(-1, 2)
+  else:  # A regular grid of points over image A.
+    g = np.linspace(a.size * 0.15, a.size * 0.85, args.num_points)
+    pa = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2).astype(np.float32)
+  pb = a.transfer_points(imgs[:1], imgs[1:], pa[None])[0]
+  (d / "points_b.json").write_text(json.dumps(pb.tolist()))
+  hues = np.linspace(0, 1, len(pa), endpoint=False)
+  colours = (np.stack([np.abs(np.sin(np.pi * (hues + k / 3))) for k in range(3)], -1) * 255).astype(np.uint8)
+  ua, ub = images_lib.to_uint8(imgs[0]), images_lib.to_uint8(imgs[1])
+  vis = np.concatenate([_draw_points(ua, pa, colours), _draw_points(ub, pb, colours)], 1)
+  images_lib.save_image(d / "correspondences.png", vis)
+  if args.dense:
+    np.save(d / "dense_flow_a_to_b.npy", a.dense_correspondence(imgs[0], imgs[1]))
+  print(f"transferred {len(pa)} points; wrote points_b.json and correspondences.png to {d}")
+
+
+def cmd_flow_scores(args):
+  from jaxgeal.align import dataset
+  a = _aligner(args)
+  files = _list_images(args.input)
+  scores = a.flow_scores(_load_images(files, a.size), cluster=args.cluster)
+  js, cs = dataset.write_scores(args.out, _names(files), scores)
+  print(f"wrote {js} and {cs} (lower score = smoother flow)")
+
+
+def cmd_congeal_dataset(args):
+  from jaxgeal import images as images_lib
+  from jaxgeal.align import dataset
+  a = _aligner(args)
+  files = _list_images(args.input)
+  out = a.congeal_similarity(_load_images(files, a.size), output_resolution=args.size, cluster=args.cluster)
+  kept = dataset.select(out["score"], args.fraction_retained, out["oob"], out["effective_resolution"],
+                        args.min_effective_resolution)
+  d = pathlib.Path(args.out)
+  for i in kept:
+    images_lib.save_image(d / f"{files[i].stem}.png", out["aligned"][i])
+  print(f"kept {len(kept)} of {len(files)} images in {d}")
+
+
+def cmd_propagate(args):
+  from jaxgeal import images as images_lib
+  a = _aligner(args)
+  files = _list_images(args.input)
+  prop = a.propagate(_load_images(files, a.size), _load_label(args.label), sigma=args.sigma,
+                     opacity=args.opacity, cluster=args.cluster)
+  d = pathlib.Path(args.out)
+  for name, comp, rgba in zip(_names(files), prop["composite"], prop["rgba"]):
+    images_lib.save_image(d / f"{name}.png", comp)
+    if args.save_rgba:
+      rgba_u8 = np.concatenate([images_lib.to_uint8(rgba[..., :3]),
+                                np.round(np.clip(rgba[..., 3:], 0, 1) * 255).astype(np.uint8)], -1)
+      images_lib.save_image(d / f"{name}_rgba.png", rgba_u8)
+  print(f"propagated {args.label} into {len(files)} images in {d}")
+
+
+def cmd_video(args):
+  from jaxgeal.align import video
+  a = _aligner(args)
+  n = video.propagate_video(a, args.input, args.out, _load_label(args.label), sigma=args.sigma,
+                            opacity=args.opacity, chunk=args.chunk, fps=args.fps)
+  print(f"wrote {n} frames to {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="python -m jaxgeal.align", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  def add(name, fn, help_):
+    p = sub.add_parser(name, help=help_, description=help_)
+    p.add_argument("--model", required=True, help="model directory (t_ema [+ classifier])")
+    p.add_argument("--out", required=True, help="output directory (video: output file)")
+    p.add_argument("--batch", type=int, default=32, help="images per batch")
+    p.add_argument("--iters", type=int, default=None, help="similarity STN iterations (default: model's)")
+    p.add_argument("--padding-mode", choices=("border", "zeros", "reflection"), default=None,
+                   help="padding of the warp (default: model's)")
+    p.add_argument("--no-flip", action="store_true", help="disable flip inference")
+    p.add_argument("--cluster", type=int, default=None, help="clustering models: use this head for all images")
+    p.set_defaults(fn=fn)
+    return p
+
+  p = add("congeal", cmd_congeal, "congeal images; write aligned PNGs and average.png")
+  p.add_argument("--input", required=True, help="an image or a directory of images")
+  p.add_argument("--size", type=int, default=None, help="output resolution (default: model's input size)")
+  p = add("correspond", cmd_correspond, "transfer key points from image A to image B (+ visualisation)")
+  p.add_argument("--image-a", required=True)
+  p.add_argument("--image-b", required=True)
+  p.add_argument("--points-a", default=None, help="JSON list of [x, y] pixels of A (default: a grid)")
+  p.add_argument("--num-points", type=int, default=6, help="grid points per side without --points-a")
+  p.add_argument("--dense", action="store_true", help="also save the dense A->B flow (S, S, 2) .npy")
+  p = add("flow-scores", cmd_flow_scores, "per-image flow smoothness scores (lower is smoother), sorted")
+  p.add_argument("--input", required=True)
+  p = add("congeal-dataset", cmd_congeal_dataset, "similarity-align and filter a dataset (appendix E)")
+  p.add_argument("--input", required=True)
+  p.add_argument("--size", type=int, default=None, help="output resolution")
+  p.add_argument("--fraction-retained", type=float, default=1.0)
+  p.add_argument("--min-effective-resolution", type=float, default=192)
+  p = add("propagate", cmd_propagate, "propagate a congealed RGBA label/mask/edit into images by splatting")
+  p.add_argument("--input", required=True)
+  p.add_argument("--label", required=True, help="RGBA PNG in the congealed frame")
+  p.add_argument("-s", "--sigma", type=float, default=1.3)
+  p.add_argument("-o", "--opacity", type=float, default=0.75)
+  p.add_argument("--save-rgba", action="store_true", help="also save the propagated RGBA layer")
+  p = add("video", cmd_video, "propagate an RGBA edit into every frame of a video (streaming)")
+  p.add_argument("--input", required=True, help="video file (anything imageio-ffmpeg reads)")
+  p.add_argument("--label", required=True)
+  p.add_argument("-s", "--sigma", type=float, default=1.2)
+  p.add_argument("-o", "--opacity", type=float, default=0.7)
+  p.add_argument("--chunk", type=int, default=16, help="frames per batch (memory bound)")
+  p.add_argument("--fps", type=float, default=None, help="output fps (default: the input's)")
+  return parser
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  from jaxgeal.align import ModelNotFoundError
+  try:
+    args.fn(args)
+  except (ModelNotFoundError, FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
