@@ -57,7 +57,10 @@ class MSEDistance:
     return jnp.mean(jnp.square(x - y), axis=tuple(range(1, x.ndim)))
 
 
-def _regularised(perceptual: Array, flow: Array, tv_weight: float, fi_weight: float) -> dict:
+def _regularised(perceptual: Array, flow: Array | None, tv_weight: float, fi_weight: float) -> dict:
+  if flow is None:   # similarity-only STN: no residual flow, nothing to regularise
+    zero = jnp.zeros((), perceptual.dtype)
+    return {"total": perceptual, "perceptual": perceptual, "tv": zero, "flow_identity": zero, "delta_flow": None}
   tv = total_variation_loss(flow)
   fi = flow_identity_loss(flow)
   return {"total": perceptual + tv_weight * tv + fi_weight * fi, "perceptual": perceptual, "tv": tv,
@@ -103,7 +106,9 @@ def gangealing_cluster_loss(run_stn: Callable, distance: Callable, x: Array, x_f
   distances = jnp.transpose(dist, (1, 0, 2)).reshape(b, n_flip * k)
   assignment = jnp.argmin(distances, axis=1)
   chosen = jnp.take_along_axis(distances, assignment[:, None], axis=1)[:, 0]
-  flows = out.flow.reshape((n_flip, b, k) + out.flow.shape[1:])
-  flow = flows[assignment // k, jnp.arange(b), assignment % k]
+  flow = None
+  if out.flow is not None:
+    flows = out.flow.reshape((n_flip, b, k) + out.flow.shape[1:])
+    flow = flows[assignment // k, jnp.arange(b), assignment % k]
   return dict(_regularised(jnp.mean(chosen), flow, tv_weight, fi_weight), distances=distances,
               assignment=assignment, aligned_pred=out.image)

@@ -175,3 +175,15 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
       compared += 1
     recorded = [o for o in call["outputs"]]
     assert compared == len(recorded), f"{prefix}: compared {compared} of {len(recorded)} recorded outputs"
+
+
+def test_a_similarity_only_stn_has_no_flow_terms():
+  import jax.numpy as jnp
+  from types import SimpleNamespace
+  x = jnp.ones((2, 8, 8, 3))
+  run = lambda a, b: SimpleNamespace(image=a * 0.5, flow=None)
+  for terms in (gg.gangealing_loss(run, gg.MSEDistance(), x, None, x, tv_weight=1e3, fi_weight=1.0),
+                gg.gangealing_cluster_loss(run, gg.MSEDistance(), x, None, x, num_heads=1, flips=True,
+                                           tv_weight=1e3, fi_weight=1.0)):
+    assert float(terms["tv"]) == 0.0 and float(terms["flow_identity"]) == 0.0
+    np.testing.assert_allclose(terms["total"], 0.25, rtol=1e-6)

@@ -41,6 +41,7 @@ def test_unknown_variant_is_an_error():
     _load("stylegan2_256.py", "huge")
 
 
+@pytest.mark.slow
 def test_tiny_variant_trains_two_steps_from_the_command_line(tmp_path):
   synthetic.write_folder(tmp_path / "images", n=6, size=16, seed=3)
   report = image_folder.build_image_folder(tmp_path / "images", tmp_path / "data", size=16)
