@@ -22,7 +22,6 @@ c <- c + (p - g(c)) (accepted only where they reduce the residual), which is exa
 from __future__ import annotations
 
 import functools
-import os
 import pathlib
 from typing import Optional
 
