@@ -17,7 +17,7 @@ every 16 D steps, path length 2 every 4 G steps), style mixing 0.9, 800k steps, 
 """
 import ml_collections
 
-from jaxgeal.trainers import stylegan2
+from jaxgeal.trainers import config_variants, stylegan2
 
 
 def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -39,11 +39,7 @@ VARIANTS = {"tiny": tiny}
 
 def variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
   """Apply `configs/stylegan2_*.py:<arg>` (None: the config itself)."""
-  if not arg:
-    return c
-  if arg not in VARIANTS:
-    raise ValueError(f"unknown config variant {arg!r}; known: {sorted(VARIANTS)}")
-  return VARIANTS[arg](c)
+  return config_variants.apply_variant(c, arg, VARIANTS)
 
 
 def get_config(arg=None):

@@ -5,6 +5,8 @@ configs/<category>.py start from `base()` and override what the paper's script f
 """
 import ml_collections
 
+from jaxgeal.trainers import config_variants
+
 
 def base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -73,8 +75,4 @@ VARIANTS = {"tiny": tiny}
 
 def variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
   """Apply `configs/X.py:<arg>` (None: the paper config)."""
-  if not arg:
-    return c
-  if arg not in VARIANTS:
-    raise ValueError(f"unknown config variant {arg!r}; known: {sorted(VARIANTS)}")
-  return VARIANTS[arg](c)
+  return config_variants.apply_variant(c, arg, VARIANTS)

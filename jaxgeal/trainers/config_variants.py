@@ -1,0 +1,17 @@
+"""Config variants: `--config=configs/X.py:<variant>` applies a named override (e.g. `tiny`, the CPU-sized
+version of a paper config) to the config the file builds."""
+from typing import Callable, Mapping
+
+import ml_collections
+
+Variant = Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]
+
+
+def apply_variant(c: ml_collections.ConfigDict, arg: str | None,
+                  variants: Mapping[str, Variant]) -> ml_collections.ConfigDict:
+  """`variants[arg](c)`; None or '' returns the config itself; an unknown name is an error naming the known."""
+  if not arg:
+    return c
+  if arg not in variants:
+    raise ValueError(f"unknown config variant {arg!r}; known: {sorted(variants)}")
+  return variants[arg](c)
