@@ -1,23 +1,19 @@
-"""GANgealing on LSUN Horses: K=4 clusters (no upstream script; settings as cars, test-time settings from upstream's table).
+"""GANgealing on LSUN Horses: K=4 clusters. Upstream has no training script for horses; the settings are the
+cars script's (K=4, flips, 5 directions, inject 6, sampling from full resolution) and the test-time settings
+are upstream's table (reflection, 3 iterations).
 
   python -m jaxgeal.main --config=configs/horses.py --workdir=workdirs/horses
   python -m jaxgeal.main --config=configs/horses.py:tiny --workdir=/tmp/horses-tiny   # CPU-sized, seconds
-
-Paper hyperparameters (Peebles et al. 2022, appendix B; ../shared/docs/upstream.md §1.2). The frozen generator
-is read from c.generator.checkpoint, a jaxgeal model directory converted from the published PyTorch file.
 """
-from jaxgeal.trainers import gangealing_config
+import importlib.util
+import pathlib
 
 
 def get_config(arg=None):
-  c = gangealing_config.base()
-  c.generator.checkpoint = "pretrained/horses_generator"
-  c.perceptual.kind = 'lpips'
-  c.loss.tv_weight = 2500.0
-  c.stn.padding_mode = 'reflection'
-  c.stn.num_heads = 4
-  c.flips = True
-  c.ll.update(ndirs=5, inject=6)
-  c.sample_from_full_res = True
-  c.test.update(padding_mode='reflection', iters=3)
-  return gangealing_config.variant(c, arg)
+  spec = importlib.util.spec_from_file_location("cars", pathlib.Path(__file__).with_name("cars.py"))
+  cars = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cars)
+  c = cars.get_config(arg)
+  if c.generator.checkpoint is not None:          # :tiny uses a random generator
+    c.generator.checkpoint = "pretrained/horses_generator"
+  return c
