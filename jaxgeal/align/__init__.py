@@ -7,6 +7,7 @@
     p = aligner.uncongeal_points(images, q)           # congealed pixels -> image pixels
     pb = aligner.transfer_points(images_a, images_b, points_a)   # keypoint transfer (PCK-Transfer, §4.2)
     prop = aligner.propagate(images, rgba_label)      # dense label / edit propagation by splatting (§4.3)
+    prop = aligner.propagate(images, rgba_label, blend="laplacian")   # seamless compositing (blend.py)
 
 Images are (N, S, S, 3) floats in [-1, 1] at the model's input size S (its `supersize`); points are (x, y) pixels
 with pixel centres at integers. Congealed points are pixels of the congealed image of side `res` (default S).
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgeal import checkpoint
+from jaxgeal.align import blend as blend_lib
 from jaxgeal.align import splat as splat_lib
 from jaxgeal.losses.gangealing import total_variation_loss
 from jaxgeal.models import cluster_classifier as cls_lib
@@ -269,7 +271,7 @@ class Aligner:
   # -- dense propagation (§4.3) -------------------------------------------------------------------------------------
 
   def propagate(self, images, label, sigma=1.3, opacity: float = 0.75, out: Optional[dict] = None,
-                **kwargs) -> dict:
+                blend: str = "alpha", levels: int = blend_lib.DEFAULT_LEVELS, **kwargs) -> dict:
     """Propagates a congealed RGBA label / mask / edit into every image by Gaussian splatting.
 
     Args:
@@ -277,11 +279,18 @@ class Aligner:
       label: (L, L, 4) uint8 RGBA label in the congealed frame (pixels with alpha > 0 are propagated).
       sigma: splat standard deviation in image pixels, scalar or (N,) per image.
       opacity: blending opacity of the composite.
+      blend: how the splatted layer is composited: 'alpha' or 'laplacian' (pyramid blending with `levels`
+        levels, upstream's --blend_alg; see blend.py).
 
     Returns:
       rgba (N, S, S, 4): propagated colours in [-1, 1] and alpha in [0, 1]; weight (N, S, S) splat weight;
-      composite (N, S, S, 3) the label alpha-blended over the images.
+      composite (N, S, S, 3) the label blended over the images; points (N, P, 2) the image pixels (x, y) where
+      the label's P labelled pixels (`splat.label_points` order: row-major over alpha > 0) land, and inside
+      (N, P) whether each landed inside the image (only those are splatted): the congealed -> image
+      correspondences.
     """
+    if blend not in blend_lib.METHODS:
+      raise ValueError(f"blend must be one of {blend_lib.METHODS}, got {blend!r}")
     images = self._check_images(images)
     out = out if out is not None else self.congeal(images, **kwargs)
     label = np.asarray(label)
@@ -289,12 +298,14 @@ class Aligner:
     n = len(images)
     if len(lab_pts) == 0:
       rgba = np.zeros(images.shape[:3] + (4,), np.float32)
-      return dict(rgba=rgba, weight=np.zeros(images.shape[:3], np.float32), composite=images)
+      return dict(rgba=rgba, weight=np.zeros(images.shape[:3], np.float32), composite=images,
+                  points=np.zeros((n, 0, 2), np.float32), inside=np.zeros((n, 0), bool))
     img_pts = self.uncongeal_points(images, np.broadcast_to(lab_pts, (n,) + lab_pts.shape), res=label.shape[0],
                                     out=out)
     inside = ((img_pts > -0.5) & (img_pts < self.size - 0.5)).all(-1)  # Drop points beyond the image.
     sig = np.broadcast_to(np.asarray(sigma, np.float32), (n,))
     rgba, weight = splat_lib.splat(img_pts, values, self.size, sig, valid=inside,
                                    radius=splat_lib.window_radius(float(sig.max())))
-    composite = splat_lib.blend_alpha(jnp.asarray(images), rgba, opacity)
-    return dict(rgba=np.asarray(rgba), weight=np.asarray(weight), composite=np.asarray(composite))
+    composite = blend_lib.blend(jnp.asarray(images), rgba, opacity, method=blend, levels=levels)
+    return dict(rgba=np.asarray(rgba), weight=np.asarray(weight), composite=np.asarray(composite),
+                points=np.asarray(img_pts, np.float32), inside=np.asarray(inside))

@@ -5,7 +5,10 @@
     python -m jaxgeal.align flow-scores     --model DIR --input DIR --out DIR            # flow_scores.json / .csv
     python -m jaxgeal.align congeal-dataset --model DIR --input DIR --out DIR [--fraction-retained F ...]
     python -m jaxgeal.align propagate       --model DIR --input FILE_OR_DIR --label RGBA.png --out DIR
+                                            [--blend laplacian]
     python -m jaxgeal.align video           --model DIR --input VIDEO --label RGBA.png --out OUT.mp4
+                                            [--blend laplacian] [--save-correspondences CORR.npz]
+    python -m jaxgeal.align animate         --model DIR --input FILE_OR_DIR --out DIR [--grid] [--flow-image]
 
 Test-time settings (--iters, --padding-mode) default to the model's own (its `test` config), as upstream's
 pretrained hyper-parameters; --no-flip disables flip inference (appendix B.4).
@@ -80,21 +83,22 @@ def cmd_congeal(args):
   for name, img in zip(_names(files), out["aligned"]):
     images_lib.save_image(d / f"{name}.png", img)
   images_lib.save_image(d / "average.png", out["aligned"].mean(0))
+  if args.flow_image:
+    _save_flow_images(a, d, files, out)
   (d / "flips.json").write_text(json.dumps({n: bool(f) for n, f in zip(_names(files), out["flipped"])}))
   print(f"wrote {len(files)} congealed images and average.png to {d}")
 
 
-def _draw_points(image: np.ndarray, points: np.ndarray, colours: np.ndarray, radius: int = 2) -> np.ndarray:
-  img = image.copy()
-  h, w = img.shape[:2]
-  for (x, y), c in zip(points, colours):
-    xi, yi = int(round(x)), int(round(y))
-    img[max(0, yi - radius):min(h, yi + radius + 1), max(0, xi - radius):min(w, xi + radius + 1)] = c
-  return img
+def _save_flow_images(aligner, d, files, out):
+  from jaxgeal import images as images_lib
+  from jaxgeal.align import visualize
+  for name, img in zip(_names(files), visualize.flow_image(aligner, None, out=out)):
+    images_lib.save_image(d / f"{name}_flow.png", img)
 
 
 def cmd_correspond(args):
   from jaxgeal import images as images_lib
+  from jaxgeal.align import visualize
   a = _aligner(args)
   imgs = _load_images([pathlib.Path(args.image_a), pathlib.Path(args.image_b)], a.size)
   d = pathlib.Path(args.out)
@@ -106,10 +110,7 @@ def cmd_correspond(args):
     pa = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2).astype(np.float32)
   pb = a.transfer_points(imgs[:1], imgs[1:], pa[None])[0]
   (d / "points_b.json").write_text(json.dumps(pb.tolist()))
-  hues = np.linspace(0, 1, len(pa), endpoint=False)
-  colours = (np.stack([np.abs(np.sin(np.pi * (hues + k / 3))) for k in range(3)], -1) * 255).astype(np.uint8)
-  ua, ub = images_lib.to_uint8(imgs[0]), images_lib.to_uint8(imgs[1])
-  vis = np.concatenate([_draw_points(ua, pa, colours), _draw_points(ub, pb, colours)], 1)
+  vis = visualize.correspondence_grid(imgs, np.stack([pa, pb]), nrow=2)  # A | B, point i in colour i.
   images_lib.save_image(d / "correspondences.png", vis)
   if args.dense:
     np.save(d / "dense_flow_a_to_b.npy", a.dense_correspondence(imgs[0], imgs[1]))
@@ -144,7 +145,7 @@ def cmd_propagate(args):
   a = _aligner(args)
   files = _list_images(args.input)
   prop = a.propagate(_load_images(files, a.size), _load_label(args.label), sigma=args.sigma,
-                     opacity=args.opacity, cluster=args.cluster)
+                     opacity=args.opacity, cluster=args.cluster, blend=args.blend, levels=args.blend_levels)
   d = pathlib.Path(args.out)
   for name, comp, rgba in zip(_names(files), prop["composite"], prop["rgba"]):
     images_lib.save_image(d / f"{name}.png", comp)
@@ -159,14 +160,44 @@ def cmd_video(args):
   from jaxgeal.align import video
   a = _aligner(args)
   n = video.propagate_video(a, args.input, args.out, _load_label(args.label), sigma=args.sigma,
-                            opacity=args.opacity, chunk=args.chunk, fps=args.fps)
+                            opacity=args.opacity, chunk=args.chunk, fps=args.fps, blend=args.blend,
+                            levels=args.blend_levels, save_correspondences=args.save_correspondences)
   print(f"wrote {n} frames to {args.out}")
+  if args.save_correspondences:
+    print(f"wrote the correspondences of {n} frames to {video.correspondences_path(args.save_correspondences)}")
+
+
+def cmd_animate(args):
+  from jaxgeal.align import visualize
+  a = _aligner(args)
+  files = _list_images(args.input)
+  imgs = _load_images(files, a.size)
+  out = a.congeal(imgs, output_resolution=args.size, cluster=args.cluster)
+  d = pathlib.Path(args.out)
+  kw = dict(fps=args.fps, num_frames=args.frames, flip_frames=args.flip_frames, hold=args.hold,
+            output_resolution=args.size)
+  if args.grid:  # One animation of all images, a grid per frame.
+    written = [visualize.animate(a, imgs, d / f"congealing.{args.format}", out=out, nrow=args.nrow, **kw)]
+  else:
+    written = []
+    for i, name in enumerate(_names(files)):
+      one = {k: None if v is None else v[i:i + 1] for k, v in out.items()}
+      written.append(visualize.animate(a, imgs[i:i + 1], d / f"{name}.{args.format}", out=one, **kw))
+  if args.flow_image:
+    _save_flow_images(a, d, files, out)
+  print(f"wrote {len(written)} animation(s) ({', '.join(sorted({p.suffix for p in written}))}) to {d}"
+        + (" and flow images" if args.flow_image else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m jaxgeal.align", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
+
+  def add_blend(p):
+    p.add_argument("--blend", choices=("alpha", "laplacian"), default="alpha",
+                   help="compositing of the edit: alpha, or Laplacian-pyramid blending (seamless)")
+    p.add_argument("--blend-levels", type=int, default=5, help="pyramid levels of --blend laplacian")
 
   def add(name, fn, help_):
     p = sub.add_parser(name, help=help_, description=help_)
@@ -184,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
   p = add("congeal", cmd_congeal, "congeal images; write aligned PNGs and average.png")
   p.add_argument("--input", required=True, help="an image or a directory of images")
   p.add_argument("--size", type=int, default=None, help="output resolution (default: model's input size)")
+  p.add_argument("--flow-image", action="store_true",
+                 help="also write NAME_flow.png: the warp's displacement in Middlebury flow colours")
   p = add("correspond", cmd_correspond, "transfer key points from image A to image B (+ visualisation)")
   p.add_argument("--image-a", required=True)
   p.add_argument("--image-b", required=True)
@@ -203,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("-s", "--sigma", type=float, default=1.3)
   p.add_argument("-o", "--opacity", type=float, default=0.75)
   p.add_argument("--save-rgba", action="store_true", help="also save the propagated RGBA layer")
+  add_blend(p)
   p = add("video", cmd_video, "propagate an RGBA edit into every frame of a video (streaming)")
   p.add_argument("--input", required=True, help="video file (anything imageio-ffmpeg reads)")
   p.add_argument("--label", required=True)
@@ -210,6 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("-o", "--opacity", type=float, default=0.7)
   p.add_argument("--chunk", type=int, default=16, help="frames per batch (memory bound)")
   p.add_argument("--fps", type=float, default=None, help="output fps (default: the input's)")
+  add_blend(p)
+  p.add_argument("--save-correspondences", default=None, metavar="PATH",
+                 help="stream every frame's congealed->frame correspondences to PATH (.npz: points (F, P, 2) "
+                      "pixel x, y at the model resolution, inside (F, P), congealed (P, 2) label pixels)")
+  p = add("animate", cmd_animate, "animate images congealing (input -> aligned) as mp4 (gif without ffmpeg)")
+  p.add_argument("--input", required=True, help="an image or a directory of images")
+  p.add_argument("--frames", type=int, default=48, help="frames of the warp (both ends included)")
+  p.add_argument("--flip-frames", type=int, default=16, help="frames turning flipped images over first")
+  p.add_argument("--hold", type=int, default=12, help="copies of the last frame (pause before looping)")
+  p.add_argument("--fps", type=float, default=24)
+  p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="mp4 falls back to gif without ffmpeg")
+  p.add_argument("--grid", action="store_true", help="one animation of all images as a grid (congealing.FMT)")
+  p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square-ish)")
+  p.add_argument("--size", type=int, default=None, help="frame resolution (default: model's input size)")
+  p.add_argument("--flow-image", action="store_true",
+                 help="also write NAME_flow.png: the warp's displacement in Middlebury flow colours")
   return parser
 
 

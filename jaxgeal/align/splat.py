@@ -1,4 +1,4 @@
-"""Gaussian splatting and blending for dense propagation (GANgealing §4.3, appendix G; upstream splat2d).
+"""Gaussian splatting for dense propagation (GANgealing §4.3, appendix G; upstream splat2d).
 
 Propagating a dense label from the congealed frame into an image (Peebles et al., CVPR 2022, §4.3 "Dense
 correspondence" / "mixed reality"): every labelled pixel of the congealed RGBA label is a point; its image
@@ -7,7 +7,8 @@ be sparse where the warp magnifies, so upstream splats them with a Gaussian: eac
 w = exp(-d² / 2σ²) · value to every pixel within ±2σ (a window, as the CUDA kernel), and the result is
 Σ w·value / Σ w. Upstream's kernel is CUDA-only; this is a pure-JAX scatter-add that runs on any backend.
 
-The window radius is a static Python int (shape of the scatter), σ may differ per image (traced).
+The window radius is a static Python int (shape of the scatter), σ may differ per image (traced). Compositing the
+splatted layer over the image (alpha or Laplacian blending) lives in blend.py.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxgeal.align.blend import blend_alpha  # noqa: F401  (re-exported: it lived here before blend.py)
 
 Array = jax.Array
 
@@ -72,12 +75,6 @@ def splat(points: Array, values: Array, size: int, sigma, valid: Optional[Array]
   vsum = vsum.reshape(b, size, size, c)
   out = jnp.where(wsum[..., None] > 0, vsum / jnp.maximum(wsum, 1e-12)[..., None], 0.0)
   return out, wsum
-
-
-def blend_alpha(images: Array, rgba: Array, opacity: float = 0.75) -> Array:
-  """Alpha-composites propagated (B, H, W, 4) RGBA (colours in [-1, 1], alpha in [0, 1]) over images."""
-  a = jnp.clip(rgba[..., 3:4], 0.0, 1.0) * opacity
-  return images * (1.0 - a) + rgba[..., :3] * a
 
 
 def label_points(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -63,6 +63,24 @@ def test_propagate_one_pixel_label(aligner, images):
   assert prop["composite"].shape == images.shape
 
 
+def test_propagate_returns_correspondences_and_blends(aligner, images):
+  label = np.zeros((SIZE, SIZE, 4), np.uint8)
+  label[20:40, 10:50] = (255, 255, 255, 255)
+  label[5, 7] = (0, 0, 0, 40)
+  alpha = aligner.propagate(images, label)
+  lap = aligner.propagate(images, label, blend="laplacian", levels=4, out=aligner.congeal(images))
+  # points: where each labelled congealed pixel (row-major over alpha > 0) lands in each image.
+  ys, xs = np.mgrid[20:40, 10:50]
+  congealed = np.concatenate([[[7.0, 5.0]], np.stack([xs.ravel(), ys.ravel()], -1)])  # Row 5 comes first.
+  np.testing.assert_allclose(alpha["points"][0], image_from_congealed(congealed), atol=1e-3)
+  assert alpha["inside"].shape == (3, len(congealed)) and alpha["inside"].all()
+  np.testing.assert_array_equal(lap["rgba"], alpha["rgba"])  # Blending changes only the composite.
+  assert lap["composite"].shape == images.shape and np.abs(lap["composite"]).max() <= 1.0
+  assert np.abs(lap["composite"] - alpha["composite"]).max() > 0.05
+  with pytest.raises(ValueError, match="blend must be one of"):
+    aligner.propagate(images, label, blend="poisson")
+
+
 def test_average_and_batching(model_dir, images):
   a1, a2 = Aligner.load(model_dir, batch_size=2), Aligner.load(model_dir, batch_size=8)
   np.testing.assert_allclose(a1.average(images), a2.average(images), atol=1e-5)

@@ -1,4 +1,5 @@
-"""CLI: every subcommand has --help, a missing model is a clear error, congeal/propagate/correspond run."""
+"""CLI: every subcommand has --help, a missing model is a clear error, congeal/propagate/correspond/animate/video
+run, with Laplacian blending, saved correspondences and flow images on request."""
 import json
 import subprocess
 import sys
@@ -9,20 +10,27 @@ from PIL import Image
 
 from jaxgeal.align import __main__ as cli
 
-COMMANDS = ["congeal", "correspond", "flow-scores", "congeal-dataset", "propagate", "video"]
+COMMANDS = ["congeal", "correspond", "flow-scores", "congeal-dataset", "propagate", "video", "animate"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help(command, capsys):
   with pytest.raises(SystemExit) as e:
     cli.main([command, "--help"])
-  assert e.value.code == 0 and "--model" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert e.value.code == 0 and "--model" in out
+  if command in ("propagate", "video"):
+    assert "--blend {alpha,laplacian}" in out
+  if command == "video":
+    assert "--save-correspondences" in out
+  if command in ("animate", "congeal"):
+    assert "--flow-image" in out
 
 
 def test_missing_model_is_clear(tmp_path, capsys):
   img = tmp_path / "a.png"
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
-  for command in ["congeal", "flow-scores", "congeal-dataset"]:
+  for command in ["congeal", "flow-scores", "congeal-dataset", "animate"]:
     assert cli.main([command, "--model", str(tmp_path / "missing"), "--input", str(img), "--out",
                      str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
@@ -63,3 +71,56 @@ def test_congeal_propagate_correspond(model_dir, tmp_path, capsys):
   np.testing.assert_allclose(pb, [[20, 30], [40, 25]], atol=1e-2)  # Same warp for both images.
   assert (tmp_path / "corr" / "correspondences.png").exists()
   assert np.load(tmp_path / "corr" / "dense_flow_a_to_b.npy").shape == (64, 64, 2)
+
+
+def _write_images(d, n=2, seed=1):
+  d.mkdir()
+  rng = np.random.RandomState(seed)
+  for i in range(n):
+    Image.fromarray(rng.randint(0, 255, (64, 64, 3), np.uint8)).save(d / f"im{i}.png")
+  return d
+
+
+def test_animate_and_flow_images(model_dir, tmp_path, capsys):
+  import imageio.v2 as imageio
+  inp = _write_images(tmp_path / "in")
+  out = tmp_path / "anim"
+  assert cli.main(["animate", "--model", str(model_dir), "--input", str(inp), "--out", str(out), "--frames", "3",
+                   "--hold", "0", "--flow-image"]) == 0
+  assert sorted(p.name for p in out.iterdir()) == ["im0.mp4", "im0_flow.png", "im1.mp4", "im1_flow.png"]
+  assert len([f for f in imageio.get_reader(str(out / "im0.mp4"))]) == 3
+  assert np.asarray(Image.open(out / "im0_flow.png")).shape == (64, 64, 3)
+  assert cli.main(["animate", "--model", str(model_dir), "--input", str(inp), "--out", str(out), "--frames", "3",
+                   "--grid", "--format", "gif", "--size", "32"]) == 0
+  assert len(imageio.mimread(str(out / "congealing.gif"))) == 3
+  assert cli.main(["congeal", "--model", str(model_dir), "--input", str(inp / "im0.png"), "--out",
+                   str(tmp_path / "c"), "--flow-image"]) == 0
+  assert (tmp_path / "c" / "im0_flow.png").exists()
+  Image.fromarray(np.zeros((80, 64, 3), np.uint8)).save(tmp_path / "tall.png")  # Wrong size: resized, noted.
+  capsys.readouterr()
+  assert cli.main(["animate", "--model", str(model_dir), "--input", str(tmp_path / "tall.png"), "--out", str(out),
+                   "--frames", "2", "--format", "gif"]) == 0
+  assert "resized 1" in capsys.readouterr().err and (out / "tall.gif").exists()
+  (inp / "bad.png").write_bytes(b"not an image")
+  assert cli.main(["animate", "--model", str(model_dir), "--input", str(inp), "--out", str(out)]) == 2
+  assert "bad.png" in capsys.readouterr().err
+
+
+def test_propagate_and_video_with_laplacian_blend_and_correspondences(model_dir, tmp_path):
+  import imageio.v2 as imageio
+  inp = _write_images(tmp_path / "in")
+  label = np.zeros((64, 64, 4), np.uint8)
+  label[20:40, 20:44] = (255, 0, 0, 255)
+  Image.fromarray(label).save(tmp_path / "label.png")
+  common = ["--model", str(model_dir), "--label", str(tmp_path / "label.png"), "--blend", "laplacian"]
+  assert cli.main(["propagate", *common, "--input", str(inp), "--out", str(tmp_path / "prop")]) == 0
+  assert len(list((tmp_path / "prop").glob("*.png"))) == 2
+  src = tmp_path / "in.mp4"
+  with imageio.get_writer(str(src), fps=5) as wr:
+    for i in range(3):
+      wr.append_data(np.full((64, 64, 3), 60 * i, np.uint8))
+  assert cli.main(["video", *common, "--input", str(src), "--out", str(tmp_path / "out.mp4"), "--chunk", "2",
+                   "--blend-levels", "3", "--save-correspondences", str(tmp_path / "corr.npz")]) == 0
+  corr = np.load(tmp_path / "corr.npz")
+  assert corr["points"].shape == (3, 20 * 24, 2) and corr["inside"].all()
+  assert (tmp_path / "out.mp4").stat().st_size > 0
