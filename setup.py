@@ -8,6 +8,8 @@ setuptools.setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["jaxgeal", "jaxgeal.*"]),
+    # The demo's shipped 32 px generator (configs/demo.py; re-create with configs/demo.py:train_gan).
+    package_data={"jaxgeal": ["assets/demo_stylegan2/*", "assets/demo_stylegan2/**/*"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10.2",

@@ -354,7 +354,7 @@ def _box(a, size, ss):
 def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = None, mirror_prob: float = 0.5,
            deformation: float = 0.3, max_rotation: float = 20.0, scale_range: Sequence[float] = (0.30, 0.42),
            max_translation: float = 0.08, asymmetric: bool = True, occluder_prob: float = 0.0,
-           supersample: int = 2, shader: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
+           max_clutter: int = _MAX_CLUTTER, supersample: int = 2, shader: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
   """Render image `index` of the category drawn with `seed`.
 
   Args:
@@ -367,6 +367,8 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
     max_translation: maximum shift of the head centre from the image centre, fraction of `size`.
     asymmetric: draw the left-side markings (eye patch, bow); without them the creature is mirror symmetric.
     occluder_prob: probability of a bar in front of the object; key points under it are invisible.
+    max_clutter: at most this many background shapes (0..6; the drawn count is clipped, so other choices
+      stay the same).
     supersample: samples per pixel along each axis (anti-aliasing).
     shader: if given, render `shader(canonical_points (N, 2) float32) -> (N, C)` through the same warp
       instead of the creature and background (markers, label maps, checkerboards); points are in this
@@ -379,7 +381,10 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
   """
   if not 0.0 <= deformation < 1.0:
     raise ValueError(f"deformation must be in [0, 1) for the warp to be invertible, got {deformation}")
+  if not 0 <= max_clutter <= _MAX_CLUTTER:
+    raise ValueError(f"max_clutter must be in [0, {_MAX_CLUTTER}], got {max_clutter}")
   r = _draw(np.random.default_rng([seed, index]))
+  r["num_clutter"] = min(r["num_clutter"], max_clutter)
   mirrored = (r["mirror_u"] < mirror_prob) if mirror is None else bool(mirror)
   warp = _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored)
   # Everything is drawn unmirrored; a mirrored render is the flip of it (see the module docstring).

@@ -57,6 +57,47 @@ class MSEDistance:
     return jnp.mean(jnp.square(x - y), axis=tuple(range(1, x.ndim)))
 
 
+def _gaussian_blur(x: Array, sigma: float) -> Array:
+  """Separable Gaussian blur per channel (NHWC), edge padding."""
+  r = max(1, int(round(3 * sigma)))
+  t = jnp.arange(-r, r + 1, dtype=x.dtype)
+  k = jnp.exp(-0.5 * jnp.square(t / sigma))
+  k = k / k.sum()
+  x = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+  h, w = x.shape[1] - 2 * r, x.shape[2] - 2 * r
+  x = sum(k[i] * x[:, i:i + h] for i in range(2 * r + 1))          # FIR as shifted slices: fast on CPU
+  return sum(k[i] * x[:, :, i:i + w] for i in range(2 * r + 1))
+
+
+@flax.struct.dataclass
+class LocalContrastDistance:
+  """Multi-scale MSE between locally contrast-normalised images, (B,): an offline stand-in for a perceptual
+  loss. Each channel becomes (x - G*x) / sqrt(G*(x - G*x)^2 + eps) (G a Gaussian of `sigma` px), at the input
+  size and at `scales` - 1 further 2x average-pooled sizes; the per-scale MSEs are averaged.
+
+  Plain MSE lets colour dominate: a StyleGAN's coarse layers set both pose and background colour, so the STN
+  can lower MSE by zooming into a region of the right colour instead of aligning the object (what the demo
+  did with MSE). Normalising local mean and contrast keeps edges and parts (the structure LPIPS/VGG features
+  respond to) and removes the smooth colour field, as SSIM's structure term does.
+  """
+  sigma: float = flax.struct.field(pytree_node=False, default=2.0)
+  eps: float = flax.struct.field(pytree_node=False, default=1e-2)
+  scales: int = flax.struct.field(pytree_node=False, default=2)
+
+  def normalise(self, x: Array) -> Array:
+    d = x - _gaussian_blur(x, self.sigma)
+    return d * jax.lax.rsqrt(_gaussian_blur(jnp.square(d), self.sigma) + self.eps)
+
+  def __call__(self, x: Array, y: Array) -> Array:
+    total = 0.0
+    for i in range(self.scales):
+      if i:
+        pool = lambda a: a.reshape(a.shape[0], a.shape[1] // 2, 2, a.shape[2] // 2, 2, a.shape[3]).mean((2, 4))
+        x, y = pool(x), pool(y)
+      total = total + jnp.mean(jnp.square(self.normalise(x) - self.normalise(y)), axis=(1, 2, 3))
+    return total / self.scales
+
+
 def _regularised(perceptual: Array, flow: Array | None, tv_weight: float, fi_weight: float) -> dict:
   if flow is None:   # similarity-only STN: no residual flow, nothing to regularise
     zero = jnp.zeros((), perceptual.dtype)

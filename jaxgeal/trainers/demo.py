@@ -14,7 +14,9 @@ Stages, each in its own directory under the workdir and skipped when its output 
   average.png, grid.png, pck.json, report.md   evaluation on held-out renders (seed `data.heldout_seed`)
 
 Perceptual loss: no pretrained VGG is available offline, so the GANgealing stage uses `config.gangealing.
-perceptual.kind` (default "mse", the trainer's documented stand-in); pck.json and report.md record it.
+perceptual.kind` (default "lcn", locally contrast-normalised MSE; see LocalContrastDistance); pck.json and
+report.md record it. The generator is the one jaxgeal ships (config.stylegan2.pretrained) unless the config
+sets None (`:train_gan`, `:tiny`), in which case data/ and stylegan2/ are made in the run.
 
   python -m jaxgeal.main --config=configs/demo.py --workdir=/tmp/demo         # about 15 min on 2 cores
   python -m jaxgeal.main --config=configs/demo.py:tiny --workdir=/tmp/demo-t  # smoke test
@@ -37,6 +39,12 @@ from jaxgeal.evaluation import pck
 from jaxgeal.models import stn as stn_lib
 from jaxgeal.ops import points as points_lib
 
+_LOSS_NOTES = {
+    "lcn": "no pretrained VGG is available offline: multi-scale MSE of locally contrast-normalised images "
+           "stands in for the paper's VGG-SSL/LPIPS; plain MSE let colour dominate and did not align",
+    "mse": "no pretrained VGG is available offline: MSE in pixel space stands in for the paper's VGG-SSL/LPIPS",
+    "vgg_ssl": "the paper's SimCLR VGG16 features", "lpips": "LPIPS v0.1 (VGG16)"}
+ASSETS = pathlib.Path(__file__).resolve().parents[1] / "assets"
 _COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255],
                      [255, 128, 0], [128, 0, 255], [0, 128, 255], [255, 255, 255], [128, 255, 0],
                      [255, 0, 128], [0, 0, 0]], np.uint8)
@@ -65,8 +73,44 @@ def heldout_dataset(config) -> dict:
   return synthetic.make_dataset(d.num_heldout, d.size, d.heldout_seed, num_pairs=d.num_pairs, **dict(d.render))
 
 
-def train_stylegan2(config, workdir: pathlib.Path, source: str) -> pathlib.Path:
+def shipped_generator(config) -> pathlib.Path | None:
+  """The generator the project trained and ships (config.stylegan2.pretrained, relative to the package),
+  checked against config.stylegan2.model; None when the config trains its own."""
+  name = config.stylegan2.get("pretrained")
+  if not name:
+    return None
+  path = pathlib.Path(name)
+  path = path if path.is_absolute() else ASSETS.parent / path
+  if not (path / "model.json").exists():
+    raise FileNotFoundError(
+        f"the demo's shipped generator {path} is missing (model.json). Re-create it with "
+        "`python -m jaxgeal.main --config=configs/demo.py:train_gan --workdir=DIR` and copy DIR/stylegan2/model "
+        f"there, or train one in the run with config.stylegan2.pretrained=None")
+  want = config.stylegan2.model
+  have = checkpoint.read_model_index(path)["models"]["g_ema"]["config"]
+  for key in ("size", "style_dim", "n_mlp", "channels"):
+    a, b = have.get(key), want.get(key)
+    if json.dumps(a) != json.dumps(b if not isinstance(b, tuple) else [list(x) for x in b]):
+      raise ValueError(f"shipped generator {path} has {key}={a}, config.stylegan2.model has {b}: set "
+                       "config.stylegan2.pretrained=None to train a generator of this shape")
+  return path
+
+
+def generator_source(config) -> str:
+  path = shipped_generator(config)
+  if path is not None:
+    return (f"shipped with jaxgeal ({path.relative_to(ASSETS.parent)}), trained by `configs/demo.py:train_gan`: "
+            f"{config.stylegan2.total_steps} steps, batch {config.stylegan2.batch_size}, "
+            f"{config.data.num_train} renders")
+  return (f"trained in this run: {config.stylegan2.total_steps} steps, batch {config.stylegan2.batch_size}, "
+          f"{config.data.num_train} renders")
+
+
+def train_stylegan2(config, workdir: pathlib.Path, source: str | None) -> pathlib.Path:
   from jaxgeal.trainers import stylegan2
+  shipped = shipped_generator(config)
+  if shipped is not None:
+    return shipped
   out = workdir / "stylegan2"
   if not (out / "model" / "model.json").exists():
     c = ml_collections.ConfigDict(config.stylegan2.to_dict())
@@ -114,8 +158,10 @@ def identity_transfer(images_a, images_b, kps_a):
 
 
 def evaluate(transfer_fn, dataset, num_bootstrap: int = 0) -> dict:
+  """PCK@0.1/0.05/0.01 (and `pck@a_std` bootstrap deviations when num_bootstrap > 1) on fixed pairs."""
   res = pck.pck_transfer(transfer_fn, dataset, pairs="fixed", num_bootstrap=num_bootstrap)
-  return {k: float(res[k]) for k in ("pck@0.1", "pck@0.05", "pck@0.01")}
+  keys = [f"pck@{a}{suffix}" for a in ("0.1", "0.05", "0.01") for suffix in ("", "_std")]
+  return {k: float(res[k]) for k in keys if k in res}
 
 
 def _draw_points(image_u8, pts, visible, radius=1):
@@ -151,10 +197,8 @@ def write_report(workdir: pathlib.Path, config, results: dict, seconds: dict):
   g = config.gangealing
   lines = [
       "# jaxgeal demo: GANgealing on synthetic heads", "",
-      f"StyleGAN2 {config.stylegan2.model.size} px, {config.stylegan2.total_steps} steps on "
-      f"{config.data.num_train} renders; GANgealing ({', '.join(g.stn.transform)}) {g.total_steps} steps, "
-      f"batch {g.batch_size}; perceptual loss `{g.perceptual.kind}` "
-      "(no pretrained VGG is available offline: MSE in pixel space stands in for the paper's VGG-SSL/LPIPS).",
+      f"StyleGAN2 {config.stylegan2.model.size} px, {generator_source(config)}; GANgealing ({', '.join(g.stn.transform)}) {g.total_steps} steps, "
+      f"batch {g.batch_size}; perceptual loss `{g.perceptual.kind}` ({_LOSS_NOTES.get(g.perceptual.kind, '')}).",
       "", f"PCK-Transfer on {config.data.num_pairs} fixed pairs of {config.data.num_heldout} held-out renders "
       "(alpha_bbox, exact key points):", "",
       "| method | PCK@0.1 | PCK@0.05 | PCK@0.01 |", "|---|---|---|---|"]
@@ -172,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   seconds = {}
   t = time.perf_counter()
-  source = prepare_data(config, workdir)
+  source = prepare_data(config, workdir) if shipped_generator(config) is None else None
   seconds["data"] = time.perf_counter() - t
   t = time.perf_counter()
   generator = train_stylegan2(config, workdir, source)

@@ -100,6 +100,8 @@ def make_perceptual(config):
   kind = config.perceptual.kind
   if kind == "mse":
     return gg_losses.MSEDistance()
+  if kind == "lcn":
+    return gg_losses.LocalContrastDistance()
   from jaxgeal.convert import lpips as convert_lpips
   return convert_lpips.load_perceptual_loss(kind, config.perceptual.weights_dir)
 
@@ -172,6 +174,8 @@ def sample_and_loss(models: Models, stn_params, ll_vars, gen_vars, perceptual, z
 def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_sched):
   micro = config.micro_batch_size
   n_micro = config.batch_size // micro
+  unroll = config.get("unroll_micro_batches")
+  unroll = jax.default_backend() == "cpu" if unroll is None else bool(unroll)
   psi_fn = schedules.psi_schedule(config.optim.anneal_psi, config.optim.anneal_fn)
   style_dim = models.ll.style_dim
   ema = config.ema_decay
@@ -196,7 +200,16 @@ def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_s
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, (state.stn, state.ll))
     zero_m = {k: jnp.zeros(()) for k in ("total", "perceptual", "tv", "flow_identity")}
-    (grads, metrics), _ = jax.lax.scan(accumulate, (zeros, zero_m), jnp.arange(n_micro))
+    # XLA:CPU runs convolutions inside a while loop up to 10x slower (jax-ml/jax#12868: the paper-config
+    # step took 52 s in a length-1 scan, 5.7 s without), so on CPU the micro-batches are unrolled (compile
+    # time grows with their number); elsewhere a scan keeps one copy of the program.
+    if unroll:   # A Python loop: lax.scan keeps a while loop even when unrolled, for length 1.
+      carry = (zeros, zero_m)
+      for i in range(n_micro):
+        carry, _ = accumulate(carry, i)
+      grads, metrics = carry
+    else:
+      (grads, metrics), _ = jax.lax.scan(accumulate, (zeros, zero_m), jnp.arange(n_micro))
     # Equal micro-batches: the mean of per-micro-batch means is the global-batch mean.
     grads, metrics = jax.tree_util.tree_map(lambda x: x / n_micro, (grads, metrics))
     g_stn, g_ll = grads

@@ -18,7 +18,8 @@ def base() -> ml_collections.ConfigDict:
       # Only used when checkpoint is None (random frozen generator: tests and benchmarks).
       size=256, style_dim=512, n_mlp=8, channel_multiplier=2, channels=None))
   c.real_size = 256            # size of real images the STN will see at test time (STN "supersize")
-  # Perceptual loss: vgg_ssl (SimCLR VGG16, /18), lpips (VGG16 + LPIPS v0.1 heads) or mse (stand-in).
+  # Perceptual loss: vgg_ssl (SimCLR VGG16, /18), lpips (VGG16 + LPIPS v0.1 heads), or the offline stand-ins
+  # mse and lcn (multi-scale locally contrast-normalised MSE, jaxgeal.losses.gangealing).
   c.perceptual = ml_collections.ConfigDict(dict(kind="vgg_ssl", weights_dir="pretrained"))
   c.stn = ml_collections.ConfigDict(dict(
       transform=("similarity", "flow"), flow_size=128, channel_multiplier=0.5, num_heads=1,

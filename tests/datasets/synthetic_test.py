@@ -52,6 +52,20 @@ def test_an_option_changes_only_what_it_names():
   assert np.abs(rigid["keypoints"] - large["keypoints"]).max() > 0.5, "the default deformation is visible"
 
 
+def test_max_clutter_removes_background_shapes_and_keeps_everything_else():
+  # Index with clutter under the default (found by search so the test does not depend on one draw).
+  index = next(i for i in range(50)
+               if np.abs(synthetic.render(3, i, 32)["image"] - synthetic.render(3, i, 32, max_clutter=0)["image"]
+                         ).max() > 0.1)
+  full, plain = synthetic.render(3, index, 32), synthetic.render(3, index, 32, max_clutter=0)
+  np.testing.assert_array_equal(full["keypoints"], plain["keypoints"])
+  np.testing.assert_array_equal(full["mask"], plain["mask"])
+  inside = full["mask"] == 1.0   # pixels fully covered by the object do not see the background
+  np.testing.assert_array_equal(full["image"][inside], plain["image"][inside])
+  with pytest.raises(ValueError, match="max_clutter"):
+    synthetic.render(3, 0, 32, max_clutter=7)
+
+
 @pytest.mark.parametrize("mirror", [False, True])
 def test_keypoints_are_the_forward_warp_of_the_canonical_keypoints(mirror):
   for index in range(4):

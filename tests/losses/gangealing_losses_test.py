@@ -187,3 +187,20 @@ def test_a_similarity_only_stn_has_no_flow_terms():
                                            tv_weight=1e3, fi_weight=1.0)):
     assert float(terms["tv"]) == 0.0 and float(terms["flow_identity"]) == 0.0
     np.testing.assert_allclose(terms["total"], 0.25, rtol=1e-6)
+
+
+def test_local_contrast_distance_ignores_smooth_colour_and_sees_structure():
+  rng = np.random.default_rng(0)
+  yy, xx = np.mgrid[:32, :32] / 31.0
+  disc = ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.08).astype(np.float32)
+  scene = np.stack([disc * 0.8 - 0.4, disc * -0.5 + 0.1, disc * 0.3], -1)[None]      # an object on a flat field
+  recoloured = scene * 0.7 + np.stack([xx * 0.8 - 0.2, yy * 0.6, 0 * xx + 0.2], -1)[None].astype(np.float32)
+  shifted = np.roll(scene, 4, axis=2)
+  d = gg.LocalContrastDistance()
+  same, colour, moved = (float(jax.jit(lambda a, b: d(a, b))(scene, o)[0]) for o in (scene, recoloured, shifted))
+  assert same < 1e-12
+  assert colour < 0.1 * moved, (colour, moved)     # a smooth colour change costs little, a 4 px shift a lot
+  mse = gg.MSEDistance()
+  assert float(mse(scene, recoloured)[0]) > float(mse(scene, shifted)[0])  # ...where plain MSE ranks them the other way
+  batch = rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+  assert d(batch, batch[::-1]).shape == (3,)

@@ -5,10 +5,13 @@ import importlib.util
 import json
 import pathlib
 
+import jax
 import numpy as np
 import pytest
 
-from jaxgeal import images, main
+from jaxgeal import checkpoint, images, main
+from jaxgeal.convert import stylegan2 as convert_stylegan2
+from jaxgeal.trainers import demo
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -23,9 +26,32 @@ def _config(arg):
 def test_config_names_the_demo_trainer():
   c = _config(None)
   assert c.trainer == "demo" and "demo" in main.TRAINERS
-  assert c.gangealing.perceptual.kind == "mse" and c.stylegan2.model.size == c.data.size
+  assert c.gangealing.perceptual.kind == "lcn" and c.stylegan2.model.size == c.data.size
   with pytest.raises(ValueError, match="unknown config variant"):
     _config("huge")
+
+
+def test_the_shipped_generator_matches_the_demo_config_and_generates():
+  c = _config(None)
+  path = demo.shipped_generator(c)
+  assert path is not None and (path / "model.json").exists()
+  assert "shipped" in demo.generator_source(c)
+  kind, gcfg, variables = checkpoint.load_model(path, "g_ema")
+  G = convert_stylegan2.build_generator(gcfg)
+  x = G.apply(variables, jax.random.normal(jax.random.PRNGKey(0), (2, gcfg["style_dim"])), randomize_noise=False)
+  assert kind == "generator" and x.shape == (2, 32, 32, 3) and np.isfinite(np.asarray(x)).all()
+  assert demo.shipped_generator(_config("train_gan")) is None    # the recipe that made it trains from scratch
+
+
+def test_a_missing_or_mismatched_shipped_generator_says_what_to_do(tmp_path):
+  c = _config(None)
+  c.stylegan2.pretrained = str(tmp_path / "nothing")
+  with pytest.raises(FileNotFoundError, match="train_gan"):
+    demo.shipped_generator(c)
+  c = _config(None)
+  c.stylegan2.model.style_dim = 128
+  with pytest.raises(ValueError, match="style_dim"):
+    demo.shipped_generator(c)
 
 
 @pytest.mark.slow
@@ -38,10 +64,10 @@ def test_tiny_demo_writes_its_outputs_and_resumes(tmp_path):
     for key in ("pck@0.1", "pck@0.05", "pck@0.01"):
       assert 0.0 <= r[key] <= 1.0
     assert r["pck@0.01"] <= r["pck@0.05"] <= r["pck@0.1"]
-  assert doc["perceptual_loss"] == "mse" and doc["pck@0.1"] == results["pck@0.1"]
+  assert doc["perceptual_loss"] == "lcn" and doc["pck@0.1"] == results["pck@0.1"]
   assert images.load_image(tmp_path / "average.png").shape == (32, 32, 3)
   assert np.isfinite(images.load_image(tmp_path / "grid.png")).all()
-  assert "mse" in (tmp_path / "report.md").read_text()
+  assert "lcn" in (tmp_path / "report.md").read_text()
   # Resume: every training stage's output exists, so only the evaluation runs again.
   again = main.run(_config("tiny"), str(tmp_path))
   assert again["pck@0.1"] == doc["pck@0.1"]

@@ -56,6 +56,54 @@ def test_runs_end_to_end_and_a_killed_run_resumes_exactly(tmp_path):
   assert rows(tmp_path / "full")[-1]["total"] == rows(tmp_path / "part")[-1]["total"]
 
 
+@pytest.mark.parametrize("micro_batch_size", [1, 2])
+def test_the_cpu_step_has_no_loop_and_no_sharding_on_one_device(micro_batch_size):
+  # Performance contract on XLA:CPU (jax 0.10.2): convolutions in a while loop run up to 10x slower
+  # (jax-ml/jax#12868) and a sharding constraint on a one-device mesh made the step 400x slower, so the
+  # micro-batches are unrolled and one device is left unconstrained.
+  c = tiny(1, batch_size=2, micro_batch_size=micro_batch_size)
+  mesh = trainer.sharding.make_mesh(1)
+  G, gen_vars, gcfg = trainer.load_generator(c)
+  models = trainer.build_models(c, G, gcfg)
+  stn_tx, ll_tx, stn_sched, ll_sched = trainer.make_optimizers(c)
+  state = trainer.init_state_shapes(models, c, stn_tx, ll_tx)
+  perceptual = trainer.make_perceptual(c)
+  step = trainer.make_train_step(models, c, mesh, stn_tx, ll_tx, stn_sched, ll_sched)
+  jaxpr = jax.make_jaxpr(step)(state, gen_vars, perceptual).jaxpr
+  assert not _conv_in_loop(jaxpr) and "sharding_constraint" not in _primitives(jaxpr)
+  c.unroll_micro_batches = False        # accelerators: one scanned copy of the loss program
+  step = trainer.make_train_step(models, c, mesh, stn_tx, ll_tx, stn_sched, ll_sched)
+  assert _conv_in_loop(jax.make_jaxpr(step)(state, gen_vars, perceptual).jaxpr)
+
+
+def _subjaxprs(eqn):
+  for v in eqn.params.values():
+    for x in (v if isinstance(v, (tuple, list)) else (v,)):
+      if isinstance(x, jax.extend.core.ClosedJaxpr):
+        yield x.jaxpr
+      elif isinstance(x, jax.extend.core.Jaxpr):
+        yield x
+
+
+def _primitives(jaxpr) -> set:
+  out = set()
+  for eqn in jaxpr.eqns:
+    out.add(eqn.primitive.name)
+    for sub in _subjaxprs(eqn):
+      out |= _primitives(sub)
+  return out
+
+
+def _conv_in_loop(jaxpr) -> bool:
+  for eqn in jaxpr.eqns:
+    subs = list(_subjaxprs(eqn))
+    if eqn.primitive.name in ("scan", "while") and any("conv_general_dilated" in _primitives(s) for s in subs):
+      return True
+    if any(_conv_in_loop(s) for s in subs):
+      return True
+  return False
+
+
 def test_loss_falls_when_the_target_is_fixed(tmp_path):
   c = tiny(24)
   c.optim.anneal_psi = 0          # psi = 0 from the start: align to the learned target throughout
