@@ -48,8 +48,8 @@ def get_config(arg=None):
   g.perceptual.kind = "lcn"
   # One SGDR cycle after the psi annealing (total = anneal_psi + period: the LR reaches 0 at the end, no
   # restart), and an EMA half-life of 50 steps (the paper's 312-step half-life spans most of this short run).
-  g.optim.update(anneal_psi=500, period=1000)
-  g.total_steps = 1500
+  g.optim.update(anneal_psi=1000, period=3000)
+  g.total_steps = 4000
   g.ema_decay = 0.5 ** (1 / 50)
   g.batch_size = 16
   g.micro_batch_size = 16

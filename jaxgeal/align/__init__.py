@@ -247,12 +247,14 @@ class Aligner:
 
   # -- similarity-only alignment (congeal_dataset) -----------------------------------------------------------------
 
-  def congeal_similarity(self, images, output_resolution: Optional[int] = None, **kwargs) -> dict:
+  def congeal_similarity(self, images, output_resolution: Optional[int] = None, source_sizes=None,
+                         **kwargs) -> dict:
     """Similarity-only alignment (upstream congeal_dataset): aligned, oob, scale, effective_resolution, score.
 
     scale is the side of the congealed square as a fraction of the image side (sqrt |det A|); the
-    effective resolution is how many source pixels span it: output_res / zoom with zoom = 1 / scale, for
-    inputs at the output resolution (here: scale * S).
+    effective resolution is how many source pixels span it, as upstream congeal_dataset.py computes it:
+    `sqrt(det M) * min(w, h)` of the original image. `source_sizes` (N,) gives min(w, h) of each original
+    (before resizing to the model's input); default: the model's input size S.
     """
     out = self.congeal(images, **kwargs)
     if out["matrix"] is None:
@@ -265,7 +267,9 @@ class Aligner:
     det = np.asarray(matrix[:, 0, 0] * matrix[:, 1, 1] - matrix[:, 0, 1] * matrix[:, 1, 0])
     scale = np.sqrt(np.abs(det))
     return dict(aligned=np.asarray(aligned), oob=np.asarray(warp.warp_exceeds_image_bounds(grid)),
-                scale=scale, effective_resolution=scale * self.size, score=out["score"],
+                scale=scale, effective_resolution=scale * (self.size if source_sizes is None else
+                                                           np.asarray(source_sizes, np.float64)),
+                score=out["score"],
                 flipped=out["flipped"])
 
   # -- dense propagation (§4.3) -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import argparse
 import json
 import pathlib
 import sys
+from typing import Optional
 
 import numpy as np
 
@@ -37,8 +38,9 @@ def _list_images(path) -> list[pathlib.Path]:
   return files
 
 
-def _load_images(files, size: int) -> np.ndarray:
-  """Images resized (bicubic) to the model's size; a note is printed when any is resized."""
+def _load_images(files, size: int, source_sizes: Optional[list] = None) -> np.ndarray:
+  """Images resized (bicubic) to the model's size; a note is printed when any is resized. min(w, h) of
+  each original is appended to `source_sizes` when given."""
   from PIL import Image
   from jaxgeal import images as images_lib
   resized = 0
@@ -47,6 +49,8 @@ def _load_images(files, size: int) -> np.ndarray:
     try:
       with Image.open(f) as im:
         resized += im.size != (size, size)
+        if source_sizes is not None:
+          source_sizes.append(min(im.size))
     except OSError as e:
       raise ValueError(f"cannot read image {f}: {e}") from e
     out.append(images_lib.load_image(f, size))
@@ -131,7 +135,9 @@ def cmd_congeal_dataset(args):
   from jaxgeal.align import dataset
   a = _aligner(args)
   files = _list_images(args.input)
-  out = a.congeal_similarity(_load_images(files, a.size), output_resolution=args.size, cluster=args.cluster)
+  sizes = []
+  ims = _load_images(files, a.size, sizes)
+  out = a.congeal_similarity(ims, output_resolution=args.size, source_sizes=sizes, cluster=args.cluster)
   kept = dataset.select(out["score"], args.fraction_retained, out["oob"], out["effective_resolution"],
                         args.min_effective_resolution)
   d = pathlib.Path(args.out)

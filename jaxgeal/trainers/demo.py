@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from jaxgeal import checkpoint, images
+from jaxgeal.align import visualize
 from jaxgeal.datasets import synthetic
 from jaxgeal.evaluation import pck
 from jaxgeal.models import stn as stn_lib
@@ -45,9 +46,6 @@ _LOSS_NOTES = {
     "mse": "no pretrained VGG is available offline: MSE in pixel space stands in for the paper's VGG-SSL/LPIPS",
     "vgg_ssl": "the paper's SimCLR VGG16 features", "lpips": "LPIPS v0.1 (VGG16)"}
 ASSETS = pathlib.Path(__file__).resolve().parents[1] / "assets"
-_COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255],
-                     [255, 128, 0], [128, 0, 255], [0, 128, 255], [255, 255, 255], [128, 255, 0],
-                     [255, 0, 128], [0, 0, 0]], np.uint8)
 
 
 # -- stages -------------------------------------------------------------------------------------------------
@@ -164,21 +162,9 @@ def evaluate(transfer_fn, dataset, num_bootstrap: int = 0) -> dict:
   return {k: float(res[k]) for k in keys if k in res}
 
 
-def _draw_points(image_u8, pts, visible, radius=1):
-  out = image_u8.copy()
-  h, w = out.shape[:2]
-  for i, ((x, y), v) in enumerate(zip(pts, visible)):
-    if not v or not np.isfinite(x) or not np.isfinite(y):
-      continue
-    xi, yi = int(round(float(x))), int(round(float(y)))
-    out[max(0, yi - radius):min(h, yi + radius + 1), max(0, xi - radius):min(w, xi + radius + 1)] = \
-        _COLOURS[i % len(_COLOURS)]
-  return out
-
-
 def write_visuals(workdir: pathlib.Path, forward, transfer_fn, dataset, n_vis: int):
   """average.png (mean congealed held-out image), grid.png (rows: inputs / congealed / A's key points
-  transferred into each image from the first image, A)."""
+  transferred into each image from the first image, A; upscaled to >= 128 px per image)."""
   ims = dataset["images"]
   congealed = np.concatenate([np.asarray(forward(jnp.asarray(ims[i:i + 64])).image)
                               for i in range(0, len(ims), 64)])
@@ -188,8 +174,11 @@ def write_visuals(workdir: pathlib.Path, forward, transfer_fn, dataset, n_vis: i
   kps_a = np.where(dataset["visibility"][:1, :, None], dataset["keypoints"][:1], 0.0)
   pred = np.asarray(transfer_fn(src, ims[:n], np.broadcast_to(kps_a, (n,) + kps_a.shape[1:])))
   vis = dataset["visibility"][0]
-  corr = np.stack([_draw_points(images.to_uint8(ims[i]), pred[i], vis) for i in range(n)])
-  rows = np.concatenate([images.to_uint8(ims[:n]), images.to_uint8(congealed[:n]), corr])
+  up = max(1, 128 // ims.shape[1])   # nearest-neighbour upscaling so that 32 px pictures are legible
+  big = lambda a: np.repeat(np.repeat(images.to_uint8(a), up, -3), up, -2)
+  corr = np.stack([visualize.draw_points(big(ims[i]), (pred[i] + 0.5) * up - 0.5, radius=max(1, up // 2),
+                                         visible=vis) for i in range(n)])
+  rows = np.concatenate([big(ims[:n]), big(congealed[:n]), corr])
   images.save_image(workdir / "grid.png", images.make_grid(rows, nrow=n))
 
 

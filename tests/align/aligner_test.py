@@ -100,6 +100,10 @@ def test_flow_scores_and_congeal_similarity(aligner, images):
   np.testing.assert_allclose(sim["scale"], 0.8, atol=1e-5)
   np.testing.assert_allclose(sim["effective_resolution"], 0.8 * SIZE, atol=1e-3)
   assert sim["aligned"].shape == images.shape and not sim["oob"].any()
+  # Upstream congeal_dataset.py: sqrt(det M) * min(w, h) of the original (pre-resize) image.
+  originals = [256, 100] + [SIZE] * (len(images) - 2)
+  sim = aligner.congeal_similarity(images, source_sizes=originals)
+  np.testing.assert_allclose(sim["effective_resolution"], 0.8 * np.array(originals), atol=1e-3)
 
 
 def test_flipped_round_trip(aligner, images):

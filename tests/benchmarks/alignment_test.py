@@ -1,0 +1,39 @@
+"""benchmarks/alignment.py: each ablation changes only what it names, and the report lists every method with
+its PCK and bootstrap deviation (the full run trains three aligners: it is a benchmark, not a test)."""
+import importlib.util
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _module():
+  spec = importlib.util.spec_from_file_location("alignment_benchmark", REPO / "benchmarks" / "alignment.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_ablations_change_only_what_they_name():
+  bench = _module()
+  base = bench.load_config("configs/demo.py")
+  for _, subdir, overrides in bench.METHODS:
+    if subdir is None:
+      continue
+    c = bench.with_overrides(base, overrides)
+    changed = {k for k in ("stn", "ll") if c.gangealing[k].to_dict() != base.gangealing[k].to_dict()}
+    assert changed == {k.split(".")[0] for k in overrides}, subdir
+    assert c.stylegan2.to_dict() == base.stylegan2.to_dict() and c.data.to_dict() == base.data.to_dict()
+  assert base.gangealing.ll.freeze is False     # with_overrides copies: the base is untouched
+
+
+def test_report_lists_every_method(tmp_path):
+  bench = _module()
+  config = bench.load_config("configs/demo.py")
+  rows = [(name, {"pck@0.1": 0.5, "pck@0.1_std": 0.01, "pck@0.05": 0.2, "pck@0.05_std": 0.01, "pck@0.01": 0.01,
+                  "pck@0.01_std": 0.001}) for name, _, _ in bench.METHODS]
+  out = tmp_path / "alignment.md"
+  bench.write_report(out, config, rows, {"data + generator": 1.0}, "python benchmarks/alignment.py")
+  text = out.read_text()
+  for name, _, _ in bench.METHODS:
+    assert f"| {name} | 0.500 ± 0.010 | 0.200 ± 0.010 | 0.010 ± 0.001 |" in text
+  assert "lcn" in text and out.with_suffix(".json").exists()
