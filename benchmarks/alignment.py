@@ -2,6 +2,7 @@
 §4.2 and App. B.7) on held-out renders for the ablations of the paper's Table 3 that fit a CPU:
 
   no alignment                 A's key points at the same pixels of B
+  ground-truth similarity      the renderer's warps without their deformation (a similarity STN's best)
   similarity STN, learned c    GANgealing with the similarity transformer only
   similarity + flow, fixed c   the target latent frozen at its initialisation (the mean W latent)
   similarity + flow, learned c the full method (what `configs/demo.py` trains)
@@ -16,6 +17,8 @@ Writes `<workdir>/<method>/` (resumable stages) and the report (default `benchma
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import importlib.util
 import json
 import logging
@@ -25,10 +28,12 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 
 from jaxgeal.trainers import demo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+ORACLE = "ground-truth similarity (upper bound of any similarity STN)"
 
 # (row name, directory, overrides of config.gangealing); None = the identity baseline.
 METHODS = (
@@ -59,6 +64,28 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_col
   return c
 
 
+def ground_truth_similarity_transfer(dataset):
+  """The best a similarity STN can do: transfer through the renderer's own warps with the non-rigid
+  deformation removed (what is left is the deformation's error)."""
+  key = lambda im: hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest()
+  index = {key(im): i for i, im in enumerate(dataset["images"])}
+  warps = [dataclasses.replace(w, amps=np.zeros_like(w.amps)) for w in dataset["warps"]]
+
+  def transfer(images_a, images_b, kps_a):
+    return np.stack([warps[index[key(b)]].to_image(warps[index[key(a)]].to_canonical(np.asarray(k, np.float64)))
+                     for a, b, k in zip(np.asarray(images_a), np.asarray(images_b), np.asarray(kps_a))])
+  return transfer
+
+
+def training_seconds(metrics: pathlib.Path) -> float:
+  """Wall time of a training run from its metrics.jsonl (first to last logged step, extrapolated to step 0)."""
+  rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+  if len(rows) < 2:
+    return float("nan")
+  (s0, t0), (s1, t1) = (rows[0]["step"], rows[0]["time"]), (rows[-1]["step"], rows[-1]["time"])
+  return (t1 - t0) * s1 / max(1, s1 - s0)
+
+
 def run(config, workdir: pathlib.Path) -> tuple[list, dict]:
   workdir.mkdir(parents=True, exist_ok=True)
   seconds = {}
@@ -79,8 +106,12 @@ def run(config, workdir: pathlib.Path) -> tuple[list, dict]:
       transfer = demo.make_transfer_fn(forward, "flow" in tuple(c.gangealing.stn.transform), c.data.size)
       res = demo.evaluate(transfer, dataset, num_bootstrap=config.get("num_bootstrap", 200))
     seconds[name] = time.perf_counter() - t
+    if subdir is not None:
+      res["train_seconds"] = training_seconds(workdir / subdir / "metrics.jsonl")
     rows.append((name, res))
     logging.info("%s: %s", name, res)
+  rows.append((ORACLE, demo.evaluate(ground_truth_similarity_transfer(dataset), dataset,
+                                     num_bootstrap=config.get("num_bootstrap", 200))))
   return rows, seconds
 
 
@@ -96,10 +127,11 @@ def write_report(path: pathlib.Path, config, rows, seconds, command: str):
       f"GANgealing: {g.total_steps} steps, batch {g.batch_size}, perceptual loss `{g.perceptual.kind}`, "
       f"psi annealed over {g.optim.anneal_psi} steps, STN flow at {g.stn.flow_size} px, "
       f"target injected into the first {g.ll.inject} W+ layers.", "",
-      "| method | PCK@0.1 | PCK@0.05 | PCK@0.01 |", "|---|---|---|---|"]
+      "| method | PCK@0.1 | PCK@0.05 | PCK@0.01 | training (s) |", "|---|---|---|---|---|"]
   for name, r in rows:
     cell = lambda k: (f"{r[k]:.3f} ± {r[k + '_std']:.3f}" if f"{k}_std" in r else f"{r[k]:.3f}")
-    lines.append(f"| {name} | {cell('pck@0.1')} | {cell('pck@0.05')} | {cell('pck@0.01')} |")
+    train = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
+    lines.append(f"| {name} | {cell('pck@0.1')} | {cell('pck@0.05')} | {cell('pck@0.01')} | {train} |")
   lines += ["", "± is the bootstrap standard deviation over pairs (App. B.7's error bars).", "",
             "Wall times (s, 0 = stage reused from the workdir): " +
             ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),

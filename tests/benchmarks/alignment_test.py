@@ -30,10 +30,21 @@ def test_report_lists_every_method(tmp_path):
   bench = _module()
   config = bench.load_config("configs/demo.py")
   rows = [(name, {"pck@0.1": 0.5, "pck@0.1_std": 0.01, "pck@0.05": 0.2, "pck@0.05_std": 0.01, "pck@0.01": 0.01,
-                  "pck@0.01_std": 0.001}) for name, _, _ in bench.METHODS]
+                  "pck@0.01_std": 0.001}) for name in [m[0] for m in bench.METHODS] + [bench.ORACLE]]
   out = tmp_path / "alignment.md"
   bench.write_report(out, config, rows, {"data + generator": 1.0}, "python benchmarks/alignment.py")
   text = out.read_text()
-  for name, _, _ in bench.METHODS:
-    assert f"| {name} | 0.500 ± 0.010 | 0.200 ± 0.010 | 0.010 ± 0.001 |" in text
+  for name in [m[0] for m in bench.METHODS] + [bench.ORACLE]:
+    assert f"| {name} | 0.500 ± 0.010 | 0.200 ± 0.010 | 0.010 ± 0.001 | - |" in text
   assert "lcn" in text and out.with_suffix(".json").exists()
+
+
+def test_the_ground_truth_similarity_transfer_is_exact_without_deformation():
+  from jaxgeal.datasets import synthetic
+  from jaxgeal.evaluation import pck
+  bench = _module()
+  rigid = synthetic.make_dataset(6, 32, 5, num_pairs=10, deformation=0.0, mirror_prob=0.0)
+  res = pck.pck_transfer(bench.ground_truth_similarity_transfer(rigid), rigid, pairs="fixed")
+  assert res["pck@0.01"] == 1.0
+  bent = synthetic.make_dataset(6, 32, 5, num_pairs=10, deformation=0.3, mirror_prob=0.0)
+  assert pck.pck_transfer(bench.ground_truth_similarity_transfer(bent), bent, pairs="fixed")["pck@0.01"] < 1.0
