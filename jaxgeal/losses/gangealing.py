@@ -89,6 +89,9 @@ class LocalContrastDistance:
     return d * jax.lax.rsqrt(_gaussian_blur(jnp.square(d), self.sigma) + self.eps)
 
   def __call__(self, x: Array, y: Array) -> Array:
+    if x.shape[1] % 2 ** (self.scales - 1) or x.shape[2] % 2 ** (self.scales - 1):
+      raise ValueError(f"LocalContrastDistance with {self.scales} scales needs sides divisible by "
+                       f"{2 ** (self.scales - 1)}, got {x.shape[1]}x{x.shape[2]}")
     total = 0.0
     for i in range(self.scales):
       if i:

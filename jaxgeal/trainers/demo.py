@@ -18,7 +18,7 @@ perceptual.kind` (default "lcn", locally contrast-normalised MSE; see LocalContr
 report.md record it. The generator is the one jaxgeal ships (config.stylegan2.pretrained) unless the config
 sets None (`:train_gan`, `:tiny`), in which case data/ and stylegan2/ are made in the run.
 
-  python -m jaxgeal.main --config=configs/demo.py --workdir=/tmp/demo         # about 15 min on 2 cores
+  python -m jaxgeal.main --config=configs/demo.py --workdir=/tmp/demo         # about 7 min on 2 cores
   python -m jaxgeal.main --config=configs/demo.py:tiny --workdir=/tmp/demo-t  # smoke test
 """
 from __future__ import annotations
@@ -186,7 +186,8 @@ def write_report(workdir: pathlib.Path, config, results: dict, seconds: dict):
   g = config.gangealing
   lines = [
       "# jaxgeal demo: GANgealing on synthetic heads", "",
-      f"StyleGAN2 {config.stylegan2.model.size} px, {generator_source(config)}; GANgealing ({', '.join(g.stn.transform)}) {g.total_steps} steps, "
+      f"StyleGAN2 {config.stylegan2.model.size} px, {generator_source(config)}; "
+      f"GANgealing ({', '.join(g.stn.transform)}) {g.total_steps} steps, "
       f"batch {g.batch_size}; perceptual loss `{g.perceptual.kind}` ({_LOSS_NOTES.get(g.perceptual.kind, '')}).",
       "", f"PCK-Transfer on {config.data.num_pairs} fixed pairs of {config.data.num_heldout} held-out renders "
       "(alpha_bbox, exact key points):", "",

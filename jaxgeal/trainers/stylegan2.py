@@ -94,9 +94,7 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
   o = config.optim
   batch = config.batch_size
   path_batch = max(1, batch // o.path_batch_shrink)
-  # rosinality: accum = 0.5 ** (32 / (10 * 1000)), a 10 kimg half-life at batch 32 per step; ema_kimg
-  # sets the half-life in thousands of images (StyleGAN2-ADA's ema_kimg, shorter for small runs).
-  ema = 0.5 ** (32 / (o.get("ema_kimg", 10.0) * 1000))
+  ema = 0.5 ** (32 / (10 * 1000))
 
   def generate(g_params, noises, key, n, return_latents=False):
     k_style, k_noise = jax.random.split(key)
@@ -221,8 +219,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(size=256, style_dim=512, n_mlp=8, channel_multiplier=2,
                                            lr_mlp=0.01, channels=None))
   c.optim = ml_collections.ConfigDict(dict(lr=0.002, r1=10.0, path_regularize=2.0, path_batch_shrink=2,
-                                           d_reg_every=16, g_reg_every=4, mixing=0.9,
-                                           ema_kimg=10.0))
+                                           d_reg_every=16, g_reg_every=4, mixing=0.9))
   c.data = ml_collections.ConfigDict(dict(source="", size=256))
   c.batch_size = 16
   c.num_devices = None

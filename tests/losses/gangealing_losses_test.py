@@ -204,3 +204,5 @@ def test_local_contrast_distance_ignores_smooth_colour_and_sees_structure():
   assert float(mse(scene, recoloured)[0]) > float(mse(scene, shifted)[0])  # ...where plain MSE ranks them the other way
   batch = rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
   assert d(batch, batch[::-1]).shape == (3,)
+  with pytest.raises(ValueError, match="divisible by 2"):
+    d(batch[:, :31, :31], batch[:, :31, :31])
