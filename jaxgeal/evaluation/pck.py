@@ -395,7 +395,9 @@ def load_annotations(path, load_images: bool = False) -> dict:
     ds["files"] = [str(path.parent / e["file"]) for e in entries]
     if load_images:
       from jaxgeal import images as image_io  # pylint: disable=g-import-not-at-top
-      ds["images"] = np.stack([image_io.load_image(f) for f in ds["files"]])
+      images = [image_io.load_image(f) for f in ds["files"]]
+      same = len({im.shape for im in images}) == 1
+      ds["images"] = np.stack(images) if same else images  # A list when the sizes differ (SPair originals).
   elif load_images:
     raise ValueError(f"{path} names no image files")
   return ds
@@ -450,11 +452,18 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m jaxgeal.evaluation.pck", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog="Two steps: write the pairs to predict (--write_pairs), predict them with any model, then score\n"
-             "the predictions (--predictions). Running an aligner directly comes with jaxgeal's aligner API;\n"
-             "from Python, call jaxgeal.evaluation.pck.pck_transfer(transfer_fn, dataset).")
-  parser.add_argument("--annotations", required=True,
-                      help="annotations JSON, or a folder holding annotations.json")
+      epilog="A GANgealing model directory (--model) is run on the annotated images and scored. Any other\n"
+             "method: write the pairs to predict (--write_pairs), predict them, then score the predictions\n"
+             "(--predictions). From Python: jaxgeal.evaluation.pck.pck_transfer(transfer_fn, dataset).")
+  parser.add_argument("--annotations", help="annotations JSON, or a folder holding annotations.json")
+  parser.add_argument("--dataset", help="instead of --annotations: a prepared key point dataset (name or folder; "
+                      "python -m jaxgeal.datasets.prepare), with --split")
+  parser.add_argument("--split", default=None, help="split of --dataset (default: its only / test split)")
+  parser.add_argument("--model", help="GANgealing model directory (t_ema) to run on the images and score")
+  parser.add_argument("--no_flip", action="store_true", help="for --model: no flip inference (app. B.4)")
+  parser.add_argument("--iters", type=int, default=None, help="for --model: similarity STN iterations "
+                      "(default: the model's test setting)")
+  parser.add_argument("--padding_mode", default=None, help="for --model: default the model's test setting")
   parser.add_argument("--predictions", help="npz/json with 'pairs' (R, 2), 'keypoints' (R, P, 2) and optionally "
                       "'flips' (R, 2) (source / target mirrored by the method) to score")
   parser.add_argument("--write_pairs", help="write the pairs to predict (JSON) instead of scoring")
@@ -462,28 +471,38 @@ def main(argv=None) -> int:
   parser.add_argument("--threshold", choices=["bbox", "image"], default=None,
                       help="PCK unit: max bbox side (SPair) or max image side (CUB); default: bbox if annotated")
   parser.add_argument("--pairs", choices=["fixed", "random"], default=None,
-                      help="for --write_pairs: the annotated pairs or random ones (default: fixed if annotated)")
-  parser.add_argument("--num_pck_pairs", type=int, default=None, help="for --write_pairs: number of pairs")
-  parser.add_argument("--transfer_both_ways", action="store_true", help="for --write_pairs: also B -> A")
+                      help="for --write_pairs / --model: the annotated pairs or random ones (default: fixed if "
+                      "annotated)")
+  parser.add_argument("--num_pck_pairs", type=int, default=None, help="for --write_pairs / --model: how many pairs")
+  parser.add_argument("--transfer_both_ways", action="store_true", help="for --write_pairs / --model: also B -> A")
   parser.add_argument("--num_bootstrap", type=int, default=0, help="bootstrap resamples for standard deviations")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", help="also write the results JSON here")
   args = parser.parse_args(argv)
-  if (args.predictions is None) == (args.write_pairs is None):
-    parser.error("give exactly one of --predictions (score them) or --write_pairs (list the pairs to predict)")
+  if sum(a is not None for a in (args.predictions, args.write_pairs, args.model)) != 1:
+    parser.error("give exactly one of --model (run and score it), --predictions (score them) or --write_pairs "
+                 "(list the pairs to predict)")
+  if (args.annotations is None) == (args.dataset is None):
+    parser.error("give exactly one of --annotations (JSON) or --dataset (a prepared key point dataset)")
+  if args.dataset and not args.model:
+    parser.error("--dataset works with --model; with --predictions or --write_pairs use --annotations")
   try:
-    dataset = load_annotations(args.annotations)
-    if args.write_pairs:
-      mode = args.pairs or ("fixed" if dataset.get("pairs") is not None else "random")
-      rows = sample_pairs(len(dataset["keypoints"]), mode, dataset.get("pairs"), args.num_pck_pairs, args.seed)
-      if args.transfer_both_ways:
-        rows = np.concatenate([rows, rows[:, ::-1]])
-      pathlib.Path(args.write_pairs).write_text(json.dumps({"pairs": rows.tolist()}))
-      print(f"wrote {len(rows)} {mode} pairs to {args.write_pairs}", file=sys.stderr)
-      return 0
-    rows, predicted, flips = load_predictions(args.predictions)
-    results = evaluate_predictions(dataset, rows, predicted, args.alphas, args.threshold, args.num_bootstrap,
-                                   args.seed, flips)
+    if args.model:
+      from jaxgeal.evaluation import model_pck  # pylint: disable=g-import-not-at-top
+      results = model_pck.run_cli(args)
+    else:
+      dataset = load_annotations(args.annotations)
+      if args.write_pairs:
+        mode = args.pairs or ("fixed" if dataset.get("pairs") is not None else "random")
+        rows = sample_pairs(len(dataset["keypoints"]), mode, dataset.get("pairs"), args.num_pck_pairs, args.seed)
+        if args.transfer_both_ways:
+          rows = np.concatenate([rows, rows[:, ::-1]])
+        pathlib.Path(args.write_pairs).write_text(json.dumps({"pairs": rows.tolist()}))
+        print(f"wrote {len(rows)} {mode} pairs to {args.write_pairs}", file=sys.stderr)
+        return 0
+      rows, predicted, flips = load_predictions(args.predictions)
+      results = evaluate_predictions(dataset, rows, predicted, args.alphas, args.threshold, args.num_bootstrap,
+                                     args.seed, flips)
   except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
