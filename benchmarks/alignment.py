@@ -93,7 +93,7 @@ def run(config, workdir: pathlib.Path) -> tuple[list, dict]:
   source = demo.prepare_data(config, workdir) if demo.shipped_generator(config) is None else None
   generator = demo.train_stylegan2(config, workdir, source)
   seconds["data + generator"] = time.perf_counter() - t
-  dataset = demo.heldout_dataset(config)
+  dataset = demo.heldout_dataset(config, workdir)
   rows = []
   for name, subdir, overrides in METHODS:
     t = time.perf_counter()
@@ -102,9 +102,8 @@ def run(config, workdir: pathlib.Path) -> tuple[list, dict]:
     else:
       c = with_overrides(config, overrides)
       model = demo.train_gangealing(c, workdir, generator, name=subdir)
-      _, forward = demo.load_aligner(model, c.gangealing.test.padding_mode)
-      transfer = demo.make_transfer_fn(forward, "flow" in tuple(c.gangealing.stn.transform), c.data.size)
-      res = demo.evaluate(transfer, dataset, num_bootstrap=config.get("num_bootstrap", 200))
+      aligner = demo.load_aligner(model, c.gangealing.test.padding_mode)
+      res = demo.evaluate(aligner, dataset, num_bootstrap=config.get("num_bootstrap", 200))
     seconds[name] = time.perf_counter() - t
     if subdir is not None:
       res["train_seconds"] = training_seconds(workdir / subdir / "metrics.jsonl")

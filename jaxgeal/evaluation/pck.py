@@ -460,7 +460,8 @@ def main(argv=None) -> int:
                       "python -m jaxgeal.datasets.prepare), with --split")
   parser.add_argument("--split", default=None, help="split of --dataset (default: its only / test split)")
   parser.add_argument("--model", help="GANgealing model directory (t_ema) to run on the images and score")
-  parser.add_argument("--no_flip", action="store_true", help="for --model: no flip inference (app. B.4)")
+  parser.add_argument("--no_flip", "--no_flip_inference", action="store_true",
+                      help="for --model: no flip inference (app. B.4; upstream --no_flip_inference)")
   parser.add_argument("--iters", type=int, default=None, help="for --model: similarity STN iterations "
                       "(default: the model's test setting)")
   parser.add_argument("--padding_mode", default=None, help="for --model: default the model's test setting")

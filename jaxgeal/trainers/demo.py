@@ -11,7 +11,9 @@ Stages, each in its own directory under the workdir and skipped when its output 
   data/        rendered train images (prepared with `build_image_folder`) + `heldout.json` marker
   stylegan2/   `jaxgeal.trainers.stylegan2` on the prepared images; exports stylegan2/model (g_ema)
   gangealing/  `jaxgeal.trainers.gangealing` with that generator frozen; exports gangealing/model (t_ema)
-  average.png, grid.png, pck.json, report.md   evaluation on held-out renders (seed `data.heldout_seed`)
+  heldout/     held-out renders (seed `data.heldout_seed`) as PNGs + annotations.json (exact key points, pairs)
+  average.png, grid.png, pck.json, report.md   evaluation on heldout/ (the PCK CLI reproduces pck.json:
+               python -m jaxgeal.evaluation.pck --model W/gangealing/model --annotations W/heldout --no_flip)
 
 Perceptual loss: no pretrained VGG is available offline, so the GANgealing stage uses `config.gangealing.
 perceptual.kind` (default "lcn", locally contrast-normalised MSE; see LocalContrastDistance); pck.json and
@@ -28,17 +30,13 @@ import logging
 import pathlib
 import time
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from jaxgeal import checkpoint, images
-from jaxgeal.align import visualize
+from jaxgeal.align import Aligner, visualize
 from jaxgeal.datasets import synthetic
 from jaxgeal.evaluation import pck
-from jaxgeal.models import stn as stn_lib
-from jaxgeal.ops import points as points_lib
 
 _LOSS_NOTES = {
     "lcn": "no pretrained VGG is available offline: multi-scale MSE of locally contrast-normalised images "
@@ -65,10 +63,20 @@ def prepare_data(config, workdir: pathlib.Path) -> str:
   return report.path
 
 
-def heldout_dataset(config) -> dict:
-  """Held-out renders (another seed) with exact key points and fixed pairs."""
+def heldout_dataset(config, workdir: pathlib.Path) -> dict:
+  """Held-out renders (another seed) with exact key points and fixed pairs, written as `workdir/heldout/`
+  (PNGs + annotations.json: what `python -m jaxgeal.evaluation.pck --model ... --annotations` reads) and read
+  back from there, so the demo scores exactly what a user re-scores. Also returns each render's `warps`."""
   d = config.data
-  return synthetic.make_dataset(d.num_heldout, d.size, d.heldout_seed, num_pairs=d.num_pairs, **dict(d.render))
+  folder = workdir / "heldout"
+  spec = dict(module=synthetic.__name__, n=int(d.num_heldout), size=int(d.size), seed=int(d.heldout_seed),
+              options=dict(num_pairs=int(d.num_pairs), **dict(d.render)))
+  path = folder / "annotations.json"
+  if not path.exists() or json.loads(path.read_text()).get("generator") != json.loads(json.dumps(spec)):
+    synthetic.write_folder(folder, spec["n"], spec["size"], spec["seed"], **spec["options"])
+  ds = pck.load_annotations(path, load_images=True)
+  ds["warps"] = [synthetic.Warp.from_json(e["warp"]) for e in json.loads(path.read_text())["images"]]
+  return ds
 
 
 def shipped_generator(config) -> pathlib.Path | None:
@@ -131,22 +139,10 @@ def train_gangealing(config, workdir: pathlib.Path, generator: pathlib.Path, fre
 
 # -- evaluation ---------------------------------------------------------------------------------------------
 
-def load_aligner(model_dir, padding_mode: str = "border"):
-  """(stn module, jitted images -> STNOutput) from a GANgealing model directory's t_ema."""
-  _, cfg, variables = checkpoint.load_model(model_dir, "t_ema")
-  stn = stn_lib.from_config(cfg)
-  forward = jax.jit(lambda x: stn.apply(variables, x, padding_mode=padding_mode))
-  return stn, forward
-
-
-def make_transfer_fn(forward, flow: bool, size: int):
-  """PCK-Transfer through the STN (§4.2, App. B.7): congeal A's points, uncongeal them into B."""
-  def transfer(images_a, images_b, kps_a):
-    out_a, out_b = forward(jnp.asarray(images_a)), forward(jnp.asarray(images_b))
-    if flow:
-      return points_lib.transfer_points(out_a.matrix, out_a.flow, out_b.grid, jnp.asarray(kps_a), size)
-    return points_lib.transfer_points_similarity(out_a.matrix, out_b.matrix, jnp.asarray(kps_a), size)
-  return transfer
+def load_aligner(model_dir, padding_mode: str = "border") -> Aligner:
+  """The trained STN (t_ema) with the demo's test-time padding. No flip inference: the demo's renders are not
+  mirrored (`data.render.mirror_prob`); `python -m jaxgeal.evaluation.pck --no_flip` is the same evaluation."""
+  return Aligner.load(model_dir, padding_mode=padding_mode, flip=False)
 
 
 def identity_transfer(images_a, images_b, kps_a):
@@ -156,23 +152,25 @@ def identity_transfer(images_a, images_b, kps_a):
 
 
 def evaluate(transfer_fn, dataset, num_bootstrap: int = 0) -> dict:
-  """PCK@0.1/0.05/0.01 (and `pck@a_std` bootstrap deviations when num_bootstrap > 1) on fixed pairs."""
+  """PCK@0.1/0.05/0.01 (and `pck@a_std` bootstrap deviations when num_bootstrap > 1) on fixed pairs.
+  `transfer_fn` is a function (images_a, images_b, kps_a) -> kps in B, or an `Aligner` (its transfer_points)."""
+  if isinstance(transfer_fn, Aligner):
+    transfer_fn = transfer_fn.transfer_points
   res = pck.pck_transfer(transfer_fn, dataset, pairs="fixed", num_bootstrap=num_bootstrap)
   keys = [f"pck@{a}{suffix}" for a in ("0.1", "0.05", "0.01") for suffix in ("", "_std")]
   return {k: float(res[k]) for k in keys if k in res}
 
 
-def write_visuals(workdir: pathlib.Path, forward, transfer_fn, dataset, n_vis: int):
+def write_visuals(workdir: pathlib.Path, aligner: Aligner, dataset, n_vis: int):
   """average.png (mean congealed held-out image), grid.png (rows: inputs / congealed / A's key points
   transferred into each image from the first image, A; upscaled to >= 128 px per image)."""
   ims = dataset["images"]
-  congealed = np.concatenate([np.asarray(forward(jnp.asarray(ims[i:i + 64])).image)
-                              for i in range(0, len(ims), 64)])
+  congealed = aligner.congeal(ims)["aligned"]
   images.save_image(workdir / "average.png", congealed.mean(0))
   n = min(n_vis, len(ims))
   src = np.broadcast_to(ims[:1], (n,) + ims.shape[1:])
   kps_a = np.where(dataset["visibility"][:1, :, None], dataset["keypoints"][:1], 0.0)
-  pred = np.asarray(transfer_fn(src, ims[:n], np.broadcast_to(kps_a, (n,) + kps_a.shape[1:])))
+  pred = aligner.transfer_points(src, ims[:n], np.broadcast_to(kps_a, (n,) + kps_a.shape[1:]))
   vis = dataset["visibility"][0]
   up = max(1, 128 // ims.shape[1])   # nearest-neighbour upscaling so that 32 px pictures are legible
   big = lambda a: np.repeat(np.repeat(images.to_uint8(a), up, -3), up, -2)
@@ -197,7 +195,9 @@ def write_report(workdir: pathlib.Path, config, results: dict, seconds: dict):
   lines += ["", "Stage wall times (s; 0 = skipped, output existed): " +
             ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()), "",
             "Files: average.png (mean congealed held-out image), grid.png (inputs / congealed / key points of "
-            "the first image transferred into each), pck.json.", ""]
+            "the first image transferred into each), pck.json, heldout/ (the scored renders and their key points).",
+            "", "Re-score with the PCK CLI: `python -m jaxgeal.evaluation.pck --model "
+            f"{workdir / 'gangealing' / 'model'} --annotations {workdir / 'heldout'} --no_flip`.", ""]
   (workdir / "report.md").write_text("\n".join(lines))
 
 
@@ -212,22 +212,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   generator = train_stylegan2(config, workdir, source)
   seconds["stylegan2"] = time.perf_counter() - t
   t = time.perf_counter()
-  aligner = train_gangealing(config, workdir, generator)
+  model = train_gangealing(config, workdir, generator)
   seconds["gangealing"] = time.perf_counter() - t
   t = time.perf_counter()
-  dataset = heldout_dataset(config)
-  stn, forward = load_aligner(aligner, config.gangealing.test.padding_mode)
-  transfer_fn = make_transfer_fn(forward, "flow" in tuple(config.gangealing.stn.transform), config.data.size)
-  results = evaluate(transfer_fn, dataset)
+  dataset = heldout_dataset(config, workdir)
+  aligner = load_aligner(model, config.gangealing.test.padding_mode)
+  results = evaluate(aligner, dataset)
   results["baseline_no_alignment"] = evaluate(identity_transfer, dataset)
   results.update(perceptual_loss=config.gangealing.perceptual.kind, num_pairs=int(config.data.num_pairs),
                  num_heldout=int(config.data.num_heldout), image_size=int(config.data.size))
-  write_visuals(workdir, forward, transfer_fn, dataset, config.n_vis)
+  write_visuals(workdir, aligner, dataset, config.n_vis)
   seconds["evaluation"] = time.perf_counter() - t
   results["seconds"] = seconds
   (workdir / "pck.json").write_text(json.dumps(results, indent=1))
   write_report(workdir, config, results, seconds)
   logging.info("PCK-Transfer %s (no alignment %s)", {k: results[k] for k in ("pck@0.1", "pck@0.05")},
                results["baseline_no_alignment"])
-  del stn
   return results

@@ -11,6 +11,7 @@ import pytest
 
 from jaxgeal import checkpoint, images, main
 from jaxgeal.convert import stylegan2 as convert_stylegan2
+from jaxgeal.evaluation import pck
 from jaxgeal.trainers import demo
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -68,6 +69,13 @@ def test_tiny_demo_writes_its_outputs_and_resumes(tmp_path):
   assert images.load_image(tmp_path / "average.png").shape == (32, 32, 3)
   assert np.isfinite(images.load_image(tmp_path / "grid.png")).all()
   assert "lcn" in (tmp_path / "report.md").read_text()
+  # The scored renders are on disk, and the PCK CLI re-scores them with the trained model to the same numbers.
+  out = tmp_path / "cli.json"
+  assert pck.main(["--model", str(tmp_path / "gangealing" / "model"), "--annotations", str(tmp_path / "heldout"),
+                   "--no_flip", "--out", str(out)]) == 0
+  cli = json.loads(out.read_text())
+  assert [cli[k] for k in ("pck@0.1", "pck@0.05", "pck@0.01")] == [doc[k] for k in ("pck@0.1", "pck@0.05",
+                                                                                   "pck@0.01")]
   # Resume: every training stage's output exists, so only the evaluation runs again.
   again = main.run(_config("tiny"), str(tmp_path))
   assert again["pck@0.1"] == doc["pck@0.1"]
