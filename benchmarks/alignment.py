@@ -11,7 +11,7 @@ Every method trains on the same generator (the demo's: `configs/demo.py` ships o
 `configs/demo.py:train_gan`) with the demo's GANgealing settings, so rows differ only in the ablated part.
 Writes `<workdir>/<method>/` (resumable stages) and the report (default `benchmarks/alignment.md`).
 
-  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment          # about 40 min on 2 cores
+  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment          # about 30 min on 2 cores
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/a --config configs/demo.py:tiny --out /tmp/a.md
 """
 from __future__ import annotations

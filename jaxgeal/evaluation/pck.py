@@ -18,7 +18,8 @@ With `flip_fn(images) -> (B,) bool` (which images to mirror), `pck_transfer` mir
 annotations, runs the transfer on the mirrored inputs and scores there; a predictions file carries the same
 decisions as `flips` (R, 2). Upstream picks, of the 4 flip combinations of a pair, the least
 `TV(flow_A) + TV(flow_B)`; the sum separates, so deciding each image alone (mirror iff the mirrored input's
-flow has strictly smaller TV) is the same choice: `pck_transfer(aligner_transfer, ds, flip_fn=aligner_flips)`.
+flow has strictly smaller TV) is the same choice: `model_pck.transfer_functions(aligner)` returns that pair
+(transfer_fn, flip_fn), and `model_pck.evaluate_model` / the CLI's `--model` run it.
 One deliberate difference: upstream masks with the *unflipped* slots' visibilities, `visA[i] * visB[i]`, even
 when it mirrored one image only, whose slot i then holds the original's slot `perm[i]`; here the mask is that
 of the mirrored annotations (`visA[perm[i]] * visB[i]`), so hidden key points are never scored.
