@@ -101,7 +101,8 @@ def make_perceptual(config):
   if kind == "mse":
     return gg_losses.MSEDistance()
   if kind == "lcn":
-    return gg_losses.LocalContrastDistance()
+    return gg_losses.LocalContrastDistance(sigma=config.perceptual.get("lcn_sigma", 2.0),
+                                           scales=config.perceptual.get("lcn_scales", 2))
   from jaxgeal.convert import lpips as convert_lpips
   return convert_lpips.load_perceptual_loss(kind, config.perceptual.weights_dir)
 

@@ -19,8 +19,10 @@ def base() -> ml_collections.ConfigDict:
       size=256, style_dim=512, n_mlp=8, channel_multiplier=2, channels=None))
   c.real_size = 256            # size of real images the STN will see at test time (STN "supersize")
   # Perceptual loss: vgg_ssl (SimCLR VGG16, /18), lpips (VGG16 + LPIPS v0.1 heads), or the offline stand-ins
-  # mse and lcn (multi-scale locally contrast-normalised MSE, jaxgeal.losses.gangealing).
-  c.perceptual = ml_collections.ConfigDict(dict(kind="vgg_ssl", weights_dir="pretrained"))
+  # mse and lcn (multi-scale locally contrast-normalised MSE, jaxgeal.losses.gangealing; lcn_sigma: its
+  # Gaussian in px, lcn_scales: how many 2x-pooled sizes it compares).
+  c.perceptual = ml_collections.ConfigDict(dict(kind="vgg_ssl", weights_dir="pretrained", lcn_sigma=2.0,
+                                                lcn_scales=2))
   c.stn = ml_collections.ConfigDict(dict(
       transform=("similarity", "flow"), flow_size=128, channel_multiplier=0.5, num_heads=1,
       padding_mode="reflection", channels=None))   # channels: (res, width) pairs overriding the multiplier

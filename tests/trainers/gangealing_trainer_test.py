@@ -76,6 +76,15 @@ def test_the_cpu_step_has_no_loop_and_no_sharding_on_one_device(micro_batch_size
   assert _conv_in_loop(jax.make_jaxpr(step)(state, gen_vars, perceptual).jaxpr)
 
 
+def test_lcn_stand_in_takes_its_scales_from_the_config():
+  c = tiny(1)
+  c.perceptual.update(kind="lcn", lcn_sigma=1.5, lcn_scales=3)
+  d = trainer.make_perceptual(c)
+  assert isinstance(d, trainer.gg_losses.LocalContrastDistance) and (d.sigma, d.scales) == (1.5, 3)
+  with pytest.raises(ValueError, match="divisible by 4"):   # three scales pool twice
+    d(np.zeros((1, 6, 6, 3), np.float32), np.zeros((1, 6, 6, 3), np.float32))
+
+
 def _subjaxprs(eqn):
   for v in eqn.params.values():
     for x in (v if isinstance(v, (tuple, list)) else (v,)):
