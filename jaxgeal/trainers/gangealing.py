@@ -101,8 +101,7 @@ def make_perceptual(config):
   if kind == "mse":
     return gg_losses.MSEDistance()
   if kind == "lcn":
-    return gg_losses.LocalContrastDistance(sigma=config.perceptual.get("lcn_sigma", 2.0),
-                                           scales=config.perceptual.get("lcn_scales", 2))
+    return gg_losses.LocalContrastDistance(sigma=config.perceptual.lcn_sigma, scales=config.perceptual.lcn_scales)
   from jaxgeal.convert import lpips as convert_lpips
   return convert_lpips.load_perceptual_loss(kind, config.perceptual.weights_dir)
 
