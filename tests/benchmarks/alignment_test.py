@@ -1,7 +1,10 @@
 """benchmarks/alignment.py: each ablation changes only what it names, and the report lists every method with
 its PCK and bootstrap deviation (the full run trains three aligners: it is a benchmark, not a test)."""
+import dataclasses
 import importlib.util
 import pathlib
+
+import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -48,3 +51,25 @@ def test_the_ground_truth_similarity_transfer_is_exact_without_deformation():
   assert res["pck@0.01"] == 1.0
   bent = synthetic.make_dataset(6, 32, 5, num_pairs=10, deformation=0.3, mirror_prob=0.0)
   assert pck.pck_transfer(bench.ground_truth_similarity_transfer(bent), bent, pairs="fixed")["pck@0.01"] < 1.0
+
+
+def test_pose_left_is_zero_for_the_renderers_own_similarity_and_its_spread_for_none():
+  from jaxgeal.datasets import synthetic
+  from jaxgeal.ops import points as pts
+  bench = _module()
+  ds = synthetic.make_dataset(6, 32, 8, num_pairs=4, deformation=0.2, mirror_prob=0.0)
+  n = len(ds["images"])
+  # The ideal similarity STN: congealed normalised u -> canonical q = 3 u -> this image's pixels -> normalised.
+  u = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+  mats = []
+  for w in ds["warps"]:
+    rigid = dataclasses.replace(w, amps=np.zeros_like(w.amps))
+    x = np.asarray(pts.normalize_points(rigid.to_image(3.0 * u), 32, 32))
+    mats.append(np.linalg.lstsq(np.c_[u, np.ones(3)], x, rcond=None)[0].T)
+  ideal = bench.pose_left(np.stack(mats), ds)
+  assert max(ideal.values()) < 1e-6, ideal
+  none = bench.pose_left(np.broadcast_to(np.eye(2, 3), (n, 2, 3)), ds)
+  angles = np.rad2deg([w.angle for w in ds["warps"]])
+  np.testing.assert_allclose(none["angle_left_deg"], angles.std(), rtol=1e-6)
+  np.testing.assert_allclose(none["log_scale_left"], np.log([w.scale for w in ds["warps"]]).std(), rtol=1e-6)
+  assert none["shift_left_px"] > 0.1
