@@ -161,7 +161,8 @@ def write_report(path: pathlib.Path, config, rows, seconds, command: str):
   lines += ["", "± is the bootstrap standard deviation over pairs (App. B.7's error bars). Pose left: the spread over",
             "held-out images of the renderer's similarity (rotation, scale, shift; deformation excluded) that the",
             "STN's similarity part leaves uncorrected (0 = every head in one pose; the no-alignment row is the",
-            "renderer's own spread). The flow's share of the alignment is not in it.", "",
+            "renderer's own spread). The flow's share of the alignment is not in it. Training (s): wall time from",
+            "each stage's metrics.jsonl, inflated where stages shared the machine (they may run concurrently).", "",
             "Wall times (s, 0 = stage reused from the workdir): " +
             ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
             f"Machine: {platform.processor() or platform.machine()}, jax {jax.__version__} "
