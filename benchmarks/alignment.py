@@ -83,7 +83,8 @@ def pose_left(matrices, dataset) -> dict:
   input's (`Aligner.congeal(...)["matrix"]`; identity = no alignment). Each image's congealed frame is mapped to
   the canonical frame through its deformation-free warp; a perfect similarity STN makes these maps equal for all
   images. Returns their spread over images: angle (degrees), log scale, and the congealed centre's canonical
-  position expressed in pixels (canonical units x mean warp scale).
+  position expressed in pixels (canonical units x mean warp scale). For unmirrored renders (the demo's): with
+  flip inference a matrix refers to the mirrored input.
   """
   m = np.asarray(matrices, np.float64)
   size = dataset["images"].shape[1]
