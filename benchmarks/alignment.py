@@ -30,6 +30,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxgeal.ops import points as pts
 from jaxgeal.trainers import demo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -64,12 +65,17 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_col
   return c
 
 
+def rigid(warp):
+  """The renderer's warp without its non-rigid deformation: the similarity a similarity STN should undo."""
+  return dataclasses.replace(warp, amps=np.zeros_like(warp.amps))
+
+
 def ground_truth_similarity_transfer(dataset):
   """The best a similarity STN can do: transfer through the renderer's own warps with the non-rigid
   deformation removed (what is left is the deformation's error)."""
   key = lambda im: hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest()
   index = {key(im): i for i, im in enumerate(dataset["images"])}
-  warps = [dataclasses.replace(w, amps=np.zeros_like(w.amps)) for w in dataset["warps"]]
+  warps = [rigid(w) for w in dataset["warps"]]
 
   def transfer(images_a, images_b, kps_a):
     return np.stack([warps[index[key(b)]].to_image(warps[index[key(a)]].to_canonical(np.asarray(k, np.float64)))
@@ -90,9 +96,7 @@ def pose_left(matrices, dataset) -> dict:
   size = dataset["images"].shape[1]
   u = np.array([[0.0, 0.0], [0.5, 0.0]])                 # congealed centre and a point to its right
   x = np.einsum("nij,pj->npi", m[:, :, :2], u) + m[:, None, :, 2]
-  px = (x / ((size - 1) / size) / 2.0 + 0.5) * (size - 1)  # jaxgeal.ops.points.unnormalize_points
-  q = np.stack([dataclasses.replace(w, amps=np.zeros_like(w.amps)).to_canonical(p)
-                for w, p in zip(dataset["warps"], px)])
+  q = np.stack([rigid(w).to_canonical(p) for w, p in zip(dataset["warps"], pts.unnormalize_points(x, size, size))])
   d = q[:, 1] - q[:, 0]
   mean_scale = np.mean([w.scale for w in dataset["warps"]])
   return {"angle_left_deg": float(np.rad2deg(np.arctan2(d[:, 1], d[:, 0])).std()),
