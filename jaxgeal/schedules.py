@@ -95,13 +95,20 @@ def lr_cycle_iters(anneal_psi: int, period: int, iters: int, tm: int = 2) -> lis
 
   The first entry, `anneal_psi - 1`, marks the end of psi annealing. Cycle n (0-based) then lasts
   `period * tm**n` iterations, and only cycles that end by `iters` count. (Upstream takes
-  `int(math.log(x, tm))` cycles; that is exact for tm = 2 and may be one short for other tm.)
+  `int(math.log(x, tm))` cycles; that is exact for tm = 2 and may be one short for other tm. With tm = 1,
+  where upstream's logarithm is undefined, every cycle of `period` iterations that ends by `iters` counts.)
   """
+  if tm < 1:
+    raise ValueError(f"expected an integer tm >= 1, got {tm!r}")
   out = [anneal_psi - 1]
   n = 0
-  while period * tm ** (n + 1) <= iters - anneal_psi:  # Upstream's count: floor(log_tm((iters - a) / p)).
-    out.append(out[-1] + period * tm ** n)
-    n += 1
+  if tm == 1:
+    while out[-1] + 1 + period <= iters:
+      out.append(out[-1] + period)
+  else:
+    while period * tm ** (n + 1) <= iters - anneal_psi:  # Upstream's count: floor(log_tm((iters - a) / p)).
+      out.append(out[-1] + period * tm ** n)
+      n += 1
   return [int(x) for x in out]
 
 
