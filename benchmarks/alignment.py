@@ -6,12 +6,14 @@
   similarity STN, learned c    GANgealing with the similarity transformer only
   similarity + flow, fixed c   the target latent frozen at its initialisation (the mean W latent)
   similarity + flow, learned c the full method (what `configs/demo.py` trains)
+  ..., 3 LR cycles             fixed and learned c trained longer: two more LR cycles (demo: 16000 steps)
 
 Every method trains on the same generator (the demo's: `configs/demo.py` ships one trained by
-`configs/demo.py:train_gan`) with the demo's GANgealing settings, so rows differ only in the ablated part.
+`configs/demo.py:train_gan`) with the demo's GANgealing settings, so rows differ only in the ablated part (or the
+training length).
 Writes `<workdir>/<method>/` (resumable stages) and the report (default `benchmarks/alignment.md`).
 
-  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment          # about 30 min on 2 cores
+  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment          # about 3 h on 2 cores
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/a --config configs/demo.py:tiny --out /tmp/a.md
 """
 from __future__ import annotations
@@ -36,12 +38,19 @@ from jaxgeal.trainers import demo
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ORACLE = "ground-truth similarity (upper bound of any similarity STN)"
 
+# The demo's 6000 steps end one LR cycle (period 5000 after the psi annealing); two more equal cycles (SGDR
+# restarts without decay) show what longer training buys.
+THREE_CYCLES = {"total_steps": lambda g: g.optim.anneal_psi + 3 * g.optim.period, "optim.t_mult": 1,
+                "optim.decay": 1.0}
+
 # (row name, directory, overrides of config.gangealing); None = the identity baseline.
 METHODS = (
     ("no alignment", None, None),
     ("similarity STN, learned c", "similarity", {"stn.transform": ("similarity",)}),
     ("similarity + flow, fixed c", "flow_fixed_c", {"ll.freeze": True}),
     ("similarity + flow, learned c", "flow", {}),
+    ("similarity + flow, fixed c, 3 LR cycles", "flow_fixed_c_3_cycles", {"ll.freeze": True, **THREE_CYCLES}),
+    ("similarity + flow, learned c, 3 LR cycles", "flow_3_cycles", THREE_CYCLES),
 )
 
 
@@ -55,8 +64,12 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 
 def with_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """A copy of `config` with `{"dotted.key.of.gangealing": value}` set; a callable value is called with the
+  copy's (not yet overridden) gangealing config."""
   c = ml_collections.ConfigDict(config.to_dict())
+  base = ml_collections.ConfigDict(config.gangealing.to_dict())
   for dotted, value in overrides.items():
+    value = value(base) if callable(value) else value
     node = c.gangealing
     *parents, leaf = dotted.split(".")
     for p in parents:
@@ -105,12 +118,14 @@ def pose_left(matrices, dataset) -> dict:
 
 
 def training_seconds(metrics: pathlib.Path) -> float:
-  """Wall time of a training run from its metrics.jsonl (first to last logged step, extrapolated to step 0)."""
+  """Wall time of a training run from its metrics.jsonl: the logged intervals (steps / steps_per_s) summed, so
+  time between an interruption and its resume does not count (a re-logged step keeps its last row)."""
   rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-  if len(rows) < 2:
+  rows = sorted({r["step"]: r for r in rows if r.get("steps_per_s", 0) > 0}.values(), key=lambda r: r["step"])
+  if not rows:
     return float("nan")
-  (s0, t0), (s1, t1) = (rows[0]["step"], rows[0]["time"]), (rows[-1]["step"], rows[-1]["time"])
-  return (t1 - t0) * s1 / max(1, s1 - s0)
+  steps = np.diff([0] + [r["step"] for r in rows])
+  return float(sum(n / r["steps_per_s"] for n, r in zip(steps, rows)))
 
 
 def run(config, workdir: pathlib.Path) -> tuple[list, dict]:

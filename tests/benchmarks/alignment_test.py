@@ -1,6 +1,7 @@
 """benchmarks/alignment.py: each ablation changes only what it names, and the report lists every method with
 its PCK and bootstrap deviation (the full run trains three aligners: it is a benchmark, not a test)."""
 import importlib.util
+import json
 import pathlib
 
 import numpy as np
@@ -22,7 +23,8 @@ def test_ablations_change_only_what_they_name():
     if subdir is None:
       continue
     c = bench.with_overrides(base, overrides)
-    changed = {k for k in ("stn", "ll") if c.gangealing[k].to_dict() != base.gangealing[k].to_dict()}
+    as_dict = lambda v: v.to_dict() if hasattr(v, "to_dict") else v
+    changed = {k for k in base.gangealing if as_dict(c.gangealing[k]) != as_dict(base.gangealing[k])}
     assert changed == {k.split(".")[0] for k in overrides}, subdir
     assert c.stylegan2.to_dict() == base.stylegan2.to_dict() and c.data.to_dict() == base.data.to_dict()
   assert base.gangealing.ll.freeze is False     # with_overrides copies: the base is untouched
@@ -71,3 +73,13 @@ def test_pose_left_is_zero_for_the_renderers_own_similarity_and_its_spread_for_n
   np.testing.assert_allclose(none["angle_left_deg"], angles.std(), rtol=1e-6)
   np.testing.assert_allclose(none["log_scale_left"], np.log([w.scale for w in ds["warps"]]).std(), rtol=1e-6)
   assert none["shift_left_px"] > 0.1
+
+
+def test_training_seconds_skip_the_time_between_an_interruption_and_its_resume(tmp_path):
+  bench = _module()
+  rows = [dict(step=100, time=10.0, steps_per_s=10.0), dict(step=200, time=20.0, steps_per_s=10.0),
+          dict(step=300, time=30.0, steps_per_s=10.0),          # killed after this row, resumed from step 200:
+          dict(step=300, time=5000.0, steps_per_s=5.0), dict(step=400, time=5020.0, steps_per_s=5.0)]
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert bench.training_seconds(path) == 10 + 10 + 20 + 20
