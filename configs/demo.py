@@ -56,7 +56,8 @@ def get_config(arg=None):
   # STN learning rate 10x the paper's 1e-3. The STN's layers are equalised-LR (weights stored at unit scale), so
   # Adam moves them ~10x slower than a conventional net; the paper's 1.5M steps absorb that, 6000 do not: at 1e-3
   # the STN learned shift and scale but almost no rotation (PCK@0.1 0.59); at 1e-2 0.78; 2e-2 diverges (NaN at
-  # step 1800). Injecting c into 5 or 6 W+ layers instead of 4: 0.77, 0.74; lcn with 3 scales: 0.77.
+  # step 1800). Injecting c into 5 or 6 W+ layers instead of 4: 0.77, 0.74; lcn with 3 scales: 0.77; lcn sigma 4:
+  # 0.77. Longer training helps little: two more 5000-step LR cycles (SGDR restarts, 16000 steps) 0.807, 0.815.
   g.optim.stn_lr = 1e-2
   g.total_steps = 6000
   g.ema_decay = 0.5 ** (1 / 50)
