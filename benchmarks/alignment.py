@@ -13,7 +13,7 @@ Every method trains on the same generator (the demo's: `configs/demo.py` ships o
 training length).
 Writes `<workdir>/<method>/` (resumable stages) and the report (default `benchmarks/alignment.md`).
 
-  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment          # about 3 h on 2 cores
+  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment          # ~1.5 h on 2 cores
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/a --config configs/demo.py:tiny --out /tmp/a.md
 """
 from __future__ import annotations
