@@ -101,11 +101,11 @@ def lr_cycle_iters(anneal_psi: int, period: int, iters: int, tm: int = 2) -> lis
   if tm < 1:
     raise ValueError(f"expected an integer tm >= 1, got {tm!r}")
   out = [anneal_psi - 1]
-  n = 0
   if tm == 1:
     while out[-1] + 1 + period <= iters:
       out.append(out[-1] + period)
   else:
+    n = 0
     while period * tm ** (n + 1) <= iters - anneal_psi:  # Upstream's count: floor(log_tm((iters - a) / p)).
       out.append(out[-1] + period * tm ** n)
       n += 1

@@ -147,7 +147,6 @@ def test_lr_cycle_iters_mark_the_last_update_of_each_cycle():
     np.testing.assert_allclose(float(schedule(i + 1)), BASE * 0.9 ** k, rtol=1e-6)  # ...then it restarts.
 
 
-
 def test_lr_cycle_iters_with_equal_cycles():
   # t_mult = 1 (SGDR restarts every period; upstream's log base tm is undefined there): terminates, and each
   # entry is a cycle's zero-LR iteration.
@@ -159,6 +158,7 @@ def test_lr_cycle_iters_with_equal_cycles():
     np.testing.assert_allclose(float(schedule(i + 1)), BASE, rtol=1e-6)
   with pytest.raises(ValueError, match="tm >= 1"):
     schedules.lr_cycle_iters(1000, 5000, 12_000, 0)
+
 
 def test_lr_stays_within_zero_and_base():
   lr = np.asarray(schedules.gangealing_lr_schedule(BASE, ANNEAL, PERIOD)(np.arange(0, 3_000_000, 97)))
