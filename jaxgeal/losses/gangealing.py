@@ -24,6 +24,7 @@ from typing import Any, Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = Any
 
@@ -57,16 +58,27 @@ class MSEDistance:
     return jnp.mean(jnp.square(x - y), axis=tuple(range(1, x.ndim)))
 
 
-def _gaussian_blur(x: Array, sigma: float) -> Array:
-  """Separable Gaussian blur per channel (NHWC), edge padding."""
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+  """(n, n) matrix of a 1-D Gaussian blur with edge padding: row i holds the kernel taps centred at i, those
+  that fall outside [0, n) added onto the edge pixel they clamp to."""
   r = max(1, int(round(3 * sigma)))
-  t = jnp.arange(-r, r + 1, dtype=x.dtype)
-  k = jnp.exp(-0.5 * jnp.square(t / sigma))
+  t = np.arange(-r, r + 1)
+  k = np.exp(-0.5 * np.square(t / sigma))
   k = k / k.sum()
-  x = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
-  h, w = x.shape[1] - 2 * r, x.shape[2] - 2 * r
-  x = sum(k[i] * x[:, i:i + h] for i in range(2 * r + 1))          # FIR as shifted slices: fast on CPU
-  return sum(k[i] * x[:, :, i:i + w] for i in range(2 * r + 1))
+  m = np.zeros((n, n))
+  for i in range(n):
+    np.add.at(m[i], np.clip(i + t, 0, n - 1), k)
+  return m
+
+
+def _gaussian_blur(x: Array, sigma: float) -> Array:
+  """Separable Gaussian blur per channel (NHWC), edge padding, as two small matrix products: on CPU ~5x faster
+  than the equivalent sum of 2r + 1 shifted slices (whose backward pass dominated the demo's training step)."""
+  mh = jnp.asarray(_blur_matrix(x.shape[1], sigma), x.dtype)
+  mw = jnp.asarray(_blur_matrix(x.shape[2], sigma), x.dtype)
+  hi = jax.lax.Precision.HIGHEST
+  x = jnp.einsum("ij,bjwc->biwc", mh, x, precision=hi)
+  return jnp.einsum("kw,biwc->bikc", mw, x, precision=hi)
 
 
 @flax.struct.dataclass

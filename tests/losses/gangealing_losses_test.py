@@ -8,6 +8,7 @@ loss call recomputed from that call's recorded residual flow (`<prefix>_delta_fl
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -206,3 +207,15 @@ def test_local_contrast_distance_ignores_smooth_colour_and_sees_structure():
   assert d(batch, batch[::-1]).shape == (3,)
   with pytest.raises(ValueError, match="divisible by 2"):
     d(batch[:, :31, :31], batch[:, :31, :31])
+
+
+def test_local_contrast_blur_is_an_edge_padded_gaussian():
+  # The blur runs as two matrix products; it must equal the direct separable FIR over an edge-padded image.
+  x = np.random.default_rng(1).normal(size=(2, 12, 9, 3)).astype(np.float32)
+  sigma, r = 1.5, 4
+  k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+  k /= k.sum()
+  p = np.pad(x.astype(np.float64), ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+  rows = sum(k[i] * p[:, i:i + 12] for i in range(2 * r + 1))
+  expected = sum(k[i] * rows[:, :, i:i + 9] for i in range(2 * r + 1))
+  np.testing.assert_allclose(gg._gaussian_blur(jnp.asarray(x), sigma), expected, atol=1e-5)
