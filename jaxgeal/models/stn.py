@@ -494,6 +494,19 @@ def config_of(stn: nn.Module) -> dict:
           "blur_kernel": list(stn.blur_kernel), "antialias": stn.antialias}
 
 
+def predict_similarity(stn: nn.Module, params, x) -> Array:
+  """The first similarity stage's regressed matrices (N, K, 2, 3) for STN inputs x, without warping anything
+  (what the equivariance loss compares); a flow-only STN has none."""
+  if isinstance(stn, ComposedSTN):
+    first = SpatialTransformer(stn.transforms[0], stn.flow_size, stn.supersize, stn.channels,
+                               stn.channel_multiplier, stn.num_heads, stn.flow_downsample, stn.blur_kernel,
+                               stn.antialias)
+    stn, params = first, params["stns_0"]
+  if stn.transform != "similarity":
+    raise ValueError("predict_similarity needs an STN whose first stage is a similarity transform")
+  return stn.apply({"params": params}, x, method=stn.predict_warp)
+
+
 def apply_for_training(stn: nn.Module, params, x, x_full=None, **kwargs) -> STNOutput:
   """stn(x) with params only, sampling from x_full (full-resolution pixels) when given; kwargs: __call__'s."""
   return stn.apply({"params": params}, x, input_img_for_sampling=x_full, **kwargs)

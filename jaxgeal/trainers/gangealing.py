@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import pathlib
 from typing import Any
 
@@ -57,6 +58,10 @@ class Models:
   tv_weight: float
   fi_weight: float
   freeze_ll: bool
+  # Equivariance term (jaxgeal addition, off in the paper configs): weight, and the random similarities'
+  # ranges (max rotation in radians, max |log scale|, max shift in normalised coordinates).
+  eq_weight: float = 0.0
+  eq_range: tuple = (0.0, 0.0, 0.0)
 
 
 @flax.struct.dataclass
@@ -116,7 +121,10 @@ def build_models(config, G, gcfg) -> Models:
   return Models(G=G, stn=stn, ll=ll, flow_size=sc.flow_size, num_heads=sc.num_heads, flips=config.flips,
                 padding_mode=sc.padding_mode, sample_from_full_res=config.sample_from_full_res,
                 tv_weight=config.loss.tv_weight, fi_weight=config.loss.flow_identity_weight,
-                freeze_ll=config.ll.freeze)
+                freeze_ll=config.ll.freeze, eq_weight=float(config.loss.get("equivariance_weight", 0.0)),
+                eq_range=(math.radians(config.loss.get("equivariance_rotation", 0.0)),
+                          float(config.loss.get("equivariance_log_scale", 0.0)),
+                          float(config.loss.get("equivariance_shift", 0.0))))
 
 
 def make_optimizers(config):
@@ -127,6 +135,13 @@ def make_optimizers(config):
 
 
 # -- the loss (shared with the parity test) ------------------------------------------------------------------
+
+def _first_similarity(out: stn_lib.STNOutput, n: int, k: int):
+  """M(x) (N, K, 2, 3) of the first similarity stage from a training forward pass (iters = 1; rows (flip, b, k):
+  the first N*K are the unflipped inputs), so the equivariance loss regresses only the resampled inputs."""
+  stage = out.intermediates[0] if out.intermediates else out
+  return None if stage.matrix is None else stage.matrix[:n * k].reshape(n, k, 2, 3)
+
 
 def sample_and_loss(models: Models, stn_params, ll_vars, gen_vars, perceptual, z, psi, noise=None,
                     rng=None, return_aux: bool = False, cluster: bool | None = None):
@@ -158,15 +173,33 @@ def sample_and_loss(models: Models, stn_params, ll_vars, gen_vars, perceptual, z
   loss_terms = functools.partial(gg_losses.gangealing_cluster_loss, num_heads=models.num_heads,
                                  flips=models.flips) if cluster else gg_losses.gangealing_loss
 
-  def run_stn(x_small, x_full):
-    return stn_lib.apply_for_training(models.stn, stn_params, x_small, x_full, padding_mode=models.padding_mode)
+  forward = {}
 
+  def run_stn(x_small, x_full):
+    forward["out"] = stn_lib.apply_for_training(models.stn, stn_params, x_small, x_full,
+                                                padding_mode=models.padding_mode)
+    return forward["out"]
+
+  x = down(unaligned)
   src_full = unaligned if models.sample_from_full_res else None
-  terms = loss_terms(run_stn, perceptual, down(unaligned), src_full, aligned_target,
+  terms = loss_terms(run_stn, perceptual, x, src_full, aligned_target,
                      tv_weight=models.tv_weight, fi_weight=models.fi_weight)
+  eq = jnp.zeros((), terms["total"].dtype)
+  if models.eq_weight:
+    if rng is None:
+      raise ValueError("the equivariance loss draws random warps: pass rng")
+    rot, log_scale, shift = models.eq_range
+    eq = gg_losses.equivariance_loss(lambda im: stn_lib.predict_similarity(models.stn, stn_params, im), x,
+                                     jax.random.fold_in(rng, 1), max_rotation=rot, max_log_scale=log_scale,
+                                     max_shift=shift, padding_mode=models.padding_mode,
+                                     matrices=_first_similarity(forward["out"], x.shape[0], models.num_heads))
+  terms = dict(terms, total=terms["total"] + models.eq_weight * eq, equivariance=eq)
   if return_aux:
     terms = dict(terms, unaligned=unaligned, target_fullres=target, aligned_target=aligned_target)
   return terms
+
+
+METRICS = ("total", "perceptual", "tv", "flow_identity", "equivariance")   # per-step losses logged
 
 
 # -- the step -----------------------------------------------------------------------------------------------
@@ -186,7 +219,7 @@ def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_s
     z = sharding.constrain_batch(jax.random.normal(kz, (micro, style_dim)), mesh)
     ll_vars = {"params": ll_params, "pca": state.pca}
     terms = sample_and_loss(models, stn_params, ll_vars, gen_vars, perceptual, z, psi, rng=kn)
-    return terms["total"], {k: terms[k] for k in ("total", "perceptual", "tv", "flow_identity")}
+    return terms["total"], {k: terms[k] for k in METRICS}
 
   def train_step(state: TrainState, gen_vars, perceptual):
     psi = psi_fn(state.step)
@@ -199,7 +232,7 @@ def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_s
       return (jax.tree_util.tree_map(jnp.add, grads, g), jax.tree_util.tree_map(jnp.add, metrics, m)), None
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, (state.stn, state.ll))
-    zero_m = {k: jnp.zeros(()) for k in ("total", "perceptual", "tv", "flow_identity")}
+    zero_m = {k: jnp.zeros(()) for k in METRICS}
     # XLA:CPU runs convolutions inside a while loop up to 10x slower (jax-ml/jax#12868: the paper-config
     # step took 52 s in a length-1 scan, 5.7 s without), so on CPU the micro-batches are unrolled (compile
     # time grows with their number); elsewhere a scan keeps one copy of the program.

@@ -219,3 +219,61 @@ def test_local_contrast_blur_is_an_edge_padded_gaussian():
   rows = sum(k[i] * p[:, i:i + 12] for i in range(2 * r + 1))
   expected = sum(k[i] * rows[:, :, i:i + 9] for i in range(2 * r + 1))
   np.testing.assert_allclose(gg._gaussian_blur(jnp.asarray(x), sigma), expected, atol=1e-5)
+
+
+def _blob_pose(images):
+  """An ideal (equivariant) pose estimator for one elongated blob: centroid, principal axis and size from image
+  moments, as the (N, 1, 2, 3) similarity matrix (output -> input coordinates) that congeals it."""
+  from jaxgeal.ops import warp
+  grid = np.asarray(warp.identity_grid(images.shape[1:3]))[0]         # (H, W, 2) x, y in [-1, 1]
+  w = np.asarray(images)[..., 0]
+  w = w / w.sum((1, 2), keepdims=True)
+  mu = np.einsum("nhw,hwi->ni", w, grid)
+  d = grid[None] - mu[:, None, None]
+  cov = np.einsum("nhw,nhwi,nhwj->nij", w, d, d)
+  theta = 0.5 * np.arctan2(2 * cov[:, 0, 1], cov[:, 0, 0] - cov[:, 1, 1])
+  s = np.linalg.det(cov) ** 0.25
+  m = np.stack([np.stack([s * np.cos(theta), -s * np.sin(theta), mu[:, 0]], -1),
+                np.stack([s * np.sin(theta), s * np.cos(theta), mu[:, 1]], -1)], -2)
+  return jnp.asarray(m[:, None], jnp.float32)
+
+
+def test_equivariance_loss_is_zero_for_an_ideal_pose_estimator_and_counts_every_warp_missed():
+  from jaxgeal.ops import warp
+  grid = np.asarray(warp.identity_grid((48, 48)))[0]
+  blobs = []
+  for angle, cx in ((0.3, 0.1), (-0.5, -0.1), (1.2, 0.0)):
+    rot = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+    q = (grid - [cx, 0.05]) @ rot.T / [0.3, 0.12]
+    blobs.append(np.exp(-0.5 * (q ** 2).sum(-1)))
+  x = jnp.asarray(np.repeat(np.stack(blobs)[..., None], 3, -1), jnp.float32)
+  kw = dict(max_rotation=np.radians(30), max_log_scale=0.2, max_shift=0.2)
+  key = jax.random.PRNGKey(3)
+  ideal = float(gg.equivariance_loss(_blob_pose, x, key, **kw))
+  identity = float(gg.equivariance_loss(lambda im: jnp.broadcast_to(jnp.eye(2, 3), (len(im), 1, 2, 3)), x, key, **kw))
+  # An STN that under-rotates (half of every angle, as the demo's did) pays for it.
+  half = float(gg.equivariance_loss(lambda im: _under_rotate(_blob_pose(im)), x, key, **kw))
+  assert identity > 1e-3
+  assert ideal < 0.01 * identity, (ideal, identity)
+  assert ideal < 0.1 * half, (ideal, half)
+  # M(x) handed in (the training forward pass has it) gives the same value.
+  given = float(gg.equivariance_loss(_blob_pose, x, key, matrices=_blob_pose(x), **kw))
+  np.testing.assert_allclose(given, ideal, rtol=1e-6)
+
+
+def _under_rotate(m):
+  """Matrices with their rotation halved (scale and shift kept)."""
+  s = jnp.sqrt(jnp.abs(jnp.linalg.det(m[..., :2])))
+  theta = 0.5 * jnp.arctan2(m[..., 1, 0], m[..., 0, 0])
+  c, n = s * jnp.cos(theta), s * jnp.sin(theta)
+  return jnp.stack([jnp.stack([c, -n, m[..., 0, 2]], -1), jnp.stack([n, c, m[..., 1, 2]], -1)], -2)
+
+
+def test_random_similarity_stays_in_its_ranges():
+  m = np.asarray(gg.random_similarity(jax.random.PRNGKey(0), 500, 0.5, 0.1, 0.2))
+  angle = np.arctan2(m[:, 1, 0], m[:, 0, 0])
+  log_scale = 0.5 * np.log(np.linalg.det(m[:, :, :2]))
+  assert np.abs(angle).max() <= 0.5 + 1e-6 and np.abs(angle).max() > 0.45
+  assert np.abs(log_scale).max() <= 0.1 + 1e-6 and np.abs(m[:, :, 2]).max() <= 0.2 + 1e-6
+  np.testing.assert_allclose(m[:, 0, 0], m[:, 1, 1], atol=1e-6)       # a similarity: no shear
+  np.testing.assert_allclose(m[:, 0, 1], -m[:, 1, 0], atol=1e-6)

@@ -362,6 +362,19 @@ def test_jit_grad():
     assert np.all(np.isfinite(leaf)) and np.abs(leaf).max() > 0, jax.tree_util.keystr(path)
 
 
+def test_predict_similarity_is_the_first_stage_matrix():
+  """predict_similarity (what the equivariance loss reads) = the similarity stage's matrices of a full run,
+  all K heads per image; a flow-only STN has none."""
+  stn, variables, x, _, _ = _fresh()
+  v = _perturb(variables)
+  out = jax.jit(lambda v, x: stn.apply(v, x))(v, x)
+  m = jax.jit(lambda p, x: stn_lib.predict_similarity(stn, p, x))(v["params"], x)
+  assert m.shape == (2, 2, 2, 3)
+  assert_close(m.reshape(4, 2, 3), out.intermediates[0].matrix, 1e-6, "first stage matrices")
+  with pytest.raises(ValueError, match="similarity"):
+    stn_lib.predict_similarity(stn_lib.SpatialTransformer("flow", flow_size=32, channels=SMALL), {}, x)
+
+
 def test_cartesian_rows_equal_per_head_policies():
   """Row b*K + k of the cartesian policy is image b warped by head k, also through iterations and alpha
   (which upstream only supports with a score policy)."""

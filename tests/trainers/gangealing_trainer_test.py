@@ -42,6 +42,7 @@ def test_runs_end_to_end_and_a_killed_run_resumes_exactly(tmp_path):
   full = trainer.train_and_evaluate(tiny(6), str(tmp_path / "full"))
   assert [r["step"] for r in rows(tmp_path / "full")] == list(range(1, 7))
   assert all(np.isfinite(r["total"]) for r in rows(tmp_path / "full"))
+  assert all(r["equivariance"] == 0.0 for r in rows(tmp_path / "full"))   # a jaxgeal addition, off in paper configs
   assert sorted(p.name for p in (tmp_path / "full" / "visuals").glob("*_0000006.png")) == [
       "aligned_0000006.png", "average_0000006.png", "targets_0000006.png", "x_0000006.png"]
   exported = checkpoint.load_models(tmp_path / "full" / "model")
@@ -121,6 +122,18 @@ def test_loss_falls_when_the_target_is_fixed(tmp_path):
   trainer.train_and_evaluate(c, str(tmp_path))
   losses = [r["total"] for r in rows(tmp_path)]
   assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6]), losses
+
+
+
+def test_equivariance_term_is_logged_and_weighted_into_the_total(tmp_path):
+  c = tiny(1)
+  c.loss.equivariance_weight = 5.0
+  trainer.train_and_evaluate(c, str(tmp_path))
+  (r,) = rows(tmp_path)
+  assert r["equivariance"] > 0
+  expected = (r["perceptual"] + c.loss.tv_weight * r["tv"] + c.loss.flow_identity_weight * r["flow_identity"]
+              + 5.0 * r["equivariance"])
+  np.testing.assert_allclose(r["total"], expected, rtol=1e-5)
 
 
 MULTI_DEVICE = """
