@@ -20,7 +20,7 @@ perceptual.kind` (default "lcn", locally contrast-normalised MSE; see LocalContr
 report.md record it. The generator is the one jaxgeal ships (config.stylegan2.pretrained) unless the config
 sets None (`:train_gan`, `:tiny`), in which case data/ and stylegan2/ are made in the run.
 
-  python -m jaxgeal.main --config=configs/demo.py --workdir=/tmp/demo         # about 11 min on 2 cores
+  python -m jaxgeal.main --config=configs/demo.py --workdir=/tmp/demo         # about 12 min on 2 cores
   python -m jaxgeal.main --config=configs/demo.py:tiny --workdir=/tmp/demo-t  # smoke test
 """
 from __future__ import annotations
@@ -180,6 +180,15 @@ def write_visuals(workdir: pathlib.Path, aligner: Aligner, dataset, n_vis: int):
   images.save_image(workdir / "grid.png", images.make_grid(rows, nrow=n))
 
 
+def _equivariance_note(g) -> str:
+  w = g.loss.get("equivariance_weight", 0.0)
+  if not w:
+    return "The paper's objective (no equivariance term)."
+  return (f"Besides the paper's objective, an equivariance term (weight {w:g}, not in the paper; "
+          "jaxgeal.losses.gangealing.equivariance_loss) asks the similarity STN to undo random similarities of "
+          f"its input (up to {g.loss.equivariance_rotation:g} deg): the loss alone left most of the rotation.")
+
+
 def write_report(workdir: pathlib.Path, config, results: dict, seconds: dict):
   g = config.gangealing
   lines = [
@@ -187,6 +196,7 @@ def write_report(workdir: pathlib.Path, config, results: dict, seconds: dict):
       f"StyleGAN2 {config.stylegan2.model.size} px, {generator_source(config)}; "
       f"GANgealing ({', '.join(g.stn.transform)}) {g.total_steps} steps, "
       f"batch {g.batch_size}; perceptual loss `{g.perceptual.kind}` ({_LOSS_NOTES.get(g.perceptual.kind, '')}).",
+      _equivariance_note(g),
       "", f"PCK-Transfer on {config.data.num_pairs} fixed pairs of {config.data.num_heldout} held-out renders "
       "(alpha_bbox, exact key points):", "",
       "| method | PCK@0.1 | PCK@0.05 | PCK@0.01 |", "|---|---|---|---|"]
@@ -219,7 +229,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   aligner = load_aligner(model, config.gangealing.test.padding_mode)
   results = evaluate(aligner, dataset)
   results["baseline_no_alignment"] = evaluate(identity_transfer, dataset)
-  results.update(perceptual_loss=config.gangealing.perceptual.kind, num_pairs=int(config.data.num_pairs),
+  results.update(perceptual_loss=config.gangealing.perceptual.kind,
+                 equivariance_weight=float(config.gangealing.loss.get("equivariance_weight", 0.0)),
+                 num_pairs=int(config.data.num_pairs),
                  num_heldout=int(config.data.num_heldout), image_size=int(config.data.size))
   write_visuals(workdir, aligner, dataset, config.n_vis)
   seconds["evaluation"] = time.perf_counter() - t

@@ -1,5 +1,5 @@
 """benchmarks/alignment.py: each ablation changes only what it names, and the report lists every method with
-its PCK and bootstrap deviation (the full run trains five aligners: it is a benchmark, not a test)."""
+its PCK and bootstrap deviation (the full run trains four aligners: it is a benchmark, not a test)."""
 import importlib.util
 import json
 import pathlib

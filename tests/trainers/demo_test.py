@@ -68,7 +68,8 @@ def test_tiny_demo_writes_its_outputs_and_resumes(tmp_path):
   assert doc["perceptual_loss"] == "lcn" and doc["pck@0.1"] == results["pck@0.1"]
   assert images.load_image(tmp_path / "average.png").shape == (32, 32, 3)
   assert np.isfinite(images.load_image(tmp_path / "grid.png")).all()
-  assert "lcn" in (tmp_path / "report.md").read_text()
+  report = (tmp_path / "report.md").read_text()
+  assert "lcn" in report and "equivariance term (weight 30" in report and doc["equivariance_weight"] == 30.0
   # The scored renders are on disk, and the PCK CLI re-scores them with the trained model to the same numbers.
   out = tmp_path / "cli.json"
   assert pck.main(["--model", str(tmp_path / "gangealing" / "model"), "--annotations", str(tmp_path / "heldout"),
