@@ -138,6 +138,9 @@ def equivariance_loss(predict: Callable, x: Array, key: jax.Array, *, max_rotati
   differ in shape and texture (the demo's lcn loss drops 2% when 7.5 deg of residual rotation are removed),
   and the STN under-rotates; this self-consistency term (as in Thewlis et al., ICCV 2017, for landmark
   detectors) asks for the whole rotation without saying which pose is canonical: that stays the target's.
+  Known limit: in matrix units a violation costs less when the STN zooms in (the linear part scales with it);
+  the demo's similarity STN trained alone with it collapsed onto flat background, which lcn scores low. The
+  congealed-frame error M(x)^-1 R M(x') - I would not reward zooming.
 
   predict: (N, H, W, 3) -> (N, K, 2, 3) matrices of the first similarity stage (all K heads).
   matrices: M(x) when the caller has them already (the training forward pass); else predicted here.
