@@ -16,6 +16,11 @@ residual flow Δg (the grid minus the identity, (N, H, W, 2)) tame:
     The same quantity scores flow smoothness at test time (flip choice, B.4; dataset filtering, G.2).
   * L_I = ||Δg||²₂, mean-reduced: pulls the warp towards the identity.
 Upstream: models/losses/loss.py::total_variation_loss, flow_identity_loss.
+
+Not in the paper (jaxgeal additions, off in the paper configs): `LocalContrastDistance` ("lcn"), a perceptual
+stand-in where no pretrained VGG can be loaded, and `equivariance_loss`, a term asking the similarity STN to
+undo random similarities of its input (R M(Rx) = M(x)), which the demo weights in because the alignment loss
+alone left most of the rotation uncorrected.
 """
 from __future__ import annotations
 

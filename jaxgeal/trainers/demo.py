@@ -108,7 +108,9 @@ def generator_source(config) -> str:
     return (f"shipped with jaxgeal ({path.relative_to(ASSETS.parent)}), trained by `configs/demo.py:train_gan`: "
             f"{config.stylegan2.total_steps} steps, batch {config.stylegan2.batch_size}, "
             f"{config.data.num_train} renders")
-  return (f"trained in this run: {config.stylegan2.total_steps} steps, batch {config.stylegan2.batch_size}, "
+  how = (f"fine-tuned in this run from {config.stylegan2.init_from}" if config.stylegan2.get("init_from") else
+         "trained in this run")
+  return (f"{how}: {config.stylegan2.total_steps} steps, batch {config.stylegan2.batch_size}, "
           f"{config.data.num_train} renders")
 
 
@@ -121,6 +123,8 @@ def train_stylegan2(config, workdir: pathlib.Path, source: str | None) -> pathli
   if not (out / "model" / "model.json").exists():
     c = ml_collections.ConfigDict(config.stylegan2.to_dict())
     c.data.source = source
+    if c.get("init_from") and not pathlib.Path(c.init_from).is_absolute():   # fine-tune a shipped generator
+      c.init_from = str(ASSETS.parent / c.init_from)
     stylegan2.train_and_evaluate(c, str(out))
   return out / "model"
 

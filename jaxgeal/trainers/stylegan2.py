@@ -14,6 +14,7 @@ The two regularised variants are static arguments of the step, so four programs 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 from typing import Any
 
@@ -69,14 +70,47 @@ def make_optimizers(config):
 
 
 def init_state(models: Models, config, g_tx, d_tx) -> TrainState:
+  """Fresh weights, or (config.init_from) the g / g_ema / d of a saved StyleGAN2 to fine-tune: fresh Adam
+  moments and path-length mean, step 0 (fine-tuning a trained generator on new data, as transfer learning
+  for GANs does, converges in a fraction of the from-scratch steps)."""
   k_g, k_d, k_train = jax.random.split(jax.random.PRNGKey(config.seed), 3)
   z = jnp.zeros((1, models.G.style_dim))
   gv = models.G.init(k_g, z, randomize_noise=False)
   dv = models.D.init(k_d, jnp.zeros((1, models.G.size, models.G.size, 3)))
-  return TrainState(step=jnp.zeros((), jnp.int32), g=gv["params"], d=dv["params"],
-                    g_ema=jax.tree_util.tree_map(jnp.copy, gv["params"]),
-                    noises=gv["noises"], g_opt=g_tx.init(gv["params"]), d_opt=d_tx.init(dv["params"]),
-                    mean_path_length=jnp.zeros(()), rng=k_train)
+  g, g_ema, d, noises = gv["params"], jax.tree_util.tree_map(jnp.copy, gv["params"]), dv["params"], gv["noises"]
+  if config.get("init_from"):
+    g, g_ema, d, noises = load_init(config.init_from, {"g": gv, "g_ema": gv, "d": dv})
+  return TrainState(step=jnp.zeros((), jnp.int32), g=g, d=d, g_ema=g_ema, noises=noises,
+                    g_opt=g_tx.init(g), d_opt=d_tx.init(d), mean_path_length=jnp.zeros(()), rng=k_train)
+
+
+def load_init(path, like: dict):
+  """(g, g_ema, d params, noises) of the model directory `path`, checked leaf by leaf against `like`
+  ({name: variables} of the models being trained). This trainer exports all three; a directory holding only
+  g_ema (a shipped or converted generator) starts g from it and d afresh (the discriminator catches up within
+  a few hundred steps)."""
+  saved = checkpoint.load_models(path)
+  if "g_ema" not in saved:
+    raise ValueError(f"init_from={path} holds {sorted(saved)}, no generator 'g_ema': point it at a model "
+                     "directory exported by jaxgeal.trainers.stylegan2 (<workdir>/model) or jaxgeal.convert")
+  if "d" not in saved:
+    logging.warning("init_from=%s has no discriminator 'd': fine-tuning starts it from random weights", path)
+  out = {}
+  for name, want in like.items():
+    have = saved.get(name, saved["g_ema"] if name == "g" else None)
+    if have is None:
+      out[name] = want
+      continue
+    have = have[2]
+    if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(have):
+      raise ValueError(f"init_from={path}: {name}'s parameters differ in structure from config.model's "
+                       "(another number of layers or resolution): set config.model to the saved model's")
+    for (kp, a), (_, b) in zip(*(jax.tree_util.tree_flatten_with_path(t)[0] for t in (want, have))):
+      if a.shape != b.shape:
+        raise ValueError(f"init_from={path}: {name}{jax.tree_util.keystr(kp)} has shape {b.shape}, the "
+                         f"config's model needs {a.shape}: set config.model to the saved model's shape")
+    out[name] = jax.tree_util.tree_map(jnp.asarray, have)
+  return out["g"]["params"], out["g_ema"]["params"], out["d"]["params"], out["g_ema"]["noises"]
 
 
 def _mixing_styles(key, batch, style_dim, n_latent, prob):
@@ -229,4 +263,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.ckpt_every = 10_000
   c.keep_checkpoints = 3
   c.n_vis = 16
+  c.init_from = None   # a model directory this trainer exported (<workdir>/model): fine-tune from it
   return c

@@ -42,6 +42,11 @@ def test_the_shipped_generator_matches_the_demo_config_and_generates():
   x = G.apply(variables, jax.random.normal(jax.random.PRNGKey(0), (2, gcfg["style_dim"])), randomize_noise=False)
   assert kind == "generator" and x.shape == (2, 32, 32, 3) and np.isfinite(np.asarray(x)).all()
   assert demo.shipped_generator(_config("train_gan")) is None    # the recipe that made it trains from scratch
+  # The harder category (clutter, wider rotation) fine-tunes the shipped generator on its own renders.
+  complex_ = _config("complex")
+  assert demo.shipped_generator(complex_) is None and complex_.data.render.max_clutter > 0
+  assert (demo.ASSETS.parent / complex_.stylegan2.init_from).resolve() == path.resolve()
+  assert "fine-tuned in this run from assets/demo_stylegan2" in demo.generator_source(complex_)
 
 
 def test_a_missing_or_mismatched_shipped_generator_says_what_to_do(tmp_path):

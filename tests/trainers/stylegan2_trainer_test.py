@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.trainers import multidevice
+from jaxgeal import checkpoint
 from jaxgeal.trainers import stylegan2 as trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -51,6 +52,41 @@ def test_steps_run_with_lazy_regularisers_and_export_a_model(tmp_path):
   assert all(np.isfinite(v) for r in rows for k, v in r.items() if k != "time")
   assert rows[2]["mean_path_length"] > 0
   assert (tmp_path / "model" / "model.json").exists()
+
+
+def test_init_from_starts_from_an_exported_model_and_refuses_another_shape(tmp_path):
+  trained = trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "a"), data=fake_data)
+  config = tiny_config()
+  config.seed = 5                       # other fresh weights: what is equal below comes from the file
+  config.init_from = str(tmp_path / "a" / "model")
+  models, _, _ = trainer.build_models(config)
+  g_tx, d_tx = trainer.make_optimizers(config)
+  state = trainer.init_state(models, config, g_tx, d_tx)
+  assert int(state.step) == 0 and float(state.mean_path_length) == 0.0   # a new run, not a resume
+  for name in ("g", "g_ema", "d", "noises"):
+    pairs = zip(jax.tree_util.tree_leaves(getattr(trained, name)), jax.tree_util.tree_leaves(getattr(state, name)))
+    for a, b in pairs:
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not np.allclose(jax.tree_util.tree_leaves(trained.g)[0], jax.tree_util.tree_leaves(trained.g_ema)[0])
+  # Adam starts from zero moments on the loaded weights.
+  assert all(float(np.abs(x).max()) == 0 for x in jax.tree_util.tree_leaves(state.g_opt) if np.ndim(x) > 0)
+  # A directory with only the generator (what the demo ships, what jaxgeal.convert writes): g starts from
+  # g_ema, the discriminator from the seed's fresh weights.
+  only_g = checkpoint.load_models(config.init_from)["g_ema"]
+  checkpoint.save_models(tmp_path / "g_only", {"g_ema": only_g})
+  fresh = trainer.init_state(models, tiny_config(), g_tx, d_tx)
+  config.init_from = str(tmp_path / "g_only")
+  config.seed = 0
+  state = trainer.init_state(models, config, g_tx, d_tx)
+  for name, want in (("g", trained.g_ema), ("g_ema", trained.g_ema), ("d", fresh.d)):
+    for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(getattr(state, name))):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  wider = tiny_config()
+  wider.model.channels = ((4, 32), (8, 16), (16, 8))
+  wider.init_from = str(tmp_path / "a" / "model")
+  models, _, _ = trainer.build_models(wider)
+  with pytest.raises(ValueError, match=r"init_from=.*has shape .*config.model"):
+    trainer.init_state(models, wider, *trainer.make_optimizers(wider))
 
 
 def test_killed_run_resumes_exactly(tmp_path):
