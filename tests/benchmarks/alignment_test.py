@@ -5,6 +5,7 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -83,3 +84,19 @@ def test_training_seconds_skip_the_time_between_an_interruption_and_its_resume(t
   path = tmp_path / "metrics.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   assert bench.training_seconds(path) == 10 + 10 + 20 + 20
+
+
+def test_methods_selects_stages_and_rejects_unknown_ones(tmp_path, monkeypatch):
+  bench = _module()
+  seen = {}
+  monkeypatch.setattr(bench, "run", lambda config, workdir, methods: (seen.update(methods=methods), ([], {}))[1])
+  monkeypatch.setattr(bench, "write_report", lambda path, config, rows, seconds, command: (
+      seen.update(command=command), path.write_text("report")))
+  out = tmp_path / "complex.md"
+  bench.main(["--workdir", str(tmp_path), "--config", "configs/demo.py:complex", "--methods",
+              "flow,flow_fixed_c", "--out", str(out)])
+  assert seen["methods"] == ["flow", "flow_fixed_c"]
+  assert seen["command"] == ("python benchmarks/alignment.py --config configs/demo.py:complex --methods "
+                             f"flow,flow_fixed_c --out {out.resolve()}")
+  with pytest.raises(SystemExit):
+    bench.main(["--workdir", str(tmp_path), "--methods", "flow,sideways"])
