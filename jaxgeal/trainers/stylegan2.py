@@ -263,5 +263,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.ckpt_every = 10_000
   c.keep_checkpoints = 3
   c.n_vis = 16
-  c.init_from = None   # a model directory this trainer exported (<workdir>/model): fine-tune from it
+  c.init_from = ml_collections.config_dict.placeholder(str)   # a saved generator (model dir) to fine-tune
   return c

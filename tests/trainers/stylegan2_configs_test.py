@@ -1,5 +1,5 @@
 """configs/stylegan2_256.py and configs/stylegan2_64.py: they load, name the StyleGAN2 trainer, and the `:tiny`
-variant trains end to end through `python -m jaxgeal.main` on a prepared image folder."""
+variant trains end to end through `python -m jaxgeal.main` on a prepared image folder, and fine-tunes its export."""
 import json
 import os
 import pathlib
@@ -58,6 +58,13 @@ def test_tiny_variant_trains_two_steps_from_the_command_line(tmp_path):
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [1, 2]
   assert (workdir / "model" / "model.json").exists()
+  # Fine-tuning from that export is one flag (a new run: its steps count from 0).
+  tuned = tmp_path / "tuned"
+  cmd = cmd[:4] + [f"--workdir={tuned}", f"--config.data.source={report.path}", "--config.vis_every=0",
+                   f"--config.init_from={workdir / 'model'}", "--config.total_steps=1"]
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_TIMEOUT)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert [json.loads(l)["step"] for l in (tuned / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 def test_missing_data_source_is_reported(tmp_path):
