@@ -87,8 +87,7 @@ def init_state(models: Models, config, g_tx, d_tx) -> TrainState:
 def load_init(path, like: dict):
   """(g, g_ema, d params, noises) of the model directory `path`, checked leaf by leaf against `like`
   ({name: variables} of the models being trained). This trainer exports all three; a directory holding only
-  g_ema (a shipped or converted generator) starts g from it and d afresh (the discriminator catches up within
-  a few hundred steps)."""
+  g_ema (a shipped or converted generator) starts g from it and d from the seed's random weights."""
   saved = checkpoint.load_models(path)
   if "g_ema" not in saved:
     raise ValueError(f"init_from={path} holds {sorted(saved)}, no generator 'g_ema': point it at a model "
