@@ -7,7 +7,7 @@
   similarity + flow, fixed c   the target latent frozen at its initialisation (the mean W latent)
   similarity + flow, learned c the full method (what `configs/demo.py` trains)
   ..., paper's loss only       without the demo's equivariance term (jaxgeal.losses.gangealing.
-                               equivariance_loss): the paper's objective alone
+                               equivariance_loss): the paper's objective alone (learned c and fixed c)
 
 Every method trains on the same generator (the demo's: `configs/demo.py` ships one trained by
 `configs/demo.py:train_gan`) with the demo's GANgealing settings, so rows differ only in the ablated part.
@@ -52,6 +52,8 @@ METHODS = (
     ("similarity + flow, learned c", "flow", {}),
     ("similarity + flow, learned c, paper's loss only (no equivariance term)", "flow_paper_loss",
      {"loss.equivariance_weight": 0.0}),
+    ("similarity + flow, fixed c, paper's loss only (no equivariance term)", "flow_fixed_c_paper_loss",
+     {"ll.freeze": True, "loss.equivariance_weight": 0.0}),
 )
 
 
@@ -126,9 +128,28 @@ def training_seconds(metrics: pathlib.Path) -> float:
   return float(sum(n / r["steps_per_s"] for n, r in zip(steps, rows)))
 
 
+def selected(methods=None) -> list:
+  """(row name, directory, overrides) for `methods`: stage directories of METHODS in the order given, each
+  optionally as DIR@SEED (another training seed of that stage: directory DIR_seedSEED), after the no-alignment
+  baseline; None: all METHODS. Raises ValueError naming an unknown directory or a non-integer seed."""
+  if methods is None:
+    return list(METHODS)
+  by_dir = {d: (n, d, o) for n, d, o in METHODS if d}
+  rows = [m for m in METHODS if m[1] is None]
+  for token in methods:
+    subdir, _, seed = token.partition("@")
+    if subdir not in by_dir or (seed and not seed.isdigit()):
+      raise ValueError(f"unknown method {token!r}: use one of {sorted(by_dir)}, optionally as DIR@SEED")
+    name, subdir, overrides = by_dir[subdir]
+    if seed:
+      name, subdir, overrides = f"{name}, seed {seed}", f"{subdir}_seed{seed}", {**overrides, "seed": int(seed)}
+    rows.append((name, subdir, overrides))
+  return rows
+
+
 def run(config, workdir: pathlib.Path, methods=None) -> tuple[list, dict]:
-  """Trains (or reuses) and scores the METHODS whose directory is in `methods` (None: all; the no-alignment
-  baseline and the ground-truth similarity always)."""
+  """Trains (or reuses) and scores the `selected(methods)` stages (the no-alignment baseline and the
+  ground-truth similarity always)."""
   workdir.mkdir(parents=True, exist_ok=True)
   seconds = {}
   t = time.perf_counter()
@@ -137,9 +158,7 @@ def run(config, workdir: pathlib.Path, methods=None) -> tuple[list, dict]:
   seconds["data + generator"] = time.perf_counter() - t
   dataset = demo.heldout_dataset(config, workdir)
   rows = []
-  for name, subdir, overrides in METHODS:
-    if subdir is not None and methods is not None and subdir not in methods:
-      continue
+  for name, subdir, overrides in selected(methods):
     t = time.perf_counter()
     if subdir is None:
       res = demo.evaluate(demo.identity_transfer, dataset, num_bootstrap=config.get("num_bootstrap", 200))
@@ -199,16 +218,16 @@ def main(argv=None):
   p.add_argument("--workdir", required=True, help="stages are kept here; re-running resumes")
   p.add_argument("--config", default="configs/demo.py", help="a demo config, optionally with :variant")
   p.add_argument("--out", default=str(REPO / "benchmarks" / "alignment.md"))
-  p.add_argument("--methods", default=None, help="comma-separated stage directories to run (default: all of "
-                 + ", ".join(d for _, d, _ in METHODS if d) + ")")
+  p.add_argument("--methods", default=None, help="comma-separated stage directories to run, each optionally as "
+                 "DIR@SEED for another training seed (default: all of " + ", ".join(d for _, d, _ in METHODS if d)
+                 + ")")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-  methods = None
-  if args.methods:
-    methods = args.methods.split(",")
-    known = [d for _, d, _ in METHODS if d]
-    if unknown := [m for m in methods if m not in known]:
-      p.error(f"unknown --methods {unknown}; known: {known}")
+  methods = args.methods.split(",") if args.methods else None
+  try:
+    selected(methods)
+  except ValueError as e:
+    p.error(f"--methods: {e}")
   config = load_config(args.config)
   rows, seconds = run(config, pathlib.Path(args.workdir), methods)
   command = f"python benchmarks/alignment.py --config {args.config}"

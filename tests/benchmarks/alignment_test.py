@@ -98,5 +98,17 @@ def test_methods_selects_stages_and_rejects_unknown_ones(tmp_path, monkeypatch):
   assert seen["methods"] == ["flow", "flow_fixed_c"]
   assert seen["command"] == ("python benchmarks/alignment.py --config configs/demo.py:complex --methods "
                              f"flow,flow_fixed_c --out {out.resolve()}")
-  with pytest.raises(SystemExit):
-    bench.main(["--workdir", str(tmp_path), "--methods", "flow,sideways"])
+  for bad in ("flow,sideways", "flow@one"):
+    with pytest.raises(SystemExit):
+      bench.main(["--workdir", str(tmp_path), "--methods", bad])
+
+
+def test_another_seed_of_a_stage_is_its_own_row_and_directory():
+  bench = _module()
+  rows = bench.selected(["flow_fixed_c", "flow_fixed_c@1"])
+  assert [r[1] for r in rows] == [None, "flow_fixed_c", "flow_fixed_c_seed1"]
+  assert rows[2][0] == "similarity + flow, fixed c, seed 1"
+  assert rows[2][2] == {"ll.freeze": True, "seed": 1} and rows[1][2] == {"ll.freeze": True}
+  config = bench.with_overrides(bench.load_config("configs/demo.py"), rows[2][2])
+  assert config.gangealing.seed == 1 and config.gangealing.ll.freeze
+  assert bench.selected(None) == list(bench.METHODS)
