@@ -13,14 +13,15 @@ Every method trains on the same generator (the demo's: `configs/demo.py` ships o
 `configs/demo.py:train_gan`) with the demo's GANgealing settings, so rows differ only in the ablated part.
 Writes `<workdir>/<method>/` (resumable stages) and the report (default `benchmarks/alignment.md`).
 
-  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment          # ~45 min on 2 cores (4 x 6000 steps)
+  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment   # ~1 h on 2 cores (5 x 6000 steps)
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/a --config configs/demo.py:tiny --out /tmp/a.md
 
 The harder category (`configs/demo.py:complex`: clutter, wider rotation; its generator is the shipped one
-fine-tuned on those renders), fixed versus learned c only (benchmarks/alignment_complex.md):
+fine-tuned on those renders), fixed versus learned c with a second training seed (alignment_complex.md):
 
-  .venv/bin/python benchmarks/alignment.py --workdir /tmp/cx --config configs/demo.py:complex \
-      --methods flow,flow_fixed_c --out benchmarks/alignment_complex.md
+  .venv/bin/python benchmarks/alignment.py --workdir /tmp/cx --config configs/demo.py:complex --methods \
+      flow,flow@1,flow_fixed_c,flow_fixed_c@1,flow_paper_loss,flow_fixed_c_paper_loss \
+      --out benchmarks/alignment_complex.md
 """
 from __future__ import annotations
 
