@@ -10,6 +10,7 @@ betas (§3.2: the regulariser runs every k steps with k times the weight).
 Same plumbing as the GANgealing trainer: one jitted step on a data-parallel mesh (batch split over "data",
 parameters replicated), per-step keys fold_in(seed key, step), Orbax resume, metrics and image grids.
 The two regularised variants are static arguments of the step, so four programs are compiled at most.
+`config.init_from` fine-tunes a saved generator instead of starting from random weights (`load_init`).
 """
 from __future__ import annotations
 

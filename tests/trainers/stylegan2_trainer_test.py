@@ -1,5 +1,5 @@
 """StyleGAN2 trainer: a few steps run with finite losses and regularisers on their lazy schedule, 8 fake CPU
-devices give the same losses as 1, and a killed run resumes exactly."""
+devices give the same losses as 1, a killed run resumes exactly, and init_from starts from a saved model."""
 import json
 import pathlib
 
