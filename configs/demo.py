@@ -1,6 +1,6 @@
 """The embedded demo (jaxgeal/trainers/demo.py): synthetic heads -> StyleGAN2 -> GANgealing -> PCK-Transfer.
 
-  python -m jaxgeal.main --config=configs/demo.py --workdir=/tmp/demo          # ~12 min on 2 CPU cores
+  python -m jaxgeal.main --config=configs/demo.py --workdir=/tmp/demo          # ~10 min on 2 CPU cores
   python -m jaxgeal.main --config=configs/demo.py:tiny --workdir=/tmp/demo-t   # smoke test
 
 Everything is generated or shipped (no downloads). The 32 px StyleGAN2 is the one jaxgeal ships in

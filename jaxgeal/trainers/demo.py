@@ -20,7 +20,7 @@ perceptual.kind` (default "lcn", locally contrast-normalised MSE; see LocalContr
 report.md record it. The generator is the one jaxgeal ships (config.stylegan2.pretrained) unless the config
 sets None (`:train_gan`, `:tiny`), in which case data/ and stylegan2/ are made in the run.
 
-  python -m jaxgeal.main --config=configs/demo.py --workdir=/tmp/demo         # about 12 min on 2 cores
+  python -m jaxgeal.main --config=configs/demo.py --workdir=/tmp/demo         # about 10 min on 2 cores
   python -m jaxgeal.main --config=configs/demo.py:tiny --workdir=/tmp/demo-t  # smoke test
 """
 from __future__ import annotations
