@@ -71,9 +71,8 @@ def make_optimizers(config):
 
 
 def init_state(models: Models, config, g_tx, d_tx) -> TrainState:
-  """Fresh weights, or (config.init_from) the g / g_ema / d of a saved StyleGAN2 to fine-tune: fresh Adam
-  moments and path-length mean, step 0 (fine-tuning a trained generator on new data, as transfer learning
-  for GANs does, converges in a fraction of the from-scratch steps)."""
+  """Fresh weights, or (config.init_from) the g / g_ema / d of a saved StyleGAN2 to fine-tune on new data:
+  fresh Adam moments and path-length mean, step 0 (a new run, not a resume)."""
   k_g, k_d, k_train = jax.random.split(jax.random.PRNGKey(config.seed), 3)
   z = jnp.zeros((1, models.G.style_dim))
   gv = models.G.init(k_g, z, randomize_noise=False)

@@ -70,8 +70,8 @@ def test_init_from_starts_from_an_exported_model_and_refuses_another_shape(tmp_p
   assert not np.allclose(jax.tree_util.tree_leaves(trained.g)[0], jax.tree_util.tree_leaves(trained.g_ema)[0])
   # Adam starts from zero moments on the loaded weights.
   assert all(float(np.abs(x).max()) == 0 for x in jax.tree_util.tree_leaves(state.g_opt) if np.ndim(x) > 0)
-  # A directory with only the generator (what the demo ships, what jaxgeal.convert writes): g starts from
-  # g_ema, the discriminator from the seed's fresh weights.
+  # A directory with only the generator (what the demo ships; jaxgeal.convert of a bare or GANgealing
+  # generator): g starts from g_ema, the discriminator from the seed's fresh weights.
   only_g = checkpoint.load_models(config.init_from)["g_ema"]
   checkpoint.save_models(tmp_path / "g_only", {"g_ema": only_g})
   fresh = trainer.init_state(models, tiny_config(), g_tx, d_tx)
