@@ -55,6 +55,12 @@ METHODS = (
      {"loss.equivariance_weight": 0.0}),
     ("similarity + flow, fixed c, paper's loss only (no equivariance term)", "flow_fixed_c_paper_loss",
      {"ll.freeze": True, "loss.equivariance_weight": 0.0}),
+    ("similarity STN, learned c, zoom-neutral equivariance", "similarity_zoom_neutral",
+     {"stn.transform": ("similarity",), "loss.equivariance_zoom_neutral": True}),
+    ("similarity + flow, fixed c, zoom-neutral equivariance", "flow_fixed_c_zoom_neutral",
+     {"ll.freeze": True, "loss.equivariance_zoom_neutral": True}),
+    ("similarity + flow, learned c, zoom-neutral equivariance", "flow_zoom_neutral",
+     {"loss.equivariance_zoom_neutral": True}),
 )
 
 

@@ -186,6 +186,8 @@ def _draw(rng) -> dict:
   r["occluder_u"] = rng.uniform()
   r["occluder"] = (1, rng.uniform(0.3, 0.7, 2), np.array([rng.uniform(0.2, 0.45), rng.uniform(0.03, 0.07)]),
                    rng.uniform(0, np.pi), _colour(rng, (0.0, 1.0), (0.1, 1.0)))
+  # Close-up or full view (drawn last: options added later must not reshuffle the draws above).
+  r["closeup_u"] = rng.uniform()
   return r
 
 
@@ -354,7 +356,8 @@ def _box(a, size, ss):
 def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = None, mirror_prob: float = 0.5,
            deformation: float = 0.3, max_rotation: float = 20.0, scale_range: Sequence[float] = (0.30, 0.42),
            max_translation: float = 0.08, asymmetric: bool = True, occluder_prob: float = 0.0,
-           max_clutter: int = _MAX_CLUTTER, supersample: int = 2, shader: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
+           max_clutter: int = _MAX_CLUTTER, closeup_prob: float = 0.0, closeup_scale: Sequence[float] = (0.60, 0.80),
+           supersample: int = 2, shader: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
   """Render image `index` of the category drawn with `seed`.
 
   Args:
@@ -369,6 +372,10 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
     occluder_prob: probability of a bar in front of the object; key points under it are invisible.
     max_clutter: at most this many background shapes (0..6; the drawn count is clipped, so other choices
       stay the same).
+    closeup_prob: probability of a close-up: the scale is drawn from `closeup_scale` instead of `scale_range`
+      (same uniform number), so the head overfills the frame and ears and chin are cut off (their key points
+      invisible). Mixing both makes a category of two framings, as LSUN Cats mixes full bodies and upper bodies.
+    closeup_scale: the close-ups' scale range, as `scale_range`.
     supersample: samples per pixel along each axis (anti-aliasing).
     shader: if given, render `shader(canonical_points (N, 2) float32) -> (N, C)` through the same warp
       instead of the creature and background (markers, label maps, checkerboards); points are in this
@@ -386,6 +393,8 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
   r = _draw(np.random.default_rng([seed, index]))
   r["num_clutter"] = min(r["num_clutter"], max_clutter)
   mirrored = (r["mirror_u"] < mirror_prob) if mirror is None else bool(mirror)
+  if r["closeup_u"] < closeup_prob:
+    scale_range = closeup_scale
   warp = _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored)
   # Everything is drawn unmirrored; a mirrored render is the flip of it (see the module docstring).
   plain = dataclasses.replace(warp, mirrored=False)

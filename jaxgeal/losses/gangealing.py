@@ -134,7 +134,7 @@ def random_similarity(key: jax.Array, n: int, max_rotation: float, max_log_scale
 
 def equivariance_loss(predict: Callable, x: Array, key: jax.Array, *, max_rotation: float,
                       max_log_scale: float, max_shift: float, padding_mode: str = "border",
-                      matrices: Array | None = None) -> jax.Array:
+                      matrices: Array | None = None, zoom_neutral: bool = False) -> jax.Array:
   """Equivariance of the similarity STN (a jaxgeal addition, not part of the paper's objective).
 
   Resample each x with a random similarity R (x'(p) = x(R p)); congealing x' must land where congealing x
@@ -145,10 +145,13 @@ def equivariance_loss(predict: Callable, x: Array, key: jax.Array, *, max_rotati
   detectors) asks for the whole rotation without saying which pose is canonical: that stays the target's.
   Known limit: in matrix units a violation costs less when the STN zooms in (the linear part scales with it);
   the demo's similarity STN trained alone with it collapsed onto flat background, which lcn scores low. The
-  congealed-frame error M(x)^-1 R M(x') - I would not reward zooming.
+  congealed-frame error M(x)^-1 R M(x') - I is the matrix error divided by s(M(x))^2 (M's linear part is s times
+  a rotation), which rewards zooming out instead, through the translation column.
 
   predict: (N, H, W, 3) -> (N, K, 2, 3) matrices of the first similarity stage (all K heads).
   matrices: M(x) when the caller has them already (the training forward pass); else predicted here.
+  zoom_neutral: divide the linear (2 x 2) part of the violation by s(M(x)) and keep the translation column in
+    input units: the value is then the same for an STN and for that STN zooming by any common factor.
   """
   n = x.shape[0]
   r = random_similarity(key, n, max_rotation, max_log_scale, max_shift).astype(x.dtype)
@@ -159,7 +162,12 @@ def equivariance_loss(predict: Callable, x: Array, key: jax.Array, *, max_rotati
   else:
     m_r = predict(x_r)
   composed = jnp.matmul(warp.make_3x3(r)[:, None], warp.make_3x3(m_r), precision=jax.lax.Precision.HIGHEST)
-  return jnp.mean(jnp.square(composed[..., :2, :] - matrices))
+  violation = composed[..., :2, :] - matrices
+  if zoom_neutral:
+    # s = sqrt|det A| of M(x)'s linear part A (a similarity); a floor keeps a degenerate STN finite.
+    s = jnp.sqrt(jnp.maximum(jnp.abs(jnp.linalg.det(matrices[..., :2])), 1e-6))
+    violation = jnp.concatenate([violation[..., :2] / s[..., None, None], violation[..., 2:]], -1)
+  return jnp.mean(jnp.square(violation))
 
 
 def _regularised(perceptual: Array, flow: Array | None, tv_weight: float, fi_weight: float) -> dict:

@@ -62,6 +62,7 @@ class Models:
   # ranges (max rotation in radians, max |log scale|, max shift in normalised coordinates).
   eq_weight: float = 0.0
   eq_range: tuple = (0.0, 0.0, 0.0)
+  eq_zoom_neutral: bool = False
 
 
 @flax.struct.dataclass
@@ -124,7 +125,8 @@ def build_models(config, G, gcfg) -> Models:
                 freeze_ll=config.ll.freeze, eq_weight=float(config.loss.get("equivariance_weight", 0.0)),
                 eq_range=(math.radians(config.loss.get("equivariance_rotation", 0.0)),
                           float(config.loss.get("equivariance_log_scale", 0.0)),
-                          float(config.loss.get("equivariance_shift", 0.0))))
+                          float(config.loss.get("equivariance_shift", 0.0))),
+                eq_zoom_neutral=bool(config.loss.get("equivariance_zoom_neutral", False)))
 
 
 def make_optimizers(config):
@@ -192,6 +194,7 @@ def sample_and_loss(models: Models, stn_params, ll_vars, gen_vars, perceptual, z
     eq = gg_losses.equivariance_loss(lambda im: stn_lib.predict_similarity(models.stn, stn_params, im), x,
                                      jax.random.fold_in(rng, 1), max_rotation=rot, max_log_scale=log_scale,
                                      max_shift=shift, padding_mode=models.padding_mode,
+                                     zoom_neutral=models.eq_zoom_neutral,
                                      matrices=_first_similarity(forward["out"], x.shape[0], models.num_heads))
   terms = dict(terms, total=terms["total"] + models.eq_weight * eq, equivariance=eq)
   if return_aux:

@@ -32,10 +32,11 @@ def base() -> ml_collections.ConfigDict:
   c.sample_from_full_res = False
   # equivariance_*: a jaxgeal addition, off (weight 0) as in the paper: the similarity STN's matrices must
   # compose with random similarities of its input (rotation up to +-deg, log scale, shift in normalised
-  # coordinates); see jaxgeal.losses.gangealing.equivariance_loss.
+  # coordinates); see jaxgeal.losses.gangealing.equivariance_loss. equivariance_zoom_neutral: measure the
+  # violation's linear part in units of the STN's own zoom (else zooming in makes it cheaper).
   c.loss = ml_collections.ConfigDict(dict(tv_weight=1000.0, flow_identity_weight=1.0, equivariance_weight=0.0,
                                           equivariance_rotation=30.0, equivariance_log_scale=0.2,
-                                          equivariance_shift=0.25))
+                                          equivariance_shift=0.25, equivariance_zoom_neutral=False))
   c.optim = ml_collections.ConfigDict(dict(
       stn_lr=1e-3, ll_lr=1e-2, b1=0.9, b2=0.999, eps=1e-8,
       anneal_psi=150_000, anneal_fn="cosine", period=37_500, decay=0.9, t_mult=2))

@@ -66,6 +66,23 @@ def test_max_clutter_removes_background_shapes_and_keeps_everything_else():
     synthetic.render(3, 0, 32, max_clutter=7)
 
 
+def test_closeups_enlarge_the_head_cut_off_its_outer_keypoints_and_keep_everything_else():
+  _assert_same_render(synthetic.render(3, 4, 32), synthetic.render(3, 4, 32, closeup_prob=0.0))
+  full = [synthetic.render(3, i, 32) for i in range(12)]
+  close = [synthetic.render(3, i, 32, closeup_prob=1.0) for i in range(12)]
+  for f, c in zip(full, close):
+    lo, hi = 32 * np.array([0.60, 0.80])   # the default closeup_scale, in pixels per canonical unit
+    assert lo <= c["warp"].scale <= hi and f["warp"].scale < lo
+    # Same draw, other scale: the scale's uniform number maps into the other range; pose and look are the same.
+    np.testing.assert_allclose((c["warp"].scale - lo) / (hi - lo), (f["warp"].scale - 0.30 * 32) / (0.12 * 32))
+    assert c["warp"].angle == f["warp"].angle and c["mirrored"] == f["mirrored"]
+  assert all(f["visibility"].all() for f in full)
+  assert sum((~c["visibility"]).sum() for c in close) >= 12, "ears and chin leave the frame in close-ups"
+  # closeup_prob mixes both framings image by image.
+  mixed = [synthetic.render(3, i, 32, closeup_prob=0.5)["warp"].scale > 0.5 * 32 for i in range(200)]
+  assert 80 <= sum(mixed) <= 120
+
+
 @pytest.mark.parametrize("mirror", [False, True])
 def test_keypoints_are_the_forward_warp_of_the_canonical_keypoints(mirror):
   for index in range(4):

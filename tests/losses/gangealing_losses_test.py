@@ -261,6 +261,29 @@ def test_equivariance_loss_is_zero_for_an_ideal_pose_estimator_and_counts_every_
   np.testing.assert_allclose(given, ideal, rtol=1e-6)
 
 
+def test_zoom_neutral_equivariance_does_not_reward_zooming_in():
+  """An STN that zooms in (scales every matrix's linear part by z, as on featureless background) pays z^2 less
+  in the matrix form; the zoom-neutral form charges the same rotation error whatever the zoom."""
+  x = jax.random.uniform(jax.random.PRNGKey(0), (4, 16, 16, 3))
+  angle = 0.4 * jnp.arange(1, 5.0)   # a pose estimator that ignores its input: every warp R goes unmatched
+  base = jnp.stack([jnp.stack([jnp.cos(angle), -jnp.sin(angle), 0 * angle], -1),
+                    jnp.stack([jnp.sin(angle), jnp.cos(angle), 0 * angle], -1)], -2)[:, None]
+  key = jax.random.PRNGKey(1)
+  kw = dict(max_rotation=np.radians(30), max_log_scale=0.0, max_shift=0.0)
+
+  def loss(zoom, **k):
+    constant = lambda im: jnp.tile(base * jnp.array([zoom, zoom, 1.0]), (len(im) // len(base), 1, 1, 1))
+    return float(gg.equivariance_loss(constant, x, key, **kw, **k))
+  np.testing.assert_allclose(loss(0.25), 0.25 ** 2 * loss(1.0), rtol=1e-5)
+  np.testing.assert_allclose(loss(0.25, zoom_neutral=True), loss(1.0, zoom_neutral=True), rtol=1e-5)
+  np.testing.assert_allclose(loss(1.0, zoom_neutral=True), loss(1.0), rtol=1e-6)   # at unit zoom they agree
+  # A shift that goes unmatched is charged in input units by both forms.
+  shifted = dict(max_rotation=0.0, max_log_scale=0.0, max_shift=0.3)
+  fixed = lambda im: jnp.broadcast_to(0.25 * jnp.eye(2, 3), (len(im), 1, 2, 3))
+  np.testing.assert_allclose(float(gg.equivariance_loss(fixed, x, key, **shifted, zoom_neutral=True)),
+                             float(gg.equivariance_loss(fixed, x, key, **shifted)), rtol=1e-6)
+
+
 def _under_rotate(m):
   """Matrices with their rotation halved (scale and shift kept)."""
   s = jnp.sqrt(jnp.abs(jnp.linalg.det(m[..., :2])))

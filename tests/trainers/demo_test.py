@@ -43,10 +43,13 @@ def test_the_shipped_generator_matches_the_demo_config_and_generates():
   assert kind == "generator" and x.shape == (2, 32, 32, 3) and np.isfinite(np.asarray(x)).all()
   assert demo.shipped_generator(_config("train_gan")) is None    # the recipe that made it trains from scratch
   # The harder category (clutter, wider rotation) fine-tunes the shipped generator on its own renders.
-  complex_ = _config("complex")
-  assert demo.shipped_generator(complex_) is None and complex_.data.render.max_clutter > 0
-  assert (demo.ASSETS.parent / complex_.stylegan2.init_from).resolve() == path.resolve()
-  assert "fine-tuned in this run from assets/demo_stylegan2" in demo.generator_source(complex_)
+  # So does the two-framings category (half close-ups).
+  for variant in ("complex", "closeup"):
+    other = _config(variant)
+    assert demo.shipped_generator(other) is None
+    assert (demo.ASSETS.parent / other.stylegan2.init_from).resolve() == path.resolve()
+    assert "fine-tuned in this run from assets/demo_stylegan2" in demo.generator_source(other)
+  assert _config("complex").data.render.max_clutter > 0 and _config("closeup").data.render.closeup_prob == 0.5
 
 
 def test_a_missing_or_mismatched_shipped_generator_says_what_to_do(tmp_path):

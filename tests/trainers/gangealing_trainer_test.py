@@ -134,6 +134,11 @@ def test_equivariance_term_is_logged_and_weighted_into_the_total(tmp_path):
   expected = (r["perceptual"] + c.loss.tv_weight * r["tv"] + c.loss.flow_identity_weight * r["flow_identity"]
               + 5.0 * r["equivariance"])
   np.testing.assert_allclose(r["total"], expected, rtol=1e-5)
+  # The zoom-neutral form (jaxgeal.losses.gangealing.equivariance_loss) is a config switch, off by default.
+  G, _, gcfg = trainer.load_generator(c)
+  assert not trainer.build_models(c, G, gcfg).eq_zoom_neutral
+  c.loss.equivariance_zoom_neutral = True
+  assert trainer.build_models(c, G, gcfg).eq_zoom_neutral
 
 
 MULTI_DEVICE = """
