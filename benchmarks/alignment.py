@@ -8,6 +8,7 @@
   similarity + flow, learned c the full method (what `configs/demo.py` trains)
   ..., paper's loss only       without the demo's equivariance term (jaxgeal.losses.gangealing.
                                equivariance_loss): the paper's objective alone (learned c and fixed c)
+  ..., zoom-neutral            the equivariance term's zoom-neutral form (loss.equivariance_zoom_neutral)
 
 Every method trains on the same generator (the demo's: `configs/demo.py` ships one trained by
 `configs/demo.py:train_gan`) with the demo's GANgealing settings, so rows differ only in the ablated part.
@@ -22,6 +23,14 @@ fine-tuned on those renders), fixed versus learned c with a second training seed
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/cx --config configs/demo.py:complex --methods \
       flow,flow@1,flow_fixed_c,flow_fixed_c@1,flow_paper_loss,flow_fixed_c_paper_loss \
       --out benchmarks/alignment_complex.md
+
+Two framings (`configs/demo.py:closeup`: half the renders are close-ups; generator fine-tuned likewise), fixed
+versus learned c under both forms of the equivariance term (alignment_closeup.md; ~40 min of fine-tuning,
+then 6 x 6000 steps):
+
+  .venv/bin/python benchmarks/alignment.py --workdir /tmp/cu --config configs/demo.py:closeup --methods \
+      flow,flow@1,flow_fixed_c,flow_fixed_c@1,flow_zoom_neutral,flow_fixed_c_zoom_neutral \
+      --out benchmarks/alignment_closeup.md
 """
 from __future__ import annotations
 

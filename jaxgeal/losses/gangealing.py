@@ -146,7 +146,8 @@ def equivariance_loss(predict: Callable, x: Array, key: jax.Array, *, max_rotati
   Known limit: in matrix units a violation costs less when the STN zooms in (the linear part scales with it);
   the demo's similarity STN trained alone with it collapsed onto flat background, which lcn scores low. The
   congealed-frame error M(x)^-1 R M(x') - I is the matrix error divided by s(M(x))^2 (M's linear part is s times
-  a rotation), which rewards zooming out instead, through the translation column.
+  a rotation), which rewards zooming out instead, through the translation column. `zoom_neutral` rewards neither;
+  no run with it has collapsed so far (benchmarks/alignment.md, alignment_closeup.md).
 
   predict: (N, H, W, 3) -> (N, K, 2, 3) matrices of the first similarity stage (all K heads).
   matrices: M(x) when the caller has them already (the training forward pass); else predicted here.
