@@ -13,8 +13,10 @@
 Every method trains on the same generator (the demo's: `configs/demo.py` ships one trained by
 `configs/demo.py:train_gan`) with the demo's GANgealing settings, so rows differ only in the ablated part.
 Writes `<workdir>/<method>/` (resumable stages) and the report (default `benchmarks/alignment.md`).
+`benchmarks/alignment.md` as committed was made with `--methods` (its header says which; the fixed-c
+zoom-neutral row is not in it yet).
 
-  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment   # ~1 h on 2 cores (5 x 6000 steps)
+  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment   # ~1.5 h on 2 cores (8 x 6000 steps)
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/a --config configs/demo.py:tiny --out /tmp/a.md
 
 The harder category (`configs/demo.py:complex`: clutter, wider rotation; its generator is the shipped one
