@@ -188,7 +188,8 @@ def _equivariance_note(g) -> str:
   w = g.loss.get("equivariance_weight", 0.0)
   if not w:
     return "The paper's objective (no equivariance term)."
-  return (f"Besides the paper's objective, an equivariance term (weight {w:g}, not in the paper; "
+  form = ", zoom-neutral form" if g.loss.get("equivariance_zoom_neutral", False) else ""
+  return (f"Besides the paper's objective, an equivariance term (weight {w:g}{form}, not in the paper; "
           "jaxgeal.losses.gangealing.equivariance_loss) asks the similarity STN to undo random similarities of "
           f"its input (up to {g.loss.equivariance_rotation:g} deg): the loss alone left most of the rotation.")
 

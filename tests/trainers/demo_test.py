@@ -52,6 +52,15 @@ def test_the_shipped_generator_matches_the_demo_config_and_generates():
   assert _config("complex").data.render.max_clutter > 0 and _config("closeup").data.render.closeup_prob == 0.5
 
 
+def test_the_report_names_the_equivariance_term_and_its_form():
+  g = _config(None).gangealing
+  assert "weight 30, not in the paper" in demo._equivariance_note(g)
+  g.loss.equivariance_zoom_neutral = True
+  assert "weight 30, zoom-neutral form" in demo._equivariance_note(g)
+  g.loss.equivariance_weight = 0.0
+  assert demo._equivariance_note(g) == "The paper's objective (no equivariance term)."
+
+
 def test_a_missing_or_mismatched_shipped_generator_says_what_to_do(tmp_path):
   c = _config(None)
   c.stylegan2.pretrained = str(tmp_path / "nothing")
