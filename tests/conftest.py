@@ -7,7 +7,12 @@ import jax
 
 CACHE = pathlib.Path(os.environ.get("JAXGEAL_TEST_JIT_CACHE", pathlib.Path(__file__).resolve().parents[1]
                                     / ".pytest_cache" / "jax"))
-os.environ.setdefault("JAXGEAL_TEST_JIT_CACHE", str(CACHE))   # inherited by subprocess tests
-jax.config.update("jax_compilation_cache_dir", str(CACHE))
+os.environ.setdefault("JAXGEAL_TEST_JIT_CACHE", str(CACHE))
+# Subprocess tests (`python -m jaxgeal.main ...`, the fake-device scripts) read the same cache through JAX's
+# own environment variables.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -112,12 +112,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                            t_mult=config.optim.t_mult, decay=config.optim.decay)
   tx = optax.adam(sched)
 
-  def init():
+  @jax.jit   # one compile instead of an op-by-op init; the STN weights are an argument, not constants
+  def init_with(stn_params):
     x = jnp.zeros((1, scfg["flow_size"], scfg["flow_size"], 3))
     params = classifier.init(jax.random.PRNGKey(config.seed), x)["params"]
-    params = cls_lib.init_from_stn(params, t_vars["params"])      # §3.2: start from the STN's trunk
+    params = cls_lib.init_from_stn(params, stn_params)      # §3.2: start from the STN's trunk
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt=tx.init(params),
                       rng=jax.random.PRNGKey(config.seed + 1))
+
+  def init():
+    return init_with(t_vars["params"])
 
   manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
   state = sharding.put_replicated(loop.restore_or_init(manager, init, init), mesh)
