@@ -27,7 +27,7 @@ fine-tuned on those renders), fixed versus learned c with a second training seed
       --out benchmarks/alignment_complex.md
 
 Two framings (`configs/demo.py:closeup`: half the renders are close-ups; generator fine-tuned likewise), fixed
-versus learned c under both forms of the equivariance term (alignment_closeup.md; ~40 min of fine-tuning,
+versus learned c under both forms of the equivariance term (alignment_closeup.md; ~30-40 min of fine-tuning,
 then 6 x 6000 steps):
 
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/cu --config configs/demo.py:closeup --methods \

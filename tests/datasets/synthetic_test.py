@@ -8,6 +8,7 @@ rendering speed.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import time
 
@@ -70,11 +71,13 @@ def test_closeups_enlarge_the_head_cut_off_its_outer_keypoints_and_keep_everythi
   _assert_same_render(synthetic.render(3, 4, 32), synthetic.render(3, 4, 32, closeup_prob=0.0))
   full = [synthetic.render(3, i, 32) for i in range(12)]
   close = [synthetic.render(3, i, 32, closeup_prob=1.0) for i in range(12)]
+  defaults = inspect.signature(synthetic.render).parameters
+  lo, hi = 32 * np.array(defaults["closeup_scale"].default)   # in pixels per canonical unit
+  flo, fhi = 32 * np.array(defaults["scale_range"].default)
   for f, c in zip(full, close):
-    lo, hi = 32 * np.array([0.60, 0.80])   # the default closeup_scale, in pixels per canonical unit
-    assert lo <= c["warp"].scale <= hi and f["warp"].scale < lo
+    assert lo <= c["warp"].scale <= hi and fhi < lo and flo <= f["warp"].scale <= fhi
     # Same draw, other scale: the scale's uniform number maps into the other range; pose and look are the same.
-    np.testing.assert_allclose((c["warp"].scale - lo) / (hi - lo), (f["warp"].scale - 0.30 * 32) / (0.12 * 32))
+    np.testing.assert_allclose((c["warp"].scale - lo) / (hi - lo), (f["warp"].scale - flo) / (fhi - flo))
     assert c["warp"].angle == f["warp"].angle and c["mirrored"] == f["mirrored"]
   assert all(f["visibility"].all() for f in full)
   assert sum((~c["visibility"]).sum() for c in close) >= 12, "ears and chin leave the frame in close-ups"
