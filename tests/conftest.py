@@ -1,5 +1,6 @@
 """Test-session set-up: JAX's persistent compilation cache, so that identical programs (a trainer resumed in
-the same test, the same model in several tests, subprocesses) compile once."""
+the same test, the same model in several tests, subprocesses) compile once, and a cheaper LLVM optimisation
+level: compiling, not running, is most of the suite's time on a 2-core CPU."""
 import os
 import pathlib
 
