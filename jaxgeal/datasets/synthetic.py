@@ -191,8 +191,15 @@ def _draw(rng) -> dict:
   return r
 
 
-def _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored) -> Warp:
-  angle = np.deg2rad(max_rotation) * r["angle_u"]
+def _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored,
+               rotation_offset=0.0) -> Warp:
+  if rotation_offset:
+    # Two rotation modes: the sign of the uniform number picks the mode, its magnitude (uniform in [0, 1]) the
+    # angle within [offset - max_rotation, offset + max_rotation]; offset 0 keeps the single mode below.
+    u = r["angle_u"]
+    angle = np.sign(u) * np.deg2rad(rotation_offset + max_rotation * (2 * abs(u) - 1))
+  else:
+    angle = np.deg2rad(max_rotation) * r["angle_u"]
   scale = size * (scale_range[0] + (scale_range[1] - scale_range[0]) * r["scale_u"])
   # Place the head centre at the image centre plus a shift; the canonical origin lies below it.
   c, s = np.cos(angle), np.sin(angle)
@@ -357,7 +364,7 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
            deformation: float = 0.3, max_rotation: float = 20.0, scale_range: Sequence[float] = (0.30, 0.42),
            max_translation: float = 0.08, asymmetric: bool = True, occluder_prob: float = 0.0,
            max_clutter: int = _MAX_CLUTTER, closeup_prob: float = 0.0, closeup_scale: Sequence[float] = (0.60, 0.80),
-           supersample: int = 2, shader: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
+           rotation_offset: float = 0.0, supersample: int = 2, shader: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
   """Render image `index` of the category drawn with `seed`.
 
   Args:
@@ -376,6 +383,10 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
       (same uniform number), so the head overfills the frame and ears and chin are cut off (their key points
       invisible). Mixing both makes a category of two framings, as LSUN Cats mixes full bodies and upper bodies.
     closeup_scale: the close-ups' scale range, as `scale_range`.
+    rotation_offset: degrees; if non-zero, a category of two poses: the head leans left or right (equally
+      likely), rotation uniform in +-[offset - max_rotation, offset + max_rotation], and no render is upright
+      when offset > max_rotation. Its average pose is one that no image has (the paper's App. D: the mean
+      latent may be an unsuitable congealing target).
     supersample: samples per pixel along each axis (anti-aliasing).
     shader: if given, render `shader(canonical_points (N, 2) float32) -> (N, C)` through the same warp
       instead of the creature and background (markers, label maps, checkerboards); points are in this
@@ -395,7 +406,7 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
   mirrored = (r["mirror_u"] < mirror_prob) if mirror is None else bool(mirror)
   if r["closeup_u"] < closeup_prob:
     scale_range = closeup_scale
-  warp = _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored)
+  warp = _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored, rotation_offset)
   # Everything is drawn unmirrored; a mirrored render is the flip of it (see the module docstring).
   plain = dataclasses.replace(warp, mirrored=False)
   x, y = _sample_grid(size, supersample)

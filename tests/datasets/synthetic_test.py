@@ -86,6 +86,23 @@ def test_closeups_enlarge_the_head_cut_off_its_outer_keypoints_and_keep_everythi
   assert 80 <= sum(mixed) <= 120
 
 
+def test_a_rotation_offset_makes_two_poses_none_upright_and_keeps_everything_else():
+  _assert_same_render(synthetic.render(3, 4, 32), synthetic.render(3, 4, 32, rotation_offset=0.0))
+  plain = [synthetic.render(3, i, 32, max_rotation=15.0) for i in range(200)]
+  leaning = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0) for i in range(200)]
+  angles = np.rad2deg([r["warp"].angle for r in leaning])
+  assert np.all((np.abs(angles) >= 45 - 1e-9) & (np.abs(angles) <= 75 + 1e-9)), "no head is upright"
+  assert 80 <= np.sum(angles > 0) <= 120, "both leanings, equally likely"
+  for p, r, a in zip(plain, leaning, angles):
+    # The same uniform number: its sign picks the side, its magnitude the angle within the mode.
+    u = np.rad2deg(p["warp"].angle) / 15.0
+    assert np.sign(a) == np.sign(u) and abs(a) == pytest.approx(60 + 15 * (2 * abs(u) - 1))
+    assert r["warp"].scale == p["warp"].scale and r["mirrored"] == p["mirrored"]
+  # Key points still follow the warp (the exact-ground-truth property, at the new angles).
+  r = leaning[0]
+  np.testing.assert_allclose(r["keypoints"], r["warp"].to_image(synthetic.CANONICAL_KEYPOINTS), atol=1e-4)
+
+
 @pytest.mark.parametrize("mirror", [False, True])
 def test_keypoints_are_the_forward_warp_of_the_canonical_keypoints(mirror):
   for index in range(4):
