@@ -33,6 +33,12 @@ then 6 x 6000 steps):
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/cu --config configs/demo.py:closeup --methods \
       flow,flow@1,flow_fixed_c,flow_fixed_c@1,flow_zoom_neutral,flow_fixed_c_zoom_neutral \
       --out benchmarks/alignment_closeup.md
+
+Two poses (`configs/demo.py:bimodal`: heads lean 45-75 deg left or right, none upright; generator fine-tuned
+likewise), fixed versus learned c with the zoom-neutral term (alignment_bimodal.md):
+
+  .venv/bin/python benchmarks/alignment.py --workdir /tmp/bm --config configs/demo.py:bimodal --methods \
+      flow_zoom_neutral,flow_fixed_c_zoom_neutral --out benchmarks/alignment_bimodal.md
 """
 from __future__ import annotations
 

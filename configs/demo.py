@@ -112,8 +112,11 @@ def get_config(arg=None):
     s.total_steps = 10000
   elif arg == "bimodal":
     # Two poses and nothing between them: every head leans left or right by 45-75 deg, none is upright. The
-    # average pose is one no render has, so the mean latent (fixed c) may render an unrealistic target (the
-    # paper's App. D), which a learned c can leave. The generator is the shipped one fine-tuned on these renders.
+    # generator is the shipped one fine-tuned on these renders; its mean latent (fixed c) renders an
+    # orientation-less blob, the unrealistic kind of target of the paper's App. D. But the learned c did not leave
+    # it (0.11 std along the top W principal direction, which walks background brightness more than lean), and
+    # neither STN rotated the heads: benchmarks/alignment_bimodal.md, zoom-neutral term: PCK@0.1 learned 0.40,
+    # fixed 0.40 (no alignment 0.11); with the matrix form both collapsed onto flat background by step 800.
     c.data.render.update(rotation_offset=60.0, max_rotation=15.0)
     s.pretrained = None
     s.init_from = "assets/demo_stylegan2"
