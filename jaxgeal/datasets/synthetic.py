@@ -364,7 +364,8 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
            deformation: float = 0.3, max_rotation: float = 20.0, scale_range: Sequence[float] = (0.30, 0.42),
            max_translation: float = 0.08, asymmetric: bool = True, occluder_prob: float = 0.0,
            max_clutter: int = _MAX_CLUTTER, closeup_prob: float = 0.0, closeup_scale: Sequence[float] = (0.60, 0.80),
-           rotation_offset: float = 0.0, supersample: int = 2, shader: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
+           rotation_offset: float = 0.0, supersample: int = 2,
+           shader: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
   """Render image `index` of the category drawn with `seed`.
 
   Args:
