@@ -116,7 +116,8 @@ def get_config(arg=None):
     # orientation-less blob, the unrealistic kind of target of the paper's App. D. But the learned c did not leave
     # it (0.11 std along the top W principal direction, which walks background brightness more than lean), and
     # neither STN rotated the heads: benchmarks/alignment_bimodal.md, zoom-neutral term: PCK@0.1 learned 0.40,
-    # fixed 0.40 (no alignment 0.11); with the matrix form both collapsed onto flat background by step 800.
+    # fixed 0.40 (no alignment 0.11); with the matrix form both collapsed onto flat background by step 800. With
+    # c free in all 64 W directions (ll.ndirs=64) it drifted to an empty flat-colour target within 1000 steps.
     c.data.render.update(rotation_offset=60.0, max_rotation=15.0)
     s.pretrained = None
     s.init_from = "assets/demo_stylegan2"
