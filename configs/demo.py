@@ -18,6 +18,9 @@ from jaxgeal.trainers import gangealing_config
 from jaxgeal.trainers import stylegan2
 
 
+FINE_TUNED = ("complex", "closeup", "bimodal")   # variants whose generator is the shipped one fine-tuned
+
+
 def get_config(arg=None):
   size = 32
   c = ml_collections.ConfigDict()
@@ -95,9 +98,6 @@ def get_config(arg=None):
     # clean upright head, and fixed c did as well as learned c (benchmarks/alignment_complex.md: PCK@0.1 learned
     # 0.74 / 0.77 for seeds 0 / 1, fixed 0.76 for seed 1; fixed c seed 0 collapsed onto flat background, 0.03).
     c.data.render.update(max_clutter=6, max_rotation=30.0)
-    s.pretrained = None
-    s.init_from = "assets/demo_stylegan2"
-    s.total_steps = 10000
   elif arg == "closeup":
     # Two framings of the category, as LSUN Cats mixes full bodies and upper bodies (the paper's App. D: the
     # mean-latent target is "often unsuitable as a dataset-wide congealing target", not "reachable" by all
@@ -107,9 +107,6 @@ def get_config(arg=None):
     # (moved 0.15 std); benchmarks/alignment_closeup.md: with the zoom-neutral equivariance form, learned 0.69 vs
     # fixed 0.73 PCK@0.1; with the matrix form 3 of 4 runs collapsed onto flat background.
     c.data.render.update(closeup_prob=0.5)
-    s.pretrained = None
-    s.init_from = "assets/demo_stylegan2"
-    s.total_steps = 10000
   elif arg == "bimodal":
     # Two poses and nothing between them: every head leans left or right by 45-75 deg, none is upright. The
     # generator is the shipped one fine-tuned on these renders; its mean latent (fixed c) renders an
@@ -119,9 +116,12 @@ def get_config(arg=None):
     # fixed 0.40 (no alignment 0.11); with the matrix form both collapsed onto flat background by step 800. With
     # c free in all 64 W directions (ll.ndirs=64) it drifted to an empty flat-colour target within 1000 steps.
     c.data.render.update(rotation_offset=60.0, max_rotation=15.0)
+  elif arg:
+    raise ValueError(f"unknown config variant {arg!r}; known: {['tiny', 'train_gan', *FINE_TUNED]}")
+  if arg in FINE_TUNED:
+    # The harder categories start from the shipped generator and fine-tune it on their own renders (~30-40 min
+    # on 2 cores) instead of training from scratch (~80 min).
     s.pretrained = None
     s.init_from = "assets/demo_stylegan2"
     s.total_steps = 10000
-  elif arg:
-    raise ValueError(f"unknown config variant {arg!r}; known: ['tiny', 'train_gan', 'complex', 'closeup', 'bimodal']")
   return c
