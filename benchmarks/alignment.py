@@ -9,6 +9,8 @@
   ..., paper's loss only       without the demo's equivariance term (jaxgeal.losses.gangealing.
                                equivariance_loss): the paper's objective alone (learned c and fixed c)
   ..., zoom-neutral            the equivariance term's zoom-neutral form (loss.equivariance_zoom_neutral)
+  unconstrained c              c free in every principal direction of W (ll.ndirs = W's width), the paper's
+                               "unconstrained c optimization" row
 
 Every method trains on the same generator (the demo's: `configs/demo.py` ships one trained by
 `configs/demo.py:train_gan`) with the demo's GANgealing settings, so rows differ only in the ablated part.
@@ -18,6 +20,11 @@ zoom-neutral row is not in it yet).
 
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment   # ~1.5 h on 2 cores (8 x 6000 steps)
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/a --config configs/demo.py:tiny --out /tmp/a.md
+
+Unconstrained c on the demo, two seeds (alignment_unconstrained_c.md; compare with alignment.md's learned c):
+
+  .venv/bin/python benchmarks/alignment.py --workdir /tmp/alignment \
+      --methods flow_unconstrained_c,flow_unconstrained_c@1 --out benchmarks/alignment_unconstrained_c.md
 
 The harder category (`configs/demo.py:complex`: clutter, wider rotation; its generator is the shipped one
 fine-tuned on those renders), fixed versus learned c with a second training seed (alignment_complex.md):
@@ -78,6 +85,10 @@ METHODS = (
      {"ll.freeze": True, "loss.equivariance_zoom_neutral": True}),
     ("similarity + flow, learned c, zoom-neutral equivariance", "flow_zoom_neutral",
      {"loss.equivariance_zoom_neutral": True}),
+    # The paper's Table 3 "unconstrained c optimization" (N = 512 = all of W; 0.34 PCK there): c free in every
+    # principal direction of W instead of the top one.
+    ("similarity + flow, unconstrained c (all W directions)", "flow_unconstrained_c",
+     {"ll.ndirs": lambda config: config.stylegan2.model.style_dim}),
 )
 
 
@@ -91,14 +102,15 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 
 def with_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
-  """A copy of `config` with `{"dotted.key.of.gangealing": value}` set."""
+  """A copy of `config` with `{"dotted.key.of.gangealing": value}` set; a callable value is called with `config`
+  (for settings that follow another part of it, such as the generator's W width)."""
   c = ml_collections.ConfigDict(config.to_dict())
   for dotted, value in overrides.items():
     node = c.gangealing
     *parents, leaf = dotted.split(".")
     for p in parents:
       node = node[p]
-    node[leaf] = value
+    node[leaf] = value(config) if callable(value) else value
   return c
 
 
