@@ -18,7 +18,7 @@ from jaxgeal.trainers import gangealing_config
 from jaxgeal.trainers import stylegan2
 
 
-FINE_TUNED = ("complex", "closeup", "bimodal")   # variants whose generator is the shipped one fine-tuned
+FINE_TUNED = ("complex", "closeup", "bimodal", "lopsided")   # variants whose generator is the shipped one fine-tuned
 
 
 def get_config(arg=None):
@@ -116,6 +116,11 @@ def get_config(arg=None):
     # fixed 0.40 (no alignment 0.11); with the matrix form both collapsed onto flat background by step 800. With
     # c free in all 64 W directions (ll.ndirs=64) it drifted to an empty flat-colour target within 1000 steps.
     c.data.render.update(rotation_offset=60.0, max_rotation=15.0)
+  elif arg == "lopsided":
+    # Two unequal poses of one individual: 70% of the heads lean clockwise, 30% counter-clockwise (45-75 deg),
+    # all with the look of one render (pose is all that varies, so the top W principal direction, the one c moves
+    # along, should be the pose), and the mean latent lies between the poses, 40% of the way to the minority.
+    c.data.render.update(rotation_offset=60.0, max_rotation=15.0, clockwise_prob=0.7, appearance_of=(0, 12))
   elif arg:
     raise ValueError(f"unknown config variant {arg!r}; known: {['tiny', 'train_gan', *FINE_TUNED]}")
   if arg in FINE_TUNED:

@@ -191,13 +191,20 @@ def _draw(rng) -> dict:
   return r
 
 
+# The draws that place and shape the head; `appearance_of` keeps these per image and takes the rest.
+_POSE_DRAWS = ("mirror_u", "angle_u", "scale_u", "shift_u", "freqs", "phases", "amp_dirs", "closeup_u")
+
+
 def _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored,
-               rotation_offset=0.0) -> Warp:
+               rotation_offset=0.0, clockwise_prob=0.5) -> Warp:
   if rotation_offset:
-    # Two rotation modes: the sign of the uniform number picks the mode, its magnitude (uniform in [0, 1]) the
-    # angle within [offset - max_rotation, offset + max_rotation]; offset 0 keeps the single mode below.
-    u = r["angle_u"]
-    angle = np.sign(u) * np.deg2rad(rotation_offset + max_rotation * (2 * abs(u) - 1))
+    # Two rotation modes: the uniform number u in [-1, 1] below b = 1 - 2 clockwise_prob picks the negative
+    # mode, above it the positive one; its distance from b (rescaled to [0, 1]) is the angle within
+    # [offset - max_rotation, offset + max_rotation]. For clockwise_prob 0.5 (b = 0) these are exactly sign(u)
+    # and |u|. Offset 0 keeps the single mode below.
+    u, b = r["angle_u"], 1 - 2 * clockwise_prob
+    sign, mag = (-1.0, (b - u) / (1 + b)) if u < b else (1.0, (u - b) / (1 - b))
+    angle = sign * np.deg2rad(rotation_offset + max_rotation * (2 * mag - 1))
   else:
     angle = np.deg2rad(max_rotation) * r["angle_u"]
   scale = size * (scale_range[0] + (scale_range[1] - scale_range[0]) * r["scale_u"])
@@ -364,7 +371,8 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
            deformation: float = 0.3, max_rotation: float = 20.0, scale_range: Sequence[float] = (0.30, 0.42),
            max_translation: float = 0.08, asymmetric: bool = True, occluder_prob: float = 0.0,
            max_clutter: int = _MAX_CLUTTER, closeup_prob: float = 0.0, closeup_scale: Sequence[float] = (0.60, 0.80),
-           rotation_offset: float = 0.0, supersample: int = 2,
+           rotation_offset: float = 0.0, clockwise_prob: float = 0.5,
+           appearance_of: Optional[Sequence[int]] = None, supersample: int = 2,
            shader: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
   """Render image `index` of the category drawn with `seed`.
 
@@ -388,6 +396,11 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
       likely), rotation uniform in +-[offset - max_rotation, offset + max_rotation], and no render is upright
       when offset > max_rotation. Its average pose is one that no image has (the paper's App. D: the mean
       latent may be an unsuitable congealing target).
+    clockwise_prob: with `rotation_offset`, the fraction of heads rotated clockwise (positive angles; image y
+      points down); 0.5 = both poses equally likely, 0.7 = a majority pose and a minority pose.
+    appearance_of: (seed, index) of a render; if given, every image takes its colours, texture, lighting,
+      background, clutter and occluder from that render, and only its pose and shape (similarity, deformation,
+      mirror, framing) from `seed`, `index`: one individual in many poses (held-out seeds show the same one).
     supersample: samples per pixel along each axis (anti-aliasing).
     shader: if given, render `shader(canonical_points (N, 2) float32) -> (N, C)` through the same warp
       instead of the creature and background (markers, label maps, checkerboards); points are in this
@@ -402,12 +415,18 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
     raise ValueError(f"deformation must be in [0, 1) for the warp to be invertible, got {deformation}")
   if not 0 <= max_clutter <= _MAX_CLUTTER:
     raise ValueError(f"max_clutter must be in [0, {_MAX_CLUTTER}], got {max_clutter}")
+  if not 0.0 < clockwise_prob < 1.0:
+    raise ValueError(f"clockwise_prob must be in (0, 1), got {clockwise_prob}")
   r = _draw(np.random.default_rng([seed, index]))
+  if appearance_of is not None:
+    look = _draw(np.random.default_rng([int(i) for i in appearance_of]))
+    r = {k: (r[k] if k in _POSE_DRAWS else look[k]) for k in r}
   r["num_clutter"] = min(r["num_clutter"], max_clutter)
   mirrored = (r["mirror_u"] < mirror_prob) if mirror is None else bool(mirror)
   if r["closeup_u"] < closeup_prob:
     scale_range = closeup_scale
-  warp = _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored, rotation_offset)
+  warp = _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored, rotation_offset,
+                    clockwise_prob)
   # Everything is drawn unmirrored; a mirrored render is the flip of it (see the module docstring).
   plain = dataclasses.replace(warp, mirrored=False)
   x, y = _sample_grid(size, supersample)

@@ -103,6 +103,46 @@ def test_a_rotation_offset_makes_two_poses_none_upright_and_keeps_everything_els
   np.testing.assert_allclose(r["keypoints"], r["warp"].to_image(synthetic.CANONICAL_KEYPOINTS), atol=1e-4)
 
 
+def test_clockwise_prob_makes_a_majority_pose_from_the_same_draws():
+  even = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0) for i in range(300)]
+  same = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0, clockwise_prob=0.5) for i in range(3)]
+  for a, b in zip(even, same):
+    _assert_same_render(a, b)
+  skewed = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0, clockwise_prob=0.7)
+            for i in range(300)]
+  angles = np.rad2deg([r["warp"].angle for r in skewed])
+  assert np.all((np.abs(angles) >= 45 - 1e-9) & (np.abs(angles) <= 75 + 1e-9))
+  assert 190 <= np.sum(angles > 0) <= 230, "about 70% clockwise"
+  # Within each pose the angle stays uniform over the pose's range (its mean is the offset).
+  assert np.mean(angles[angles > 0]) == pytest.approx(60, abs=2.5)
+  assert np.mean(angles[angles < 0]) == pytest.approx(-60, abs=3.5)
+  # Heads rotated clockwise in both categories are rotated the same way or more (u above the threshold).
+  assert all(b["warp"].angle > 0 for a, b in zip(even, skewed) if a["warp"].angle > 0)
+  with pytest.raises(ValueError, match="clockwise_prob"):
+    synthetic.render(3, 0, 32, rotation_offset=60.0, clockwise_prob=1.0)
+
+
+def test_appearance_of_keeps_one_look_and_varies_only_pose_and_shape():
+  look = synthetic.render(3, 5, 32, mirror=False)   # unmirrored: a mirrored render flips its background too
+  _assert_same_render(look, synthetic.render(3, 5, 32, mirror=False, appearance_of=(3, 5)))
+  for index in range(6):
+    own = synthetic.render(3, index, 32, mirror=False)
+    same_look = synthetic.render(3, index, 32, mirror=False, appearance_of=(3, 5))
+    # Pose, shape and key points come from the image's own draw ...
+    np.testing.assert_array_equal(own["keypoints"], same_look["keypoints"])
+    np.testing.assert_array_equal(own["mask"], same_look["mask"])
+    assert own["warp"].to_json() == same_look["warp"].to_json()
+    # ... its colours from render 5: the background (pixels the head does not touch) equals render 5's there.
+    outside = (same_look["mask"] == 0) & (look["mask"] == 0)
+    np.testing.assert_array_equal(same_look["image"][outside], look["image"][outside])
+    if index != 5:
+      assert not np.array_equal(own["image"][outside], look["image"][outside])
+  # Another seed (a held-out set) shows the same individual.
+  other = synthetic.render(9, 0, 32, mirror=False, appearance_of=(3, 5))
+  outside = (other["mask"] == 0) & (look["mask"] == 0)
+  np.testing.assert_array_equal(other["image"][outside], look["image"][outside])
+
+
 @pytest.mark.parametrize("mirror", [False, True])
 def test_keypoints_are_the_forward_warp_of_the_canonical_keypoints(mirror):
   for index in range(4):
