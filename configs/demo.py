@@ -121,6 +121,7 @@ def get_config(arg=None):
     # all with the look of one render, made so that pose is what varies and the mean latent lies between a
     # majority and a minority pose. But the fine-tuned generator dropped most of the minority pose (6.6% of its
     # samples lean counter-clockwise) and its mean latent renders a clean majority-pose head: a valid target.
+    # (With one look and clockwise_prob 0.5 a pose was dropped too: every sample leaned one way by step 3000.)
     c.data.render.update(rotation_offset=60.0, max_rotation=15.0, clockwise_prob=0.7, appearance_of=(0, 12))
   elif arg:
     raise ValueError(f"unknown config variant {arg!r}; known: {['tiny', 'train_gan', *FINE_TUNED]}")
