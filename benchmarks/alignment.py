@@ -46,6 +46,12 @@ likewise), fixed versus learned c with the zoom-neutral term (alignment_bimodal.
 
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/bm --config configs/demo.py:bimodal --methods \
       flow_zoom_neutral,flow_fixed_c_zoom_neutral --out benchmarks/alignment_bimodal.md
+
+Two unequal poses (`configs/demo.py:lopsided`: 70% lean clockwise, 30% counter-clockwise), the same pair
+(alignment_lopsided.md):
+
+  .venv/bin/python benchmarks/alignment.py --workdir /tmp/lop --config configs/demo.py:lopsided --methods \
+      flow_zoom_neutral,flow_fixed_c_zoom_neutral --out benchmarks/alignment_lopsided.md
 """
 from __future__ import annotations
 
