@@ -91,7 +91,7 @@ METHODS = (
      {"ll.freeze": True, "loss.equivariance_zoom_neutral": True}),
     ("similarity + flow, learned c, zoom-neutral equivariance", "flow_zoom_neutral",
      {"loss.equivariance_zoom_neutral": True}),
-    # The paper's Table 3 "unconstrained c optimization" (N = 512 = all of W; 0.34 PCK there): c free in every
+    # The paper's Table 3 "unconstrained c optimization" (N = 512 = all of W; PCK 0.34% there): c free in every
     # principal direction of W instead of the top one.
     ("similarity + flow, unconstrained c (all W directions)", "flow_unconstrained_c",
      {"ll.ndirs": lambda config: config.stylegan2.model.style_dim}),
