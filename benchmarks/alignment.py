@@ -159,6 +159,27 @@ def pose_left(matrices, dataset) -> dict:
           "shift_left_px": float(np.linalg.norm(q[:, 0].std(0)) * mean_scale)}
 
 
+def target_offset(coefficients, directions, w) -> float:
+  """How far the learned target latent c moved from the PCA mean (its start), in standard deviations of W along
+  each of the latent learner's directions (Mahalanobis over them; a W sample lies ~sqrt(ndirs) away on average).
+  coefficients: (K, ndirs), directions: (ndirs, D) orthonormal rows, w: (N, D) samples of W. Largest over heads."""
+  std = ((w - w.mean(0)) @ np.asarray(directions).T).std(0)
+  return float(np.linalg.norm(np.asarray(coefficients) / std, axis=-1).max())
+
+
+def model_target_offset(model_dir: pathlib.Path, num_samples: int = 20000) -> float:
+  """`target_offset` of an exported GANgealing model (its `ll` and `g_ema`), with W sampled from its generator."""
+  from jaxgeal import checkpoint
+  from jaxgeal.convert import stylegan2 as convert_stylegan2
+  models = checkpoint.load_models(model_dir)
+  _, gcfg, g_vars = models["g_ema"]
+  ll_vars = models["ll"][2]
+  G = convert_stylegan2.build_generator(gcfg)
+  z = jax.random.normal(jax.random.PRNGKey(0), (num_samples, gcfg["style_dim"]))
+  w = np.asarray(jax.jit(lambda v, z: G.apply(v, z, method=G.mapping))(g_vars, z))
+  return target_offset(ll_vars["params"]["coefficients"], ll_vars["pca"]["directions"], w)
+
+
 def training_seconds(metrics: pathlib.Path) -> float:
   """Wall time of a training run from its metrics.jsonl: the logged intervals (steps / steps_per_s) summed, so
   time between an interruption and its resume does not count (a re-logged step keeps its last row)."""
@@ -211,6 +232,7 @@ def run(config, workdir: pathlib.Path, methods=None) -> tuple[list, dict]:
       aligner = demo.load_aligner(model, c.gangealing.test.padding_mode)
       res = demo.evaluate(aligner, dataset, num_bootstrap=config.get("num_bootstrap", 200))
       res.update(pose_left(aligner.congeal(dataset["images"])["matrix"], dataset))
+      res["target_offset_std"] = model_target_offset(model)
     seconds[name] = time.perf_counter() - t
     if subdir is not None:
       res["train_seconds"] = training_seconds(workdir / subdir / "metrics.jsonl")
@@ -234,19 +256,24 @@ def write_report(path: pathlib.Path, config, rows, seconds, command: str):
       f"psi annealed over {g.optim.anneal_psi} steps, STN flow at {g.stn.flow_size} px, "
       f"target injected into the first {g.ll.inject} W+ layers, equivariance term weight "
       f"{g.loss.get('equivariance_weight', 0.0):g} (not in the paper; rows without it say so).", "",
-      "| method | PCK@0.1 | PCK@0.05 | PCK@0.01 | training (s) | pose left: angle (°) / log scale / shift (px) |",
-      "|---|---|---|---|---|---|"]
+      "| method | PCK@0.1 | PCK@0.05 | PCK@0.01 | training (s) | pose left: angle (°) / log scale / shift (px) "
+      "| c moved (W std) |",
+      "|---|---|---|---|---|---|---|"]
   for name, r in rows:
     cell = lambda k: (f"{r[k]:.3f} ± {r[k + '_std']:.3f}" if f"{k}_std" in r else f"{r[k]:.3f}")
     train = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
     pose = (f"{r['angle_left_deg']:.1f} / {r['log_scale_left']:.3f} / {r['shift_left_px']:.2f}"
             if "angle_left_deg" in r else "-")
-    lines.append(f"| {name} | {cell('pck@0.1')} | {cell('pck@0.05')} | {cell('pck@0.01')} | {train} | {pose} |")
+    moved = f"{r['target_offset_std']:.2f}" if "target_offset_std" in r else "-"
+    lines.append(f"| {name} | {cell('pck@0.1')} | {cell('pck@0.05')} | {cell('pck@0.01')} | {train} | {pose} "
+                 f"| {moved} |")
   lines += ["", "± is the bootstrap standard deviation over pairs (App. B.7's error bars). Pose left: the spread over",
             "held-out images of the renderer's similarity (rotation, scale, shift; deformation excluded) that the",
             "STN's similarity part leaves uncorrected (0 = every head in one pose; the no-alignment row is the",
             "renderer's own spread). The flow's share of the alignment is not in it. Training (s): wall time from",
-            "each stage's metrics.jsonl, inflated where stages shared the machine (they may run concurrently).", "",
+            "each stage's metrics.jsonl, inflated where stages shared the machine (they may run concurrently).",
+            "c moved: distance of the learned target latent from the mean latent it starts at, in standard",
+            "deviations of W along the directions c may move in (Mahalanobis; a W sample lies ~sqrt(ndirs) away).", "",
             "Wall times (s, 0 = stage reused from the workdir): " +
             ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
             f"Machine: {platform.processor() or platform.machine()}, jax {jax.__version__} "

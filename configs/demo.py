@@ -127,7 +127,7 @@ def get_config(arg=None):
   elif arg:
     raise ValueError(f"unknown config variant {arg!r}; known: {['tiny', 'train_gan', *FINE_TUNED]}")
   if arg in FINE_TUNED:
-    # The harder categories start from the shipped generator and fine-tune it on their own renders (~30-40 min
+    # The harder categories start from the shipped generator and fine-tune it on their own renders (~20-40 min
     # on 2 cores) instead of training from scratch (~80 min).
     s.pretrained = None
     s.init_from = "assets/demo_stylegan2"

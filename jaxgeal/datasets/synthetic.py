@@ -19,6 +19,9 @@ by construction, in the same annotation structure:
   canonical key points, so they follow the rendered object exactly (the tests check this to sub-pixel level).
 * Appearance varies per image: colours, fur texture, lighting gradient, backgrounds (gradient + value noise +
   clutter shapes behind the object) and optional occluders in front of it (which hide key points).
+* Options make harder categories from the same draws: close-ups (two framings), two poses leaning left and right
+  (`rotation_offset`, in equal or unequal shares: `clockwise_prob`), and one individual's look for every image
+  (`appearance_of`), for the paper's question of when its mean latent is a poor congealing target (App. D).
 
 Mirroring (as upstream `match_flows` assumes for real categories): the mirrored render is exactly the
 horizontally flipped unmirrored render, and its annotation is the flipped annotation relabelled through the

@@ -44,6 +44,18 @@ def test_report_lists_every_method(tmp_path):
   assert "lcn" in text and out.with_suffix(".json").exists()
 
 
+def test_target_offset_counts_standard_deviations_of_w_along_the_learners_directions():
+  bench = _module()
+  rng = np.random.default_rng(0)
+  directions = np.linalg.qr(rng.standard_normal((8, 3)))[0].T          # 3 orthonormal directions in 8-d W
+  w = rng.standard_normal((20000, 3)) * [4.0, 1.0, 0.25] @ directions + rng.standard_normal((20000, 8)) * 1e-3
+  assert bench.target_offset(np.zeros((1, 3)), directions, w) == 0.0    # fixed c: still at the mean
+  # 2 std along the widest direction is as far as 2 std along the narrowest; the largest head is reported.
+  assert bench.target_offset([[8.0, 0, 0]], directions, w) == pytest.approx(2.0, rel=0.02)
+  assert bench.target_offset([[0, 0, 0.5], [0, 1.0, 0]], directions, w) == pytest.approx(2.0, rel=0.02)
+  assert bench.target_offset([[4.0, 0, 0.25]], directions, w) == pytest.approx(np.sqrt(2.0), rel=0.02)
+
+
 def test_the_ground_truth_similarity_transfer_is_exact_without_deformation():
   from jaxgeal.datasets import synthetic
   from jaxgeal.evaluation import pck
