@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     cli.check_output_dir(args.out_dir)
     out = pathlib.Path(args.out_dir)
     # save_models writes model.json and replaces variables/ (with --overwrite): neither may be an input.
-    cli.check_outputs([out, out / "model.json", out / "variables"], [args.src, getattr(args, "lin", None)])
+    cli.check_outputs([out / "model.json", out / "variables"], [args.src, getattr(args, "lin", None)])
     return CONVERTERS[args.what][0](args)
   except (OSError, ValueError, KeyError) as e:
     # ConversionError, UnsafeCheckpointError and CheckpointFormatError are ValueErrors with clear messages.

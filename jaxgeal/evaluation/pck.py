@@ -491,8 +491,8 @@ def main(argv=None) -> int:
   if args.dataset and not args.model:
     parser.error("--dataset works with --model; with --predictions or --write_pairs use --annotations")
   try:
-    inputs = [args.annotations, args.predictions] + [f for d in (args.dataset, args.model)
-                                                     if d and pathlib.Path(d).exists() for f in cli.files_under(d)]
+    inputs = [f for d in (args.annotations, args.predictions, args.dataset, args.model)
+              if d and pathlib.Path(d).exists() for f in cli.files_under(d)]
     for what, path in (("--out", args.out), ("--write_pairs", args.write_pairs)):
       if path:
         cli.check_output_file(path, what)
