@@ -98,8 +98,8 @@ def check_outputs(outputs: Iterable, inputs: Iterable) -> None:
   """Raises UsageError if writing `outputs` would overwrite or replace any of `inputs`.
 
   An output conflicts with an input that is the same file (resolved path, or the same inode: symlinks and
-  hard links) or lies inside it (an output directory that is replaced as a whole). Inputs that do not
-  exist are ignored.
+  hard links) or lies inside it (an output directory that is replaced as a whole), and two outputs at one
+  path. Inputs that do not exist are ignored.
   """
   outputs = [pathlib.Path(o) for o in outputs if o is not None]
   seen = {}
