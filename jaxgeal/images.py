@@ -1,4 +1,16 @@
-"""Image I/O and grids: [-1, 1] float NHWC arrays <-> uint8 PNGs, tiled grids for samples and training visuals."""
+"""Image I/O and grids: [-1, 1] float NHWC arrays <-> uint8 PNGs, tiled grids for samples and training visuals.
+
+Every image jaxgeal reads (the CLIs, the dataset builders) becomes 8-bit RGB through `to_rgb`, one rule for
+every PIL mode:
+  * 16-bit samples keep their high byte (v >> 8: 65535 -> 255, 32768 -> 128), which is what PIL itself does
+    when it decodes 16-bit RGB / RGBA PNGs; PIL opens 16-bit grayscale as "I;16" (or "I"), whose plain
+    convert("RGB") would saturate everything above 255 to white, so those are scaled here. 32-bit "I" is
+    read as 16-bit data (clipped), "F" as 0..255.
+  * Alpha is dropped (the colour under it is kept), as upstream's convert("RGB"); palette images with a
+    transparency entry go through RGBA, so their colours are the palette's.
+  * Grayscale ("1", "L", "LA"), CMYK, YCbCr, ... are converted by PIL.
+Truncated or unreadable files raise (`load_image`: ValueError naming the file).
+"""
 from __future__ import annotations
 
 import math
@@ -44,6 +56,29 @@ def save_image(path: str | os.PathLike, image) -> pathlib.Path:
   return path
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+  """Any PIL image -> an 8-bit "RGB" image, by the rules in the module docstring (decodes the whole file)."""
+  mode = im.mode
+  if mode == "RGB":
+    im.load()
+    return im
+  if mode.startswith("I"):  # "I;16", "I;16B", "I;16L", "I;16N", "I".
+    a = np.asarray(im).astype(np.int64)
+    im = Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8), "L")
+  elif mode == "F":
+    a = np.nan_to_num(np.asarray(im, np.float32))
+    im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+  elif mode == "P" and "transparency" in im.info:
+    im = im.convert("RGBA")
+  return im.convert("RGB")
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+  """An image file -> uint8 (H, W, 3) (`to_rgb`); raises OSError / ValueError for unreadable or truncated files."""
+  with Image.open(path) as im:
+    return np.asarray(to_rgb(im), np.uint8)
+
+
 def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
   """Read an image as (H, W, 3) floats in [-1, 1]; optionally resized (bicubic) to size x size.
 
@@ -51,7 +86,7 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
   """
   try:
     with Image.open(path) as im:
-      im = im.convert("RGB")
+      im = to_rgb(im)
       if size is not None and im.size != (size, size):
         im = im.resize((size, size), Image.BICUBIC)
       arr = np.asarray(im, np.float32)

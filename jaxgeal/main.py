@@ -32,10 +32,12 @@ def run(config, workdir: str):
 def main(argv):
   del argv
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  from jaxgeal import cli  # pylint: disable=g-import-not-at-top
   try:
+    cli.check_output_dir(FLAGS.workdir, "--workdir")  # A file in the way, before anything compiles.
     run(FLAGS.config, FLAGS.workdir)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (OSError, ValueError) as e:  # OSError: an unwritable or missing path, named in one line.
+    print(f"error: {cli.error_line(e)}", file=sys.stderr)
     return 2
   return 0
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgeal import checkpoint, images
+from jaxgeal import checkpoint, cli, images
 from jaxgeal.convert import stylegan2 as convert_sg2
 from jaxgeal.models import stylegan2
 
@@ -86,22 +86,24 @@ def main(argv=None) -> int:
   p.add_argument("--checkpoint", required=True, help="model directory written by `python -m jaxgeal.convert`")
   p.add_argument("--seeds", default="0-15", help="seeds, e.g. 0-15 or 1,5,9 (default 0-15)")
   p.add_argument("--truncation", type=float, default=1.0, help="psi in (0, 1]; 1 disables truncation")
-  p.add_argument("--n-mean", type=int, default=4096, help="samples for the truncation mean latent")
+  p.add_argument("--n-mean", type=cli.positive_int, default=4096, help="samples for the truncation mean latent")
   p.add_argument("--noise-mode", choices=["const", "random"], default="const",
                  help="const: the checkpoint's fixed noise buffers; random: per-seed noise")
-  p.add_argument("--batch-size", type=int, default=8)
-  p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
+  p.add_argument("--batch-size", type=cli.positive_int, default=8)
+  p.add_argument("--nrow", type=cli.positive_int, default=None, help="images per grid row (default: square)")
   p.add_argument("--out", default="grid.png", help="output image (PNG)")
   args = p.parse_args(argv)
   try:
     if not 0 < args.truncation <= 1:
       raise ValueError(f"--truncation must be in (0, 1], got {args.truncation}")
     seeds = parse_seeds(args.seeds)
+    cli.check_output_file(args.out, "--out")
+    cli.check_outputs([args.out], cli.files_under(args.checkpoint))
     imgs = sample(args.checkpoint, seeds, args.truncation, args.n_mean, args.noise_mode, args.batch_size)
-  except (FileNotFoundError, ValueError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    path = images.save_image(args.out, images.make_grid(imgs, nrow=args.nrow))
+  except (OSError, ValueError, KeyError) as e:
+    print(f"error: {cli.error_line(e)}", file=sys.stderr)
     return 2
-  path = images.save_image(args.out, images.make_grid(imgs, nrow=args.nrow))
   print(f"wrote {path} ({len(seeds)} images, {imgs.shape[1]}x{imgs.shape[2]})")
   return 0
 

@@ -280,7 +280,9 @@ class Aligner:
 
     Args:
       images: (N, S, S, 3) images.
-      label: (L, L, 4) uint8 RGBA label in the congealed frame (pixels with alpha > 0 are propagated).
+      label: (L, L, 4) uint8 RGBA label in the congealed frame (pixels with alpha > 0 are propagated), or any
+        form `splat.label_rgba` reads: (L, L, 3) RGB is opaque, an (L, L) grayscale mask is white with the
+        gray value as alpha. Any square size L; a non-square label is a ValueError.
       sigma: splat standard deviation in image pixels, scalar or (N,) per image.
       opacity: blending opacity of the composite.
       blend: how the splatted layer is composited: 'alpha' or 'laplacian' (pyramid blending with `levels`
@@ -295,9 +297,9 @@ class Aligner:
     """
     if blend not in blend_lib.METHODS:
       raise ValueError(f"blend must be one of {blend_lib.METHODS}, got {blend!r}")
+    label = splat_lib.label_rgba(label)
     images = self._check_images(images)
     out = out if out is not None else self.congeal(images, **kwargs)
-    label = np.asarray(label)
     lab_pts, values = splat_lib.label_points(label)
     n = len(images)
     if len(lab_pts) == 0:

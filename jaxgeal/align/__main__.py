@@ -12,6 +12,14 @@
 
 Test-time settings (--iters, --padding-mode) default to the model's own (its `test` config), as upstream's
 pretrained hyper-parameters; --no-flip disables flip inference (appendix B.4).
+
+Outputs: one per input image, named by its stem (cat.jpg -> cat.png); inputs sharing a stem (cat.jpg and
+cat.png), or whose stem is a name the command writes itself (average), keep their whole name (cat.jpg.png,
+cat.png.png). No command writes over one of its inputs (the images, --label, --model, the video): such an
+--out is refused before anything is written, as is an --out below a file.
+
+Labels (propagate, video): an RGBA PNG in the congealed frame, any square size; RGB is opaque, and a
+grayscale image is a mask: white, with the gray value as opacity (black = unlabelled).
 """
 from __future__ import annotations
 
@@ -22,6 +30,8 @@ import sys
 from typing import Optional
 
 import numpy as np
+
+from jaxgeal import cli
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -51,7 +61,7 @@ def _load_images(files, size: int, source_sizes: Optional[list] = None) -> np.nd
         resized += im.size != (size, size)
         if source_sizes is not None:
           source_sizes.append(min(im.size))
-    except OSError as e:
+    except (OSError, SyntaxError, ValueError) as e:
       raise ValueError(f"cannot read image {f}: {e}") from e
     out.append(images_lib.load_image(f, size))
   if resized:
@@ -60,12 +70,20 @@ def _load_images(files, size: int, source_sizes: Optional[list] = None) -> np.nd
 
 
 def _load_label(path) -> np.ndarray:
-  from PIL import Image
-  try:
-    with Image.open(path) as im:
-      return np.asarray(im.convert("RGBA"))
-  except OSError as e:
-    raise ValueError(f"cannot read label {path}: {e}") from e
+  from jaxgeal.align import splat
+  return splat.load_label(path)
+
+
+def _model_files(args) -> list[pathlib.Path]:
+  return cli.files_under(args.model) if pathlib.Path(args.model).exists() else []
+
+
+def _check_dir_outputs(args, names, inputs) -> pathlib.Path:
+  """Refuses (before the model loads) an --out that is a file or would overwrite an input; returns it."""
+  d = pathlib.Path(args.out)
+  cli.check_output_dir(d)
+  cli.check_outputs([d / n for n in names], list(inputs) + _model_files(args))
+  return d
 
 
 def _aligner(args):
@@ -74,38 +92,42 @@ def _aligner(args):
                       batch_size=args.batch)
 
 
-def _names(files):
-  return [f.stem for f in files]
+def _names(files, reserved=()):
+  return cli.output_names(files, reserved)
 
 
 def cmd_congeal(args):
   from jaxgeal import images as images_lib
-  a = _aligner(args)
   files = _list_images(args.input)
+  names = _names(files, reserved=("average",))
+  planned = [f"{n}.png" for n in names] + ["average.png", "flips.json"]
+  planned += [f"{n}_flow.png" for n in names] if args.flow_image else []
+  d = _check_dir_outputs(args, planned, files)
+  a = _aligner(args)
   out = a.congeal(_load_images(files, a.size), output_resolution=args.size, cluster=args.cluster)
-  d = pathlib.Path(args.out)
-  for name, img in zip(_names(files), out["aligned"]):
+  for name, img in zip(names, out["aligned"]):
     images_lib.save_image(d / f"{name}.png", img)
   images_lib.save_image(d / "average.png", out["aligned"].mean(0))
   if args.flow_image:
-    _save_flow_images(a, d, files, out)
-  (d / "flips.json").write_text(json.dumps({n: bool(f) for n, f in zip(_names(files), out["flipped"])}))
+    _save_flow_images(a, d, names, out)
+  (d / "flips.json").write_text(json.dumps({n: bool(f) for n, f in zip(names, out["flipped"])}))
   print(f"wrote {len(files)} congealed images and average.png to {d}")
 
 
-def _save_flow_images(aligner, d, files, out):
+def _save_flow_images(aligner, d, names, out):
   from jaxgeal import images as images_lib
   from jaxgeal.align import visualize
-  for name, img in zip(_names(files), visualize.flow_image(aligner, None, out=out)):
+  for name, img in zip(names, visualize.flow_image(aligner, None, out=out)):
     images_lib.save_image(d / f"{name}_flow.png", img)
 
 
 def cmd_correspond(args):
   from jaxgeal import images as images_lib
   from jaxgeal.align import visualize
+  planned = ["points_b.json", "correspondences.png"] + (["dense_flow_a_to_b.npy"] if args.dense else [])
+  d = _check_dir_outputs(args, planned, [args.image_a, args.image_b, args.points_a])
   a = _aligner(args)
   imgs = _load_images([pathlib.Path(args.image_a), pathlib.Path(args.image_b)], a.size)
-  d = pathlib.Path(args.out)
   d.mkdir(parents=True, exist_ok=True)
   if args.points_a:
     pa = np.asarray(json.loads(pathlib.Path(args.points_a).read_text()), np.float32).reshape(-1, 2)
@@ -123,8 +145,9 @@ def cmd_correspond(args):
 
 def cmd_flow_scores(args):
   from jaxgeal.align import dataset
-  a = _aligner(args)
   files = _list_images(args.input)
+  _check_dir_outputs(args, ["flow_scores.json", "flow_scores.csv"], files)
+  a = _aligner(args)
   scores = a.flow_scores(_load_images(files, a.size), cluster=args.cluster)
   js, cs = dataset.write_scores(args.out, _names(files), scores)
   print(f"wrote {js} and {cs} (lower score = smoother flow)")
@@ -133,27 +156,31 @@ def cmd_flow_scores(args):
 def cmd_congeal_dataset(args):
   from jaxgeal import images as images_lib
   from jaxgeal.align import dataset
-  a = _aligner(args)
   files = _list_images(args.input)
+  names = _names(files)
+  d = _check_dir_outputs(args, [f"{n}.png" for n in names], files)
+  a = _aligner(args)
   sizes = []
   ims = _load_images(files, a.size, sizes)
   out = a.congeal_similarity(ims, output_resolution=args.size, source_sizes=sizes, cluster=args.cluster)
   kept = dataset.select(out["score"], args.fraction_retained, out["oob"], out["effective_resolution"],
                         args.min_effective_resolution)
-  d = pathlib.Path(args.out)
   for i in kept:
-    images_lib.save_image(d / f"{files[i].stem}.png", out["aligned"][i])
+    images_lib.save_image(d / f"{names[i]}.png", out["aligned"][i])
   print(f"kept {len(kept)} of {len(files)} images in {d}")
 
 
 def cmd_propagate(args):
   from jaxgeal import images as images_lib
-  a = _aligner(args)
   files = _list_images(args.input)
-  prop = a.propagate(_load_images(files, a.size), _load_label(args.label), sigma=args.sigma,
+  names = _names(files)
+  planned = [f"{n}.png" for n in names] + ([f"{n}_rgba.png" for n in names] if args.save_rgba else [])
+  d = _check_dir_outputs(args, planned, files + [pathlib.Path(args.label)])
+  label = _load_label(args.label)
+  a = _aligner(args)
+  prop = a.propagate(_load_images(files, a.size), label, sigma=args.sigma,
                      opacity=args.opacity, cluster=args.cluster, blend=args.blend, levels=args.blend_levels)
-  d = pathlib.Path(args.out)
-  for name, comp, rgba in zip(_names(files), prop["composite"], prop["rgba"]):
+  for name, comp, rgba in zip(names, prop["composite"], prop["rgba"]):
     images_lib.save_image(d / f"{name}.png", comp)
     if args.save_rgba:
       rgba_u8 = np.concatenate([images_lib.to_uint8(rgba[..., :3]),
@@ -164,8 +191,17 @@ def cmd_propagate(args):
 
 def cmd_video(args):
   from jaxgeal.align import video
+  if not pathlib.Path(args.input).is_file():
+    raise FileNotFoundError(f"input video {args.input} does not exist or is not a file")
+  cli.check_output_file(args.out, "output video")
+  outputs = [args.out]
+  if args.save_correspondences:
+    cli.check_output_file(video.correspondences_path(args.save_correspondences), "--save-correspondences file")
+    outputs.append(video.correspondences_path(args.save_correspondences))
+  cli.check_outputs(outputs, [args.input, args.label] + _model_files(args))
+  label = _load_label(args.label)
   a = _aligner(args)
-  n = video.propagate_video(a, args.input, args.out, _load_label(args.label), sigma=args.sigma,
+  n = video.propagate_video(a, args.input, args.out, label, sigma=args.sigma,
                             opacity=args.opacity, chunk=args.chunk, fps=args.fps, blend=args.blend,
                             levels=args.blend_levels, save_correspondences=args.save_correspondences)
   print(f"wrote {n} frames to {args.out}")
@@ -175,95 +211,102 @@ def cmd_video(args):
 
 def cmd_animate(args):
   from jaxgeal.align import visualize
-  a = _aligner(args)
   files = _list_images(args.input)
+  names = _names(files, reserved=("congealing",) if args.grid else ())
+  stems = ["congealing"] if args.grid else names
+  # An mp4 falls back to a gif beside it where ffmpeg is missing: both must be safe to write.
+  planned = [f"{n}.{ext}" for n in stems for ext in ((args.format, "gif") if args.format == "mp4" else ("gif",))]
+  planned += [f"{n}_flow.png" for n in names] if args.flow_image else []
+  d = _check_dir_outputs(args, planned, files)
+  a = _aligner(args)
   imgs = _load_images(files, a.size)
   out = a.congeal(imgs, output_resolution=args.size, cluster=args.cluster)
-  d = pathlib.Path(args.out)
   kw = dict(fps=args.fps, num_frames=args.frames, flip_frames=args.flip_frames, hold=args.hold,
             output_resolution=args.size)
   if args.grid:  # One animation of all images, a grid per frame.
     written = [visualize.animate(a, imgs, d / f"congealing.{args.format}", out=out, nrow=args.nrow, **kw)]
   else:
     written = []
-    for i, name in enumerate(_names(files)):
+    for i, name in enumerate(names):
       one = {k: None if v is None else v[i:i + 1] for k, v in out.items()}
       written.append(visualize.animate(a, imgs[i:i + 1], d / f"{name}.{args.format}", out=one, **kw))
   if args.flow_image:
-    _save_flow_images(a, d, files, out)
+    _save_flow_images(a, d, names, out)
   print(f"wrote {len(written)} animation(s) ({', '.join(sorted({p.suffix for p in written}))}) to {d}"
         + (" and flow images" if args.flow_image else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m jaxgeal.align", description=__doc__,
+                                   epilog=cli.OUTPUT_NAME_RULE,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
 
   def add_blend(p):
     p.add_argument("--blend", choices=("alpha", "laplacian"), default="alpha",
                    help="compositing of the edit: alpha, or Laplacian-pyramid blending (seamless)")
-    p.add_argument("--blend-levels", type=int, default=5, help="pyramid levels of --blend laplacian")
+    p.add_argument("--blend-levels", type=cli.positive_int, default=5, help="pyramid levels of --blend laplacian")
 
   def add(name, fn, help_):
-    p = sub.add_parser(name, help=help_, description=help_)
+    p = sub.add_parser(name, help=help_, description=help_, epilog=cli.OUTPUT_NAME_RULE)
     p.add_argument("--model", required=True, help="model directory (t_ema [+ classifier])")
     p.add_argument("--out", required=True, help="output directory (video: output file)")
-    p.add_argument("--batch", type=int, default=32, help="images per batch")
-    p.add_argument("--iters", type=int, default=None, help="similarity STN iterations (default: model's)")
+    p.add_argument("--batch", type=cli.positive_int, default=32, help="images per batch")
+    p.add_argument("--iters", type=cli.positive_int, default=None, help="similarity STN iterations (default: model's)")
     p.add_argument("--padding-mode", choices=("border", "zeros", "reflection"), default=None,
                    help="padding of the warp (default: model's)")
     p.add_argument("--no-flip", action="store_true", help="disable flip inference")
-    p.add_argument("--cluster", type=int, default=None, help="clustering models: use this head for all images")
+    p.add_argument("--cluster", type=cli.nonnegative_int, default=None, help="clustering models: use this head for all images")
     p.set_defaults(fn=fn)
     return p
 
   p = add("congeal", cmd_congeal, "congeal images; write aligned PNGs and average.png")
   p.add_argument("--input", required=True, help="an image or a directory of images")
-  p.add_argument("--size", type=int, default=None, help="output resolution (default: model's input size)")
+  p.add_argument("--size", type=cli.positive_int, default=None, help="output resolution (default: model's input size)")
   p.add_argument("--flow-image", action="store_true",
                  help="also write NAME_flow.png: the warp's displacement in Middlebury flow colours")
   p = add("correspond", cmd_correspond, "transfer key points from image A to image B (+ visualisation)")
   p.add_argument("--image-a", required=True)
   p.add_argument("--image-b", required=True)
   p.add_argument("--points-a", default=None, help="JSON list of [x, y] pixels of A (default: a grid)")
-  p.add_argument("--num-points", type=int, default=6, help="grid points per side without --points-a")
+  p.add_argument("--num-points", type=cli.positive_int, default=6, help="grid points per side without --points-a")
   p.add_argument("--dense", action="store_true", help="also save the dense A->B flow (S, S, 2) .npy")
   p = add("flow-scores", cmd_flow_scores, "per-image flow smoothness scores (lower is smoother), sorted")
   p.add_argument("--input", required=True)
   p = add("congeal-dataset", cmd_congeal_dataset, "similarity-align and filter a dataset (appendix E)")
   p.add_argument("--input", required=True)
-  p.add_argument("--size", type=int, default=None, help="output resolution")
-  p.add_argument("--fraction-retained", type=float, default=1.0)
-  p.add_argument("--min-effective-resolution", type=float, default=192)
+  p.add_argument("--size", type=cli.positive_int, default=None, help="output resolution")
+  p.add_argument("--fraction-retained", type=cli.fraction, default=1.0)
+  p.add_argument("--min-effective-resolution", type=cli.nonnegative_float, default=192)
   p = add("propagate", cmd_propagate, "propagate a congealed RGBA label/mask/edit into images by splatting")
   p.add_argument("--input", required=True)
-  p.add_argument("--label", required=True, help="RGBA PNG in the congealed frame")
-  p.add_argument("-s", "--sigma", type=float, default=1.3)
-  p.add_argument("-o", "--opacity", type=float, default=0.75)
+  p.add_argument("--label", required=True, help="RGBA PNG in the congealed frame, any square size (grayscale: a "
+                 "white mask, gray value = opacity)")
+  p.add_argument("-s", "--sigma", type=cli.positive_float, default=1.3)
+  p.add_argument("-o", "--opacity", type=cli.fraction, default=0.75)
   p.add_argument("--save-rgba", action="store_true", help="also save the propagated RGBA layer")
   add_blend(p)
   p = add("video", cmd_video, "propagate an RGBA edit into every frame of a video (streaming)")
   p.add_argument("--input", required=True, help="video file (anything imageio-ffmpeg reads)")
   p.add_argument("--label", required=True)
-  p.add_argument("-s", "--sigma", type=float, default=1.2)
-  p.add_argument("-o", "--opacity", type=float, default=0.7)
-  p.add_argument("--chunk", type=int, default=16, help="frames per batch (memory bound)")
-  p.add_argument("--fps", type=float, default=None, help="output fps (default: the input's)")
+  p.add_argument("-s", "--sigma", type=cli.positive_float, default=1.2)
+  p.add_argument("-o", "--opacity", type=cli.fraction, default=0.7)
+  p.add_argument("--chunk", type=cli.positive_int, default=16, help="frames per batch (memory bound)")
+  p.add_argument("--fps", type=cli.positive_float, default=None, help="output fps (default: the input's)")
   add_blend(p)
   p.add_argument("--save-correspondences", default=None, metavar="PATH",
                  help="stream every frame's congealed->frame correspondences to PATH (.npz: points (F, P, 2) "
                       "pixel x, y at the model resolution, inside (F, P), congealed (P, 2) label pixels)")
   p = add("animate", cmd_animate, "animate images congealing (input -> aligned) as mp4 (gif without ffmpeg)")
   p.add_argument("--input", required=True, help="an image or a directory of images")
-  p.add_argument("--frames", type=int, default=48, help="frames of the warp (both ends included)")
-  p.add_argument("--flip-frames", type=int, default=16, help="frames turning flipped images over first")
-  p.add_argument("--hold", type=int, default=12, help="copies of the last frame (pause before looping)")
-  p.add_argument("--fps", type=float, default=24)
+  p.add_argument("--frames", type=cli.at_least(2), default=48, help="frames of the warp (both ends included)")
+  p.add_argument("--flip-frames", type=cli.nonnegative_int, default=16, help="frames turning flipped images over first")
+  p.add_argument("--hold", type=cli.nonnegative_int, default=12, help="copies of the last frame (pause before looping)")
+  p.add_argument("--fps", type=cli.positive_float, default=24)
   p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="mp4 falls back to gif without ffmpeg")
   p.add_argument("--grid", action="store_true", help="one animation of all images as a grid (congealing.FMT)")
-  p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square-ish)")
-  p.add_argument("--size", type=int, default=None, help="frame resolution (default: model's input size)")
+  p.add_argument("--nrow", type=cli.positive_int, default=None, help="images per grid row (default: square-ish)")
+  p.add_argument("--size", type=cli.positive_int, default=None, help="frame resolution (default: model's input size)")
   p.add_argument("--flow-image", action="store_true",
                  help="also write NAME_flow.png: the warp's displacement in Middlebury flow colours")
   return parser
@@ -274,8 +317,8 @@ def main(argv=None) -> int:
   from jaxgeal.align import ModelNotFoundError
   try:
     args.fn(args)
-  except (ModelNotFoundError, FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ModelNotFoundError, OSError, ValueError) as e:  # OSError: unwritable / missing paths.
+    print(f"error: {cli.error_line(e)}", file=sys.stderr)
     return 2
   return 0
 

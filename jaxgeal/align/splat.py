@@ -77,23 +77,81 @@ def splat(points: Array, values: Array, size: int, sigma, valid: Optional[Array]
   return out, wsum
 
 
+def label_rgba(label) -> np.ndarray:
+  """A congealed label -> (L, L, 4) uint8 RGBA, the one reading of every label form (API and CLI alike).
+
+  * (L, L, 4) RGBA as it is; (L, L, 3) RGB: every pixel opaque;
+  * (L, L) or (L, L, 1) grayscale: a *mask* - white where labelled, the gray value its opacity (alpha), so
+    black is unlabelled and a soft mask gives soft edges;
+  * (L, L, 2) gray + alpha: gray colour, that alpha.
+  uint8 values (bool masks: True = 255; uint16: the high byte). The label covers the whole square
+  congealed frame, so it must be square; any side L works (its pixels map onto the frame by scale).
+  """
+  label = np.asarray(label)
+  if label.dtype == np.bool_:
+    label = label.astype(np.uint8) * 255
+  elif label.dtype == np.uint16:
+    label = (label >> 8).astype(np.uint8)
+  elif label.dtype != np.uint8:
+    raise ValueError(f"a label must be uint8 (or bool / uint16) pixels, got dtype {label.dtype}")
+  if label.ndim == 2:
+    label = label[..., None]
+  if label.ndim != 3 or label.shape[-1] not in (1, 2, 3, 4):
+    raise ValueError(f"a label must be (L, L) grayscale, (L, L, 2) gray + alpha, (L, L, 3) RGB or (L, L, 4) RGBA; "
+                     f"got shape {label.shape}")
+  h, w = label.shape[:2]
+  if h != w or h == 0:
+    raise ValueError(f"a label must be square (L x L pixels, any L: it covers the whole congealed frame), got "
+                     f"{w}x{h}")
+  c = label.shape[-1]
+  opaque = np.full((h, w, 1), 255, np.uint8)
+  if c == 1:  # A mask: white, opacity = mask value.
+    return np.concatenate([np.full((h, w, 3), 255, np.uint8), label], -1)
+  if c == 2:
+    return np.concatenate([np.repeat(label[..., :1], 3, -1), label[..., 1:]], -1)
+  if c == 3:
+    return np.concatenate([label, opaque], -1)
+  return label
+
+
+def load_label(path) -> np.ndarray:
+  """Reads a label image file as `label_rgba` reads arrays: grayscale files are masks (alpha = gray value).
+
+  Raises ValueError naming the file when it is unreadable or not a square label.
+  """
+  from PIL import Image
+  from jaxgeal import images as images_lib
+  try:
+    with Image.open(path) as im:
+      if im.mode in ("1", "L"):
+        arr = np.asarray(im.convert("L"))
+      elif im.mode.startswith("I") or im.mode == "F":  # 16-bit / 32-bit grayscale: scaled to 8 bits.
+        arr = np.asarray(images_lib.to_rgb(im))[..., 0]
+      elif im.mode == "LA":
+        arr = np.asarray(im)
+      elif "A" in im.mode or "transparency" in im.info:
+        arr = np.asarray(im.convert("RGBA"))
+      else:
+        arr = np.asarray(im.convert("RGB"))
+  except (OSError, SyntaxError, ValueError) as e:
+    raise ValueError(f"cannot read label {path}: {e}") from e
+  try:
+    return label_rgba(arr)
+  except ValueError as e:
+    raise ValueError(f"label {path}: {e}") from None
+
+
 def label_points(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Points and values of a congealed RGBA label (upstream's dense-label format, §1.11).
+  """Points and values of a congealed label (upstream's dense-label format, §1.11).
 
   Args:
-    label: (L, L, 4) uint8 RGBA (or (L, L, 3) RGB, then every pixel is opaque; or (L, L) / (L, L, 1) mask).
+    label: (L, L, 4) uint8 RGBA, or any form `label_rgba` reads ((L, L, 3) RGB: opaque; (L, L) mask: white,
+      alpha = mask value).
 
   Returns:
     (points (P, 2) (x, y) pixels with alpha > 0, values (P, 4): RGB in [-1, 1], alpha in [0, 1]).
   """
-  label = np.asarray(label)
-  if label.ndim == 2:
-    label = label[..., None]
-  if label.shape[-1] == 1:  # A mask: white, opacity = mask value.
-    label = np.concatenate([np.full(label.shape[:2] + (3,), 255, np.uint8), label], -1)
-  if label.shape[-1] == 3:
-    label = np.concatenate([label, np.full(label.shape[:2] + (1,), 255, label.dtype)], -1)
-  lab = label.astype(np.float32)
+  lab = label_rgba(label).astype(np.float32)
   ys, xs = np.nonzero(lab[..., 3] > 0)
   points = np.stack([xs, ys], -1).astype(np.float32)
   values = np.concatenate([lab[ys, xs, :3] / 127.5 - 1.0, lab[ys, xs, 3:4] / 255.0], -1)

@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 from PIL import Image
 
+from jaxgeal import cli
 from jaxgeal import images as images_lib
 from jaxgeal.align import blend as blend_lib
 from jaxgeal.align import splat as splat_lib
@@ -42,11 +43,20 @@ def _to_model(frame: np.ndarray, size: int) -> np.ndarray:
   return np.asarray(im, np.float32) / 127.5 - 1.0
 
 
+# ffmpeg writers print errors only: no banner, no progress, whatever imageio's default.
+FFMPEG_QUIET = {"ffmpeg_log_level": "error"}
+
+
+def ffmpeg_kwargs(path) -> dict:
+  """imageio writer kwargs silencing ffmpeg for a path ffmpeg handles (not .gif, which Pillow writes)."""
+  return {} if pathlib.Path(path).suffix.lower() == ".gif" else dict(FFMPEG_QUIET)
+
+
 def read_frames(path, size: int) -> Iterator[np.ndarray]:
   """Yields the frames of a video file one at a time, resized to size x size, in [-1, 1]."""
   import imageio.v2 as imageio  # Optional heavy import: only the video path needs it.
   try:
-    reader = imageio.get_reader(str(path))
+    reader = imageio.get_reader(str(path))  # The reader parses ffmpeg's stderr itself; nothing is printed.
   except Exception as e:  # imageio raises several types for unreadable files.
     raise ValueError(f"cannot read video {path}: {e}") from e
   try:
@@ -160,10 +170,15 @@ def propagate_video(aligner, in_path, out_path, label: np.ndarray, sigma: float 
   frames / writer can be injected (any iterable of (S, S, 3) frames in [-1, 1]; an object with
   append_data(uint8 frame) and close()); by default they are imageio's reader and writer. blend / levels
   choose the compositing (blend.py). save_correspondences: a path; the congealed -> frame correspondences of
-  every frame are streamed to it as .npz (see the module docstring).
+  every frame are streamed to it as .npz (see the module docstring). An output that is the input video (or
+  the same file as the other output) raises `cli.UsageError` (a ValueError) before anything is opened.
   """
   if blend not in blend_lib.METHODS:  # Before any file is opened.
     raise ValueError(f"blend must be one of {blend_lib.METHODS}, got {blend!r}")
+  # The writer truncates its file before the first frame is read: an output that is the input destroys it.
+  outputs = ([out_path] if writer is None else []) + (
+      [correspondences_path(save_correspondences)] if save_correspondences is not None else [])
+  cli.check_outputs(outputs, [in_path] if frames is None and in_path is not None else [])
   if frames is None:
     frames = read_frames(in_path, aligner.size)
   own_writer = writer is None
@@ -171,10 +186,11 @@ def propagate_video(aligner, in_path, out_path, label: np.ndarray, sigma: float 
     import imageio.v2 as imageio
     if fps is None:
       try:
-        fps = imageio.get_reader(str(in_path)).get_meta_data().get("fps", 30)
+        with imageio.get_reader(str(in_path)) as meta_reader:
+          fps = meta_reader.get_meta_data().get("fps", 30)
       except Exception:  # Metadata is optional.
         fps = 30
-    writer = imageio.get_writer(str(out_path), fps=fps)
+    writer = imageio.get_writer(str(out_path), fps=fps, **ffmpeg_kwargs(out_path))
   corr = None if save_correspondences is None else CorrespondenceWriter(save_correspondences, label, aligner.size)
 
   def fn(batch):

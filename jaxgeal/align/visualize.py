@@ -121,7 +121,7 @@ def write_animation(path, frames: Iterable[np.ndarray], fps: float = 24) -> path
   writer = None
   if fmt == "mp4":
     try:
-      writer = imageio.get_writer(str(path), fps=fps, macro_block_size=2)
+      writer = imageio.get_writer(str(path), fps=fps, macro_block_size=2, ffmpeg_log_level="error")  # No banner.
       writer.append_data(_even(to_u8(first)))
     except Exception as e:  # No ffmpeg backend (imageio raises several types).
       warnings.warn(f"cannot write mp4 ({e}); writing a gif instead")

@@ -9,13 +9,17 @@
 `gangealing` takes a GANgealing training or cluster-classifier checkpoint and writes g_ema, t, t_ema, ll and
 classifier (whichever it holds); the latent learner's inject index is read from the checkpoint's pickled
 training flags when present, else from --inject.
+
+OUT_DIR must not be (or hold) the checkpoint read; an unwritable OUT_DIR is a one-line error.
 """
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 from jaxgeal import checkpoint
+from jaxgeal import cli
 from jaxgeal.convert import torch_pickle
 
 
@@ -57,9 +61,9 @@ def _gangealing(args) -> int:
 
 
 def _gangealing_args(p):
-  p.add_argument("--inject", type=int, default=5,
+  p.add_argument("--inject", type=cli.nonnegative_int, default=5,
                  help="latent learner inject index when the checkpoint has no training flags (upstream --inject)")
-  p.add_argument("--flow_size", type=int, default=None,
+  p.add_argument("--flow_size", type=cli.positive_int, default=None,
                  help="only for an STN without a similarity stage (its weights do not determine flow_size)")
 
 
@@ -84,10 +88,14 @@ def main(argv=None) -> int:
       add_args(p)
   args = parser.parse_args(argv)
   try:
+    cli.check_output_dir(args.out_dir)
+    out = pathlib.Path(args.out_dir)
+    # save_models writes model.json and replaces variables/ (with --overwrite): neither may be an input.
+    cli.check_outputs([out / "model.json", out / "variables"], [args.src, getattr(args, "lin", None)])
     return CONVERTERS[args.what][0](args)
-  except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+  except (OSError, ValueError, KeyError) as e:
     # ConversionError, UnsafeCheckpointError and CheckpointFormatError are ValueErrors with clear messages.
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {cli.error_line(e)}", file=sys.stderr)
     return 2
 
 

@@ -15,8 +15,11 @@ the array_record format, read back by grain. Everything here runs without Tensor
     i.e. `metadata.json` beside the records, which `tfds.builder_from_directory` reads back.
 
 Bad images: a file that cannot be decoded is logged, named in the `BuildReport` and skipped. If more than
-`max_bad_fraction` (default 1%) of the candidate images are bad, the build stops with `TooManyBadImagesError`
-listing examples, so a dataset never silently shrinks past that limit.
+`max_bad_fraction` (default 1%) of the candidate images are bad, the build fails with `TooManyBadImagesError`,
+so a dataset never silently shrinks past that limit. Once the limit is passed nothing more is written, but
+every remaining image is still read, so the error counts all bad images (and names the first ten; every one
+is in the log) and one pass finds everything to fix. A failed build leaves no directory it created behind;
+directories that existed before are never removed.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import tempfile
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -88,10 +92,10 @@ class BuildReport:
 
 
 class BadImageTracker:
-  """Counts unreadable images and fails as soon as their share of `total` exceeds `max_bad_fraction`.
+  """Counts unreadable images; `finish()` fails if their share of `total` exceeds `max_bad_fraction`.
 
-  `total` is known before decoding starts (files are listed first), so a hopeless build stops early instead
-  of after hours.
+  `total` is known before decoding starts (files are listed first), so `failed` turns True with the first bad
+  image past the limit: builders then stop writing examples and only keep reading to count the bad ones.
   """
 
   def __init__(self, total: int, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION):
@@ -101,16 +105,26 @@ class BadImageTracker:
     self.max_bad_fraction = max_bad_fraction
     self.bad: list[tuple[str, str]] = []
 
+  @property
+  def failed(self) -> bool:
+    return len(self.bad) > self.max_bad_fraction * self.total
+
   def add(self, name: str, error: BaseException | str):
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     log.warning("skipping unreadable image %s (%s)", name, message)
     self.bad.append((name, message))
-    if len(self.bad) > self.max_bad_fraction * self.total:
-      listed = "\n".join(f"  {n}: {e}" for n, e in self.bad[:_MAX_LISTED])
-      raise TooManyBadImagesError(
-          f"{len(self.bad)} of {self.total} images are unreadable, more than max_bad_fraction="
-          f"{self.max_bad_fraction:g} allows; the build stopped. Examples:\n{listed}\n"
-          "Fix or remove these files, or raise max_bad_fraction (--max_bad_fraction) to accept the loss.")
+
+  def finish(self):
+    """Raises TooManyBadImagesError (count, the first ten names) if too many images were bad."""
+    if not self.failed:
+      return
+    listed = "\n".join(f"  {n}: {e}" for n, e in self.bad[:_MAX_LISTED])
+    more = len(self.bad) - _MAX_LISTED
+    listed += f"\n  ... and {more} more (each named in the warnings above)" if more > 0 else ""
+    raise TooManyBadImagesError(
+        f"{len(self.bad)} of {self.total} images are unreadable, more than max_bad_fraction="
+        f"{self.max_bad_fraction:g} allows; nothing was built:\n{listed}\n"
+        "Fix or remove these files, or raise max_bad_fraction (--max_bad_fraction) to accept the loss.")
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -273,8 +287,12 @@ class PreparedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     total = self._num_candidates(source)
     self._report_candidates += total
     tracker = BadImageTracker(total, cfg.max_bad_fraction)
-    for key, example in enumerate(self._examples(source, tracker)):
-      yield key, example
+    key = 0
+    for example in self._examples(source, tracker):
+      if not tracker.failed:  # Past the limit the build is lost: only read on, to count the bad images.
+        yield key, example
+        key += 1
+    tracker.finish()
     self._report_bad += tracker.bad
     # The last split generator to finish leaves the complete report; tfds writes metadata after all splits.
     self.info.metadata.update(self._extra_metadata())
@@ -304,6 +322,22 @@ def build(builder_cls: type[PreparedBuilder], config: PreparedConfig, manual_dir
   if not any(manual_dir.iterdir()):  # tfds would fail with an AssertionError.
     raise MissingDataError(f"{manual_dir} is empty: no images found.\n{builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
   builder = builder_cls(config=config, data_dir=os.fspath(out_dir), file_format=FILE_FORMAT)
+  # The topmost directory this build creates, removed again if the build fails (nothing in it predates us).
+  created = None
+  for d in [pathlib.Path(builder.data_dir), *pathlib.Path(builder.data_dir).parents]:
+    if d.exists():
+      break
+    created = d
+  try:
+    return _build(builder, config, manual_dir, overwrite)
+  except BaseException:
+    if created is not None and created.exists():
+      shutil.rmtree(created, ignore_errors=True)
+    raise
+
+
+def _build(builder: PreparedBuilder, config: PreparedConfig, manual_dir: pathlib.Path, overwrite: bool
+           ) -> BuildReport:
   reused = builder.is_prepared() and not overwrite
   if reused:
     # Options outside the config name (a glob, max_images, ...) could differ: never hand back the wrong data.

@@ -9,7 +9,9 @@ Upstream flags keep their meaning (docs/upstream.md §1.2): --size takes a comma
 --pad zero|border|center|resize_small_side|none, --format png|jpeg, --max_images; --spair_category,
 --spair_split, --lsun_category and --cub_acsm are accepted as aliases. Nothing is downloaded: --path is the
 data you downloaded (each subcommand's --help says which layout). Each dataset goes to
-<out>/<builder>/<config>/1.0.0/, printed at the end with the images that could not be read.
+<out>/<builder>/<config>/1.0.0/, printed at the end with the images that could not be read. A build with too
+many unreadable images fails listing how many (and the first ten) and leaves no directory it created; an
+existing dataset is only rebuilt with --overwrite. Errors (bad paths, unwritable --out) are one line on stderr.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import argparse
 import logging
 import sys
 
+from jaxgeal import cli
 from jaxgeal.datasets import base, cub, image_folder, lsun, preprocessing, spair
 
 
@@ -30,23 +33,17 @@ def _sizes(text: str) -> list[int]:
   return sizes
 
 
-def _fraction(text: str) -> float:
-  value = float(text)
-  if not 0.0 <= value <= 1.0:
-    raise argparse.ArgumentTypeError(f"--max_bad_fraction must be in [0, 1], got {text}")
-  return value
-
-
 def _common(p: argparse.ArgumentParser, pads, default_pad: str):
   p.add_argument("--path", required=True, help="the downloaded data / image folder")
   p.add_argument("--out", required=True, help="output data directory (datasets go to OUT/<builder>/<config>/)")
   p.add_argument("--size", type=_sizes, default=[256], help="output size(s), comma separated (default 256)")
   p.add_argument("--pad", choices=pads, default=default_pad, help=f"crop / pad mode (default {default_pad})")
   p.add_argument("--format", choices=base.IMAGE_FORMATS, default="png", help="stored image format (default png)")
-  p.add_argument("--max_images", "--max-images", type=int, default=None, help="keep only the first N")
-  p.add_argument("--max_bad_fraction", "--max-bad-fraction", type=_fraction, default=base.DEFAULT_MAX_BAD_FRACTION,
+  p.add_argument("--max_images", "--max-images", type=cli.positive_int, default=None,
+                 help="keep only the first N")
+  p.add_argument("--max_bad_fraction", "--max-bad-fraction", type=cli.fraction, default=base.DEFAULT_MAX_BAD_FRACTION,
                  help="fail if more than this fraction of images is unreadable (default 0.01)")
-  p.add_argument("--n_worker", "--num-workers", dest="num_workers", type=int, default=None,
+  p.add_argument("--n_worker", "--num-workers", dest="num_workers", type=cli.positive_int, default=None,
                  help="decoding threads (default min(8, CPUs))")
   p.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
 
@@ -75,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
                   help="acsm_val (default when --acsm_mat is given), train or test")
   cb.add_argument("--acsm_mat", "--acsm-mat", default=None, help="ACSM's val_cub_cleaned.mat (split acsm_val)")
   cb.add_argument("--cub_acsm", action="store_true", help="upstream's flag: split acsm_val with the bbox crop")
-  cb.add_argument("--num_pairs", "--num-pairs", type=int, default=0, help="store N seeded random pairs")
+  cb.add_argument("--num_pairs", "--num-pairs", type=cli.nonnegative_int, default=0, help="store N seeded random pairs")
   return p
 
 
@@ -105,9 +102,10 @@ def main(argv=None) -> int:
   args = parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   try:
+    cli.check_output_dir(args.out)
     reports = run(args)
-  except (base.MissingDataError, base.TooManyBadImagesError, ImportError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (base.MissingDataError, base.TooManyBadImagesError, ImportError, ValueError, OSError) as e:
+    print(f"error: {cli.error_line(e)}", file=sys.stderr)
     return 1
   for report in reports:
     print(report.summary())

@@ -33,6 +33,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from jaxgeal import images as images_lib
+
 PAD_MODES = ("center", "zero", "border", "resize_small_side", "none")
 SQUARE_MODES = ("center", "zero", "border")  # Modes whose output is always size x size.
 
@@ -75,8 +77,9 @@ class Affine:
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
-  """Any PIL image -> uint8 (H, W, 3); decodes fully, so truncated files raise here (OSError)."""
-  return np.asarray(image.convert("RGB"), np.uint8)
+  """Any PIL image -> uint8 (H, W, 3) by `jaxgeal.images.to_rgb` (16-bit scaled, alpha dropped); decodes fully,
+  so truncated files raise here (OSError)."""
+  return np.asarray(images_lib.to_rgb(image), np.uint8)
 
 
 def crop(image: np.ndarray, left: int, top: int, width: int, height: int, fill: str = "edge"):

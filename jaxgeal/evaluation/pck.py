@@ -43,6 +43,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from jaxgeal import cli
+
 TransferFn = Callable[[Any, Any, Any], Any]  # (images_A, images_B, keypoints_A) -> keypoints in B, (B, P, 2).
 FORMAT = "jaxgeal-pck-annotations"
 DEFAULT_ALPHAS = (0.1, 0.05, 0.01)
@@ -463,21 +465,21 @@ def main(argv=None) -> int:
   parser.add_argument("--model", help="GANgealing model directory (t_ema) to run on the images and score")
   parser.add_argument("--no_flip", "--no_flip_inference", action="store_true",
                       help="for --model: no flip inference (app. B.4; upstream --no_flip_inference)")
-  parser.add_argument("--iters", type=int, default=None, help="for --model: similarity STN iterations "
+  parser.add_argument("--iters", type=cli.positive_int, default=None, help="for --model: similarity STN iterations "
                       "(default: the model's test setting)")
   parser.add_argument("--padding_mode", default=None, help="for --model: default the model's test setting")
   parser.add_argument("--predictions", help="npz/json with 'pairs' (R, 2), 'keypoints' (R, P, 2) and optionally "
                       "'flips' (R, 2) (source / target mirrored by the method) to score")
   parser.add_argument("--write_pairs", help="write the pairs to predict (JSON) instead of scoring")
-  parser.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS), help="PCK thresholds")
+  parser.add_argument("--alphas", type=cli.positive_float, nargs="+", default=list(DEFAULT_ALPHAS), help="PCK thresholds")
   parser.add_argument("--threshold", choices=["bbox", "image"], default=None,
                       help="PCK unit: max bbox side (SPair) or max image side (CUB); default: bbox if annotated")
   parser.add_argument("--pairs", choices=["fixed", "random"], default=None,
                       help="for --write_pairs / --model: the annotated pairs or random ones (default: fixed if "
                       "annotated)")
-  parser.add_argument("--num_pck_pairs", type=int, default=None, help="for --write_pairs / --model: how many pairs")
+  parser.add_argument("--num_pck_pairs", type=cli.positive_int, default=None, help="for --write_pairs / --model: how many pairs")
   parser.add_argument("--transfer_both_ways", action="store_true", help="for --write_pairs / --model: also B -> A")
-  parser.add_argument("--num_bootstrap", type=int, default=0, help="bootstrap resamples for standard deviations")
+  parser.add_argument("--num_bootstrap", type=cli.nonnegative_int, default=0, help="bootstrap resamples for standard deviations")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", help="also write the results JSON here")
   args = parser.parse_args(argv)
@@ -489,6 +491,12 @@ def main(argv=None) -> int:
   if args.dataset and not args.model:
     parser.error("--dataset works with --model; with --predictions or --write_pairs use --annotations")
   try:
+    inputs = [f for d in (args.annotations, args.predictions, args.dataset, args.model)
+              if d and pathlib.Path(d).exists() for f in cli.files_under(d)]
+    for what, path in (("--out", args.out), ("--write_pairs", args.write_pairs)):
+      if path:
+        cli.check_output_file(path, what)
+    cli.check_outputs([args.out, args.write_pairs], inputs)
     if args.model:
       from jaxgeal.evaluation import model_pck  # pylint: disable=g-import-not-at-top
       results = model_pck.run_cli(args)
@@ -505,14 +513,14 @@ def main(argv=None) -> int:
       rows, predicted, flips = load_predictions(args.predictions)
       results = evaluate_predictions(dataset, rows, predicted, args.alphas, args.threshold, args.num_bootstrap,
                                      args.seed, flips)
-  except (FileNotFoundError, ValueError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    text = json.dumps(results, indent=1)
+    if args.out:
+      pathlib.Path(args.out).write_text(text)
+  except (OSError, ValueError, KeyError) as e:
+    print(f"error: {cli.error_line(e)}", file=sys.stderr)
     return 2
   print(format_results(results), file=sys.stderr)
-  text = json.dumps(results, indent=1)
   print(text)
-  if args.out:
-    pathlib.Path(args.out).write_text(text)
   return 0
 
 

@@ -124,3 +124,108 @@ def test_propagate_and_video_with_laplacian_blend_and_correspondences(model_dir,
   corr = np.load(tmp_path / "corr.npz")
   assert corr["points"].shape == (3, 20 * 24, 2) and corr["inside"].all()
   assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
+def _bytes(d):
+  return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_no_command_writes_over_its_input(model_dir, tmp_path, capsys):
+  inp = _write_images(tmp_path / "in", n=2)
+  before = _bytes(inp)
+  label = tmp_path / "label.png"
+  Image.fromarray(np.full((8, 8, 4), 255, np.uint8)).save(label)
+  (tmp_path / "v.mp4").write_bytes(b"video bytes")
+  (tmp_path / "link").symlink_to(inp)
+  (tmp_path / "points_b.json").write_text("[[1, 2]]")
+  (tmp_path / "pa.json").symlink_to(tmp_path / "points_b.json")
+  m = ["--model", str(model_dir)]
+  for argv in [["congeal", "--input", str(inp), "--out", str(inp)],
+               ["congeal", "--input", str(inp), "--out", str(tmp_path / "link")],
+               ["congeal-dataset", "--input", str(inp), "--out", str(inp)],
+               ["propagate", "--input", str(inp), "--label", str(label), "--out", str(inp)],
+               ["correspond", "--image-a", str(inp / "im0.png"), "--image-b", str(inp / "im1.png"),
+                "--points-a", str(tmp_path / "pa.json"), "--out", str(tmp_path)],
+               ["video", "--input", str(tmp_path / "v.mp4"), "--label", str(label), "--out", str(tmp_path / "v.mp4")],
+               ["video", "--input", str(tmp_path / "v.mp4"), "--label", str(label), "--out", str(label)],
+               ["congeal", "--input", str(inp / "im1.png"), "--out", str(inp), "--flow-image"]]:
+    code = cli.main(argv + m)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: output") and err.count("\n") == 1, (argv, err)
+    assert "refusing to" in err
+  assert _bytes(inp) == before and (tmp_path / "v.mp4").read_bytes() == b"video bytes"
+  assert (tmp_path / "points_b.json").read_text() == "[[1, 2]]"
+
+
+def test_inputs_sharing_a_stem_get_their_own_outputs(model_dir, tmp_path):
+  inp = tmp_path / "in"
+  inp.mkdir()
+  rng = np.random.RandomState(2)
+  for name in ("cat.jpg", "cat.png", "average.png"):
+    Image.fromarray(rng.randint(0, 255, (64, 64, 3), np.uint8)).save(inp / name)
+  out = tmp_path / "o"
+  assert cli.main(["congeal", "--model", str(model_dir), "--input", str(inp), "--out", str(out), "--batch", "3"]) == 0
+  assert sorted(p.name for p in out.glob("*.png")) == ["average.png", "average.png.png", "cat.jpg.png",
+                                                       "cat.png.png"]
+  assert sorted(json.loads((out / "flips.json").read_text())) == ["average.png", "cat.jpg", "cat.png"]
+
+
+def test_grayscale_label_is_a_white_mask_in_the_cli_and_the_api(model_dir, aligner, tmp_path):
+  from jaxgeal.align import splat
+  mask = np.zeros((64, 64), np.uint8)
+  mask[20:40, 20:40] = 128
+  Image.fromarray(mask).save(tmp_path / "mask.png")
+  rgba = splat.load_label(tmp_path / "mask.png")
+  assert (rgba[..., :3] == 255).all() and (rgba[..., 3] == mask).all()
+  np.testing.assert_array_equal(splat.label_rgba(mask), rgba)
+  for a, b in zip(splat.label_points(mask), splat.label_points(rgba)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_label_that_is_not_square_is_an_error(model_dir, aligner, images, tmp_path, capsys):
+  inp = _write_images(tmp_path / "in", n=1)
+  Image.fromarray(np.full((32, 64, 4), 255, np.uint8)).save(tmp_path / "wide.png")
+  assert cli.main(["propagate", "--model", str(model_dir), "--input", str(inp), "--label", str(tmp_path / "wide.png"),
+                   "--out", str(tmp_path / "o")]) == 2
+  err = capsys.readouterr().err
+  assert "wide.png" in err and "must be square" in err and "64x32" in err and not (tmp_path / "o").exists()
+  with pytest.raises(ValueError, match="must be square"):
+    aligner.propagate(images[:1], np.full((32, 64, 4), 255, np.uint8))
+
+
+@pytest.mark.parametrize("argv", [["congeal", "--batch", "0"], ["congeal", "--iters", "-1"],
+                                  ["propagate", "--sigma", "0", "--label", "l.png"],
+                                  ["propagate", "--opacity", "1.5", "--label", "l.png"],
+                                  ["congeal-dataset", "--fraction-retained", "2"],
+                                  ["video", "--fps", "0", "--label", "l.png"], ["animate", "--frames", "1"]])
+def test_bad_numbers_stop_the_parser(argv, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(argv + ["--model", "m", "--input", "i", "--out", "o"])
+  assert e.value.code == 2 and "must be" in capsys.readouterr().err
+
+
+def test_an_output_below_a_file_is_one_line(model_dir, tmp_path, capsys):
+  # Tests run as root (a chmod'd directory stays writable): the unwritable place is a path below a file.
+  inp = _write_images(tmp_path / "in", n=1)
+  assert cli.main(["congeal", "--model", str(model_dir), "--input", str(inp), "--out",
+                   str(inp / "im0.png" / "sub")]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "is a file, not a directory" in err
+
+
+def test_video_writer_is_quiet(aligner, tmp_path, monkeypatch):
+  import imageio.v2 as imageio
+  from jaxgeal.align import video
+  calls = []
+
+  class Writer:
+    def append_data(self, f):
+      pass
+
+    def close(self):
+      pass
+
+  monkeypatch.setattr(imageio, "get_writer", lambda *a, **kw: calls.append(kw) or Writer())
+  frames = [np.zeros((aligner.size, aligner.size, 3), np.float32)]
+  video.propagate_video(aligner, None, tmp_path / "o.mp4", np.zeros((8, 8, 4), np.uint8), frames=frames, fps=5)
+  assert calls[0]["ffmpeg_log_level"] == "error"

@@ -115,7 +115,8 @@ def test_saved_correspondences_match_the_aligner(flow_aligner, tmp_path):
 
 def test_correspondence_writer_memory_is_bounded(tmp_path):
   import tracemalloc
-  label = np.full((40, 25, 4), 255, np.uint8)  # 1000 points.
+  label = np.zeros((40, 40, 4), np.uint8)
+  label.reshape(-1, 4)[:1000] = 255  # 1000 points (labels are square).
   points = np.random.RandomState(0).uniform(0, 64, (1000, 2)).astype(np.float32)
   tracemalloc.start()
   w = video.CorrespondenceWriter(tmp_path / "c.npz", label, 64)

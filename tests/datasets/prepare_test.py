@@ -57,3 +57,51 @@ def test_bad_sizes_are_rejected_by_the_parser(capsys):
   with pytest.raises(SystemExit):
     prepare.main(["folder", "--path", "x", "--out", "y", "--size", "big"])
   assert "--size" in capsys.readouterr().err
+
+
+def _tree(path):
+  return sorted((p.relative_to(path).as_posix(), p.read_bytes() if p.is_file() else None) for p in path.rglob("*"))
+
+
+def test_too_many_bad_images_names_them_all_and_leaves_nothing_behind(tmp_path, capsys):
+  fakes.write_image(tmp_path / "src" / "good.png", fakes.solid(8, 8, 10))
+  for i in range(3):
+    (tmp_path / "src" / f"bad{i}.png").write_bytes(b"not an image")
+  (tmp_path / "out").mkdir()
+  (tmp_path / "out" / "mine.txt").write_text("the user's file")
+  before = _tree(tmp_path / "out")
+  code = prepare.main(["folder", "--path", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--size", "8"])
+  err = capsys.readouterr().err
+  assert code == 1 and "Traceback" not in err
+  assert "3 of 4 images are unreadable" in err and all(f"bad{i}.png" in err for i in range(3))
+  assert _tree(tmp_path / "out") == before  # No empty dataset directories; the user's file untouched.
+  code = prepare.main(["folder", "--path", str(tmp_path / "src"), "--out", str(tmp_path / "new"), "--size", "8"])
+  assert code == 1 and not (tmp_path / "new").exists()
+
+
+def test_more_than_ten_bad_images_are_counted_and_the_first_ten_named(tmp_path, capsys):
+  for i in range(12):
+    (tmp_path / "src" / f"bad{i:02d}.png").parent.mkdir(exist_ok=True)
+    (tmp_path / "src" / f"bad{i:02d}.png").write_bytes(b"x")
+  assert prepare.main(["folder", "--path", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 1
+  err = capsys.readouterr().err
+  assert "12 of 12 images" in err and "bad09.png" in err and "bad10.png" not in err and "2 more" in err
+
+
+def test_an_output_below_a_file_is_one_line_naming_it(tmp_path, capsys):
+  # Tests run as root (a chmod'd directory stays writable), so the unwritable place is a path below a file.
+  fakes.write_image(tmp_path / "src" / "a.png", fakes.solid(8, 8, 10))
+  (tmp_path / "file").write_text("x")
+  for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+    code = prepare.main(["folder", "--path", str(tmp_path / "src"), "--out", str(out), "--size", "8"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'file'} is a file, not a directory" in err
+  assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.parametrize("flag,value", [("--max_images", "0"), ("--n_worker", "0"), ("--max_bad_fraction", "2")])
+def test_bad_numbers_are_rejected_by_the_parser(capsys, flag, value):
+  with pytest.raises(SystemExit):
+    prepare.main(["folder", "--path", "x", "--out", "y", flag, value])
+  assert f"argument {flag}" in capsys.readouterr().err

@@ -305,3 +305,19 @@ def test_cli_help_runs_as_a_module():
   out = subprocess.run([sys.executable, "-m", "jaxgeal.evaluation.pck", "--help"], capture_output=True, text=True,
                        check=True)
   assert "--predictions" in out.stdout and "--num_bootstrap" in out.stdout and not out.stderr
+
+
+def test_cli_never_writes_over_its_inputs_and_names_unwritable_outputs(tmp_path, capsys):
+  folder = synthetic.write_folder(tmp_path / "synth", n=3, size=16, seed=0).parent
+  annotations = (folder / "annotations.json").read_bytes()
+  (tmp_path / "f").write_text("x")
+  # Tests run as root (a chmod'd directory stays writable): the unwritable place is a path below a file.
+  for argv, message in [(["--write_pairs", str(folder / "annotations.json")], "is the input"),
+                        (["--write_pairs", str(tmp_path / "f" / "pairs.json")], "is a file, not a directory")]:
+    assert pck.main(["--annotations", str(folder)] + argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and err.count("\n") == 1
+  assert (folder / "annotations.json").read_bytes() == annotations
+  with pytest.raises(SystemExit):
+    pck.main(["--annotations", str(folder), "--write_pairs", "p.json", "--num_pck_pairs", "0"])
+  assert "argument --num_pck_pairs: must be a positive integer" in capsys.readouterr().err
