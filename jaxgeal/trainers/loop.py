@@ -2,7 +2,8 @@
 non-finite guard.
 
 Every `log_every` steps one INFO line carries the step / total, the speed, the time left and the metrics, so
-that a log file (no terminal bar) says how far along the run is. `log_parameters` logs clu's parameter table once at the start (log file only) and its total (console).
+that a log file (no terminal bar) says how far along the run is. `log_parameters` logs clu's parameter table
+once at the start (log file only) and its total (console).
 
 Trainers provide a jitted `step(state) -> (state, metrics)`; the loop only touches device values every
 `log_every` steps (one host sync), so steps are dispatched asynchronously in between. Checkpoints are written
