@@ -23,6 +23,8 @@ setuptools.setup(
         "numpy>=2.0",
         "pillow>=10.0",
         "tqdm>=4.66",
+        # TensorBoard event files without TensorFlow (jaxgeal.metric_writers).
+        "tensorboardX>=2.6",
         # Video reading/writing for `python -m jaxgeal.align video`.
         "imageio>=2.31",
         "imageio-ffmpeg>=0.4.9",
@@ -31,8 +33,6 @@ setuptools.setup(
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "lmdb>=1.4"],
         # Reading LSUN's LMDB downloads (python -m jaxgeal.datasets.prepare lsun).
         "lsun": ["lmdb>=1.4"],
-        # clu's metric writers (TensorBoard) import TensorFlow: opt in.
-        "tf": ["tensorflow>=2.16"],
     },
     entry_points={"console_scripts": []},
 )

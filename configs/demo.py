@@ -14,7 +14,7 @@ offline). Writes average.png, grid.png, pck.json and report.md into the workdir;
 """
 import ml_collections
 
-from jaxgeal.trainers import gangealing_config
+from jaxgeal.trainers import config_variants, gangealing_config
 from jaxgeal.trainers import stylegan2
 
 
@@ -41,7 +41,8 @@ def get_config(arg=None):
   s.vis_every = 1000
   s.ckpt_every = 1000
   s.n_vis = 16
-  s.pretrained = "assets/demo_stylegan2"   # relative to the jaxgeal package; None: train in the run
+  # Relative to the jaxgeal package; None: train in the run.
+  s.pretrained = gangealing_config.optional("assets/demo_stylegan2", str)
   c.stylegan2 = s
   g = gangealing_config.tiny(gangealing_config.base())
   g.real_size = size
@@ -125,7 +126,7 @@ def get_config(arg=None):
     # minority pose (6.6% of samples vs 30% of the data), and with one look and equal poses one pose as well.
     c.data.render.update(rotation_offset=60.0, max_rotation=15.0, clockwise_prob=0.7)
   elif arg:
-    raise ValueError(f"unknown config variant {arg!r}; known: {['tiny', 'train_gan', *FINE_TUNED]}")
+    raise config_variants.UnknownVariantError.of(arg, ["tiny", "train_gan", *FINE_TUNED])
   if arg in FINE_TUNED:
     # The harder categories start from the shipped generator and fine-tune it on their own renders (~20-40 min
     # on 2 cores) instead of training from scratch (~80 min).

@@ -55,15 +55,35 @@ def save_models(out_dir: str | os.PathLike, models: Mapping[str, tuple[str, Mapp
 
 
 def read_model_index(model_dir: str | os.PathLike) -> dict:
+  """model.json of a model directory, checked; ModelNotFoundError names the file and what is wrong with it."""
   path = pathlib.Path(model_dir)
   meta_path = path / "model.json"
   if not meta_path.exists():
     raise ModelNotFoundError(
         f"{path} is not a jaxgeal model directory (no model.json). Convert a PyTorch checkpoint first: "
         f"python -m jaxgeal.convert stylegan2 CHECKPOINT.pt {path}")
-  meta = json.loads(meta_path.read_text())
-  if meta.get("format") != FORMAT:
-    raise ModelNotFoundError(f"{meta_path} is not a {FORMAT} index (format={meta.get('format')!r})")
+  try:
+    meta = json.loads(meta_path.read_text())
+  except UnicodeDecodeError:
+    raise ModelNotFoundError(f"{meta_path} is not a text file; convert the model again") from None
+  except json.JSONDecodeError as e:
+    raise ModelNotFoundError(f"{meta_path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                             "convert the model again") from None
+  if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    raise ModelNotFoundError(f"{meta_path} is not a {FORMAT} index (format={got!r})")
+  if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+    raise ModelNotFoundError(f"{meta_path} has version {meta.get('version')!r}; this jaxgeal reads versions up to "
+                             f"{VERSION}")
+  models = meta.get("models")
+  if not isinstance(models, dict) or not models:
+    raise ModelNotFoundError(f"{meta_path}: 'models' must map model names to {{'kind', 'config'}} entries "
+                             f"(got {models!r:.60})")
+  for name, entry in models.items():
+    if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str) or not isinstance(
+        entry.get("config"), dict):
+      raise ModelNotFoundError(f"{meta_path}: models[{name!r}] must be {{'kind': str, 'config': {{...}}}} "
+                               f"(got {entry!r:.60})")
   return meta
 
 

@@ -1,38 +1,183 @@
 """Entry point for training: `python -m jaxgeal.main --config=configs/cats.py --workdir=DIR`.
 
 The config (an ml_collections file; append `:tiny` for the CPU-sized variant) names its trainer; the trainer
-reads everything else from it. Re-running with the same workdir resumes from the last checkpoint.
+reads everything else from it. The config is validated before any work (jaxgeal.trainers.config_checks).
+Re-running with the same workdir resumes from the last checkpoint.
+
+Console: jaxgeal's own INFO lines (the periodic progress / metric line) and every library's warnings; all of
+it, libraries' INFO included, also goes to <workdir>/log.txt.
 """
 from __future__ import annotations
 
+import contextlib
+import difflib
 import importlib
 import logging
+import pathlib
+import re
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
+from ml_collections import config_dict, config_flags
+
+from jaxgeal import cli
+from jaxgeal.trainers import config_checks
 
 TRAINERS = {"gangealing": "jaxgeal.trainers.gangealing", "stylegan2": "jaxgeal.trainers.stylegan2",
             "cluster_classifier": "jaxgeal.trainers.cluster_classifier", "demo": "jaxgeal.trainers.demo"}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+LOG_FILE = "log.txt"
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training config file (e.g. configs/cats.py or configs/cats.py:tiny).",
-                                lock_config=False)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and visuals (resumes if it has some).")
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_config_flag(flag_values: flags.FlagValues, argv: list[str] | None = None):
+  """--config on `flag_values`; `argv` (default sys.argv) is what config_flags reads to define the
+  `--config.<field>` overrides."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Training config file (e.g. configs/cats.py or configs/cats.py:tiny).", flag_values=flag_values,
+      lock_config=False, sys_argv=argv)
+
+
+def define_flags(flag_values: flags.FlagValues, argv: list[str] | None = None):
+  """--config and --workdir on `flag_values` (see define_config_flag)."""
+  define_config_flag(flag_values, argv)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and visuals (resumes if it has some).",
+                      flag_values=flag_values)
+  flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+
+
+define_flags(FLAGS)
+
+
+class FlagsError(Exception):
+  """A command-line mistake, described in one line."""
+
+
+def config_keys(config, prefix: str = "") -> list[str]:
+  """Every field of a config as a dotted path (sub-configs and their leaves)."""
+  keys = []
+  for key, value in config.items():
+    path = f"{prefix}{key}"
+    keys.append(path)
+    if isinstance(value, (config_dict.ConfigDict, dict)):
+      keys += config_keys(value, f"{path}.")
+  return keys
+
+
+def _config_arg(argv: list[str]) -> str | None:
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      return arg
+  return None
+
+
+def _parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
+  """flag_values(argv) and the config loaded, any mistake as a FlagsError."""
+  try:
+    rest = flag_values(argv)
+    _ = flag_values.config    # config_flags may load the file lazily: its errors belong here
+    return rest
+  except flags.UnrecognizedFlagError as e:
+    raise FlagsError(f"--{e.flagname}: unknown flag (see --help)") from None
+  except Exception as e:  # pylint: disable=broad-except  (a config file's own error, e.g. an unknown variant)
+    lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()] or [type(e).__name__]
+    if len(lines) == 1:
+      raise FlagsError(lines[0] if isinstance(e, flags.Error) else f"{_config_arg(argv)}: {lines[0]}") from None
+    # config_flags puts the config file's traceback into the message: its last line is the error itself.
+    detail = re.sub(r"^[\w.]*(Error|Exception): ", "", lines[-1])
+    raise FlagsError(f"{_config_arg(argv) or lines[0]}: {detail}") from None
+
+
+def _check_override_keys(config_arg: str, argv: list[str]):
+  """Each `--config.<key>=...` must name a field of the config; otherwise FlagsError with the nearest ones."""
+  keys = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+  if not keys:
+    return
+  probe = flags.FlagValues()
+  define_config_flag(probe, [argv[0], config_arg])
+  _parse(probe, [argv[0], config_arg])
+  known = config_keys(probe.config)
+  for key in keys:
+    if key not in known:
+      near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+      hint = f"; did you mean {', '.join('--config.' + k for k in near)}?" if near else ""
+      raise FlagsError(f"--config.{key}: the config has no field {key!r}{hint}")
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> list[str]:
+  """absl's flag parsing; a config mistake (missing file, unknown override, value of the wrong type, a broken
+  config file) raises FlagsError with one line naming it instead of absl's traceback."""
+  config_arg = _config_arg(argv)
+  if config_arg is not None:
+    path = config_arg[len("--config="):].split(":", 1)[0]
+    if not pathlib.Path(path).is_file():
+      raise FlagsError(f"--config={path}: no such config file")
+    _check_override_keys(config_arg, argv)
+  return _parse(flag_values, argv)
+
+
+class _ConsoleFilter(logging.Filter):
+  """jaxgeal's INFO (its modules log through the root logger or `jaxgeal.*`), and WARNING and above from any
+  library: Orbax's and JAX's INFO chatter would scroll the progress away. Records logged with
+  extra={"console": False} (long tables) go to the log file only."""
+
+  def filter(self, record):
+    if not getattr(record, "console", True):
+      return False
+    return record.levelno >= logging.WARNING or record.name == "root" or record.name.startswith("jaxgeal")
+
+
+def configure_console_logging():
+  """Root logger at INFO with one stderr handler filtered by _ConsoleFilter (replacing absl's handler, which
+  prints every library's INFO)."""
+  root = logging.getLogger()
+  for handler in list(root.handlers):
+    root.removeHandler(handler)
+  console = logging.StreamHandler(sys.stderr)
+  console.setFormatter(logging.Formatter(LOG_FORMAT))
+  console.addFilter(_ConsoleFilter())
+  root.addHandler(console)
+  root.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def log_to_file(workdir: str | pathlib.Path):
+  """Everything logged at INFO and above (libraries included) appended to <workdir>/log.txt while inside."""
+  path = pathlib.Path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  handler = logging.FileHandler(path / LOG_FILE)
+  handler.setFormatter(logging.Formatter(f"%(name)s {LOG_FORMAT}"))
+  root = logging.getLogger()
+  root.addHandler(handler)
+  level = root.level
+  root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+  try:
+    yield
+  finally:
+    root.removeHandler(handler)
+    root.setLevel(level)
+    handler.close()
 
 
 def run(config, workdir: str):
-  name = config.get("trainer", "gangealing")
-  if name not in TRAINERS:
-    raise ValueError(f"config.trainer={name!r} is not one of {sorted(TRAINERS)}")
-  return importlib.import_module(TRAINERS[name]).train_and_evaluate(config, workdir)
+  """Validate the config (ConfigError names the field), then train with its trainer."""
+  config_checks.validate(config)
+  with log_to_file(workdir):
+    return importlib.import_module(TRAINERS[config.get("trainer", "gangealing")]).train_and_evaluate(config, workdir)
+
+
+def _flags_parser(argv: list[str]) -> list[str]:
+  try:
+    return parse_flags(argv)
+  except FlagsError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
   del argv
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  from jaxgeal import cli  # pylint: disable=g-import-not-at-top
+  configure_console_logging()
   try:
     cli.check_output_dir(FLAGS.workdir, "--workdir")  # A file in the way, before anything compiles.
     run(FLAGS.config, FLAGS.workdir)
@@ -43,4 +188,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_flags_parser)

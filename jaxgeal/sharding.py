@@ -40,12 +40,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def check_batch(batch_size: int, mesh: Mesh, what: str = "batch"):
-  n = mesh.shape[DATA_AXIS]
-  if batch_size % n:
-    raise ValueError(f"{what} size {batch_size} is not divisible by the {n} devices of the mesh")
-
-
 def _path_str(path) -> str:
   parts = []
   for k in path:

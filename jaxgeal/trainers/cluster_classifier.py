@@ -22,11 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgeal import checkpoint, schedules, sharding
+from jaxgeal import checkpoint, metric_writers, schedules, sharding
 from jaxgeal.convert import gangealing as convert_gg
 from jaxgeal.convert import stylegan2 as convert_sg2
 from jaxgeal.losses import gangealing as gg_losses
-from jaxgeal.metric_writers import MetricWriter
 from jaxgeal.models import cluster_classifier as cls_lib
 from jaxgeal.models import stn as stn_lib
 from jaxgeal.ops import mipmap
@@ -91,7 +90,6 @@ def label_and_loss(frozen: Frozen, params, variables, z, key):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   workdir = pathlib.Path(workdir)
   mesh = sharding.make_mesh(config.get("num_devices"))
-  sharding.check_batch(config.batch_size, mesh)
   nets = load_stage1(config)
   _, gcfg, g_vars = nets["g_ema"]
   _, scfg, t_vars = nets["t_ema"]
@@ -137,7 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     metrics["lr"] = sched(state.step)
     return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, upd), opt=opt), metrics
 
-  writer = MetricWriter(workdir)
+  loop.log_parameters("cluster_classifier", state.params)
+  writer = metric_writers.create_default_writer(workdir, resume_step=int(state.step))
   state = loop.run(name="cluster_classifier", state=state, step_fn=lambda s, _: step(s, variables),
                    start_step=int(state.step), total_steps=config.total_steps, manager=manager, writer=writer,
                    log_every=config.log_every, ckpt_every=config.ckpt_every)

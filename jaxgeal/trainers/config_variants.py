@@ -4,6 +4,20 @@ from typing import Callable, Mapping
 
 import ml_collections
 
+
+
+class UnknownVariantError(ValueError):
+  """`configs/X.py:<name>` with a name the file does not declare; `known` lists the names it does."""
+
+  def __init__(self, message: str, known=()):
+    super().__init__(message)
+    self.known = sorted(known)
+
+  @classmethod
+  def of(cls, name: str, known) -> "UnknownVariantError":
+    return cls(f"unknown config variant {name!r}; known: {sorted(known)}", known)
+
+
 Variant = Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]
 
 
@@ -13,5 +27,5 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str | None,
   if not arg:
     return c
   if arg not in variants:
-    raise ValueError(f"unknown config variant {arg!r}; known: {sorted(variants)}")
+    raise UnknownVariantError.of(arg, variants)
   return variants[arg](c)

@@ -31,10 +31,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgeal import checkpoint, images, schedules, sharding
+from jaxgeal import checkpoint, images, metric_writers, schedules, sharding
 from jaxgeal.convert import stylegan2 as convert_sg2
 from jaxgeal.losses import gangealing as gg_losses
-from jaxgeal.metric_writers import MetricWriter
 from jaxgeal.trainers import loop
 from jaxgeal.models import latent_learner as ll_lib
 from jaxgeal.models import stn as stn_lib
@@ -348,20 +347,10 @@ def export_model(workdir, state: TrainState, models: Models, config, gcfg, gen_v
 
 # -- the loop -----------------------------------------------------------------------------------------------
 
-def _check_config(config, mesh):
-  if config.batch_size % config.micro_batch_size:
-    raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch_size "
-                     f"{config.micro_batch_size}")
-  sharding.check_batch(config.micro_batch_size, mesh, "micro_batch_size")
-  if config.batch_size < 40 and config.total_steps > 10_000:
-    logging.warning("global batch %d < 40: GANgealing is known to collapse with small batches (upstream "
-                    "issue #10); use micro_batch_size to accumulate gradients instead", config.batch_size)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Train (or resume) in workdir; the config is validated by jaxgeal.main.run (trainers.config_checks)."""
   workdir = pathlib.Path(workdir)
   mesh = sharding.make_mesh(config.get("num_devices"))
-  _check_config(config, mesh)
   G, gen_vars, gcfg = load_generator(config)
   perceptual = make_perceptual(config)
   models = build_models(config, G, gcfg)
@@ -377,7 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   train_step = jax.jit(make_train_step(models, config, mesh, stn_tx, ll_tx, stn_sched, ll_sched),
                        donate_argnums=(0,))
   grids = make_visualize(models, config)
-  writer = MetricWriter(workdir)
+  loop.log_parameters("gangealing", {"stn": state.stn, "ll": state.ll})
+  writer = metric_writers.create_default_writer(workdir, resume_step=int(state.step))
   state = loop.run(
       name="gangealing", state=state, step_fn=lambda s, _: train_step(s, gen_vars, perceptual),
       start_step=int(state.step), total_steps=config.total_steps, manager=manager, writer=writer,

@@ -4,8 +4,15 @@ scripts/training/*.sh, summarised in ../shared/docs/upstream.md §1.2) and the C
 configs/<category>.py start from `base()` and override what the paper's script for that category sets.
 """
 import ml_collections
+from ml_collections import config_dict
 
 from jaxgeal.trainers import config_variants
+
+
+def optional(value, field_type):
+  """A field that may be None and keeps its type, so that `--config.<field>=...` can set it (ml_collections
+  derives an override's parser from the field's type, and a plain None has none)."""
+  return config_dict.FieldReference(value, field_type=field_type)
 
 
 def base() -> ml_collections.ConfigDict:
@@ -14,9 +21,10 @@ def base() -> ml_collections.ConfigDict:
   c.seed = 0
   # Frozen StyleGAN2: a jaxgeal model directory (python -m jaxgeal.convert stylegan2|gangealing SRC.pt DIR).
   c.generator = ml_collections.ConfigDict(dict(
-      checkpoint="pretrained/generator", name="g_ema",
+      checkpoint=optional("pretrained/generator", str), name="g_ema",
       # Only used when checkpoint is None (random frozen generator: tests and benchmarks).
-      size=256, style_dim=512, n_mlp=8, channel_multiplier=2, channels=None))
+      size=256, style_dim=512, n_mlp=8, channel_multiplier=2,
+      channels=optional(None, tuple)))
   c.real_size = 256            # size of real images the STN will see at test time (STN "supersize")
   # Perceptual loss: vgg_ssl (SimCLR VGG16, /18), lpips (VGG16 + LPIPS v0.1 heads), or the offline stand-ins
   # mse and lcn (multi-scale locally contrast-normalised MSE, jaxgeal.losses.gangealing; lcn_sigma: its
@@ -25,7 +33,8 @@ def base() -> ml_collections.ConfigDict:
                                                 lcn_scales=2))
   c.stn = ml_collections.ConfigDict(dict(
       transform=("similarity", "flow"), flow_size=128, channel_multiplier=0.5, num_heads=1,
-      padding_mode="reflection", channels=None))   # channels: (res, width) pairs overriding the multiplier
+      # channels: (res, width) pairs overriding the multiplier
+      padding_mode="reflection", channels=optional(None, tuple)))
   c.ll = ml_collections.ConfigDict(dict(ndirs=1, inject=5, freeze=False, pca_samples=1_000_000,
                                         pca_batch=4000, kmeans_samples=50_000))
   c.flips = False
@@ -46,7 +55,7 @@ def base() -> ml_collections.ConfigDict:
   # the devices cannot hold 40 at once, micro_batch_size < batch_size accumulates gradients.
   c.batch_size = 40
   c.micro_batch_size = 40
-  c.num_devices = None         # None: all local devices
+  c.num_devices = optional(None, int)   # None: all local devices
   c.log_every = 25
   c.vis_every = 5_000
   c.ckpt_every = 50_000

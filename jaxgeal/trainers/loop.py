@@ -1,6 +1,10 @@
 """The training loop shared by the trainers: progress bar, periodic metrics / visuals / checkpoints, and the
 non-finite guard.
 
+Every `log_every` steps one INFO line carries the step / total, the speed, the time left and the metrics, so
+that a log file (no terminal bar) says how far along the run is. `log_parameters` logs clu's parameter table
+once at the start (log file only) and its total (console).
+
 Trainers provide a jitted `step(state) -> (state, metrics)`; the loop only touches device values every
 `log_every` steps (one host sync), so steps are dispatched asynchronously in between. Checkpoints are written
 with Orbax at `ckpt_every`, at any extra steps the trainer names (GANgealing's zero-learning-rate steps) and
@@ -15,9 +19,10 @@ from typing import Any, Callable, Iterable
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from clu import parameter_overview
 from tqdm import tqdm
 
-from jaxgeal.metric_writers import MetricWriter
+from jaxgeal.metric_writers import BaseWriter
 
 
 def restore_or_init(manager: ocp.CheckpointManager, init_fn: Callable[[], Any],
@@ -32,31 +37,72 @@ def restore_or_init(manager: ocp.CheckpointManager, init_fn: Callable[[], Any],
   return state
 
 
+def log_parameters(name: str, params: Any):
+  """clu's table of parameter names, shapes and sizes to the log file, and their total on the console."""
+  table = parameter_overview.get_parameter_overview(jax.device_get(params), include_stats=False)
+  logging.info("%s parameters:\n%s", name, table, extra={"console": False})
+  logging.info("%s: %s parameters", name, f"{parameter_overview.count_parameters(params):,}")
+
+
+def _format_seconds(seconds: float) -> str:
+  seconds = int(round(seconds))
+  h, rest = divmod(seconds, 3600)
+  return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class Progress:
+  """Speed and time left at the logging steps. `progress(step)`, called after a logged step (its values fetched,
+  so the step has run), sets `steps_per_sec` over the interval since the previous call and `note`, e.g.
+  "step 400/1000 (40%), 12.3 steps/s, ETA 0m49s". The ETA uses the speed since the first logged step: the first
+  interval holds the compilation, and single intervals hold checkpoints and visuals. (clu's
+  periodic_actions.ReportProgress computes the same, but clu 0.0.12 imports TensorFlow with it.)"""
+
+  def __init__(self, start_step: int, total_steps: int):
+    self.total_steps = total_steps
+    self._last = (start_step, time.monotonic())
+    self._first = None
+    self.steps_per_sec = float("nan")
+    self.note = ""
+
+  def __call__(self, step: int):
+    now = time.monotonic()
+    self.steps_per_sec = (step - self._last[0]) / max(now - self._last[1], 1e-9)
+    self._last = (step, now)
+    if self._first is None or step == self._first[0]:
+      self._first, rate = (step, now), self.steps_per_sec
+    else:
+      rate = (step - self._first[0]) / max(now - self._first[1], 1e-9)
+    eta = _format_seconds((self.total_steps - step) / rate) if rate > 0 else "?"
+    self.note = (f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%), "
+                 f"{self.steps_per_sec:.3g} steps/s, ETA {eta}")
+
+
 def run(*, name: str, state: Any, step_fn: Callable[[Any, int], tuple[Any, dict]], start_step: int,
-        total_steps: int, manager: ocp.CheckpointManager, writer: MetricWriter, log_every: int,
+        total_steps: int, manager: ocp.CheckpointManager, writer: BaseWriter, log_every: int,
         ckpt_every: int, vis_every: int = 0, visualize: Callable[[Any], dict] | None = None,
         extra_ckpt_steps: Iterable[int] = (), save_state: Callable[[Any], Any] = lambda s: s) -> Any:
   """Run `step_fn(state, step)` from start_step to total_steps; returns the final state."""
   extra = set(extra_ckpt_steps)
   step = start_step
-  t0, t_steps = time.perf_counter(), 0
+  progress = Progress(start_step, total_steps)
   with tqdm(total=total_steps, initial=step, desc=name, dynamic_ncols=True, disable=None) as bar:
     while step < total_steps:
       state, metrics = step_fn(state, step)
       step += 1
-      t_steps += 1
       bar.update(1)
       last = step == total_steps
       if step % log_every == 0 or last:
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}   # waits for the step: timed below
+        progress(step)
         bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
         if bad:
           raise FloatingPointError(f"{name}: non-finite values at step {step}: {bad}. The latest checkpoint in "
                                    f"{manager.directory} (step {manager.latest_step()}) is intact; lower the "
                                    f"learning rate or check the inputs, then rerun to resume from it.")
-        metrics["steps_per_s"] = t_steps / max(time.perf_counter() - t0, 1e-9)
-        t0, t_steps = time.perf_counter(), 0
+        metrics["steps_per_s"] = progress.steps_per_sec
         writer.write_scalars(step, metrics)
+        logging.info("%s %s | %s", name, progress.note,
+                     ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "steps_per_s"))
         bar.set_postfix({k: f"{v:.4g}" for k, v in list(metrics.items())[:3]})
       if visualize is not None and vis_every and (step % vis_every == 0 or last):
         writer.write_images(step, visualize(state))

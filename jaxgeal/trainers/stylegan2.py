@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgeal import checkpoint, images, sharding
+from jaxgeal import checkpoint, images, metric_writers, sharding
 from jaxgeal.convert import stylegan2 as convert_sg2
 from jaxgeal.losses import stylegan2 as losses
-from jaxgeal.metric_writers import MetricWriter
 from jaxgeal.models import stylegan2
 from jaxgeal.trainers import loop
 
@@ -210,7 +209,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
   that step) or, by default, on the dataset config.data names."""
   workdir = pathlib.Path(workdir)
   mesh = sharding.make_mesh(config.get("num_devices"))
-  sharding.check_batch(config.batch_size, mesh)
   models, gcfg, dcfg = build_models(config)
   g_tx, d_tx = make_optimizers(config)
   manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
@@ -232,7 +230,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
     # rosinality regularises at iterations i % k == 0, counting from 0.
     return step_fn(state, real, step % o.d_reg_every == 0, step % o.g_reg_every == 0)
 
-  writer = MetricWriter(workdir)
+  loop.log_parameters("stylegan2", {"g": state.g, "d": state.d})
+  writer = metric_writers.create_default_writer(workdir, resume_step=start)
   state = loop.run(name="stylegan2", state=state, step_fn=one_step, start_step=start,
                    total_steps=config.total_steps, manager=manager, writer=writer, log_every=config.log_every,
                    ckpt_every=config.ckpt_every, vis_every=config.vis_every,
@@ -251,12 +250,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.trainer = "stylegan2"
   c.seed = 0
   c.model = ml_collections.ConfigDict(dict(size=256, style_dim=512, n_mlp=8, channel_multiplier=2,
-                                           lr_mlp=0.01, channels=None))
+                                           lr_mlp=0.01, channels=ml_collections.config_dict.placeholder(tuple)))
   c.optim = ml_collections.ConfigDict(dict(lr=0.002, r1=10.0, path_regularize=2.0, path_batch_shrink=2,
                                            d_reg_every=16, g_reg_every=4, mixing=0.9))
   c.data = ml_collections.ConfigDict(dict(source="", size=256))
   c.batch_size = 16
-  c.num_devices = None
+  c.num_devices = ml_collections.config_dict.placeholder(int)   # None: all local devices
   c.total_steps = 800_000
   c.log_every = 100
   c.vis_every = 5_000

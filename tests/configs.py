@@ -1,0 +1,30 @@
+"""Loading configs/*.py as `--config` does, and every variant each file declares (the names an unknown
+variant's UnknownVariantError lists), for tests that must hold for all of them."""
+import importlib.util
+import pathlib
+
+from jaxgeal.trainers import config_variants
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIG_FILES = sorted((REPO / "configs").glob("*.py"))
+
+
+def load(path: pathlib.Path, arg=None):
+  spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def variants(path: pathlib.Path) -> list:
+  """[None, *declared variant names] of a config file."""
+  try:
+    load(path, "\0 no such variant")
+  except config_variants.UnknownVariantError as e:
+    return [None, *e.known]
+  raise AssertionError(f"{path.name} accepted an unknown variant name")
+
+
+def all_configs() -> list[tuple[str, str | None]]:
+  """(file name, variant) for every config file and variant; ids like 'cats.py:tiny'."""
+  return [(p.name, v) for p in CONFIG_FILES for v in variants(p)]
