@@ -19,7 +19,7 @@ from tests.fixtures import assert_close, nchw_to_nhwc
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", fixtures.collect("stylegan2_g"))
 def test_generator_architecture_is_read_from_the_checkpoint_shapes(fx):
-  config = convert.generator_config(fixtures.load_checkpoint(fx, fx.kind + ".pt")["g_ema"])
+  config = convert.generator_config(fixtures.load_checkpoint(fx, fx.checkpoint_file())["g_ema"])
   args = fx.meta["constructor"]["args"]
   assert (config["size"], config["style_dim"], config["n_mlp"]) == (args["size"], args["style_dim"],
                                                                    args["n_mlp"])
@@ -29,7 +29,7 @@ def test_generator_architecture_is_read_from_the_checkpoint_shapes(fx):
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", fixtures.collect("stylegan2_d"))
 def test_discriminator_architecture_is_read_from_the_checkpoint_shapes(fx):
-  config = convert.discriminator_config(fixtures.load_checkpoint(fx, fx.kind + ".pt")["d"])
+  config = convert.discriminator_config(fixtures.load_checkpoint(fx, fx.checkpoint_file())["d"])
   assert config["size"] == fx.meta["constructor"]["args"]["size"]
   assert {str(r): c for r, c in config["channels"]} == fx.meta["constructor"]["effective_channels"]
 
@@ -233,15 +233,17 @@ def test_missing_and_unknown_keys_are_refused_by_name():
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", fixtures.collect("stylegan2_d"))
 def test_convert_and_sample_clis_round_trip(fx, tmp_path, capsys):
-  src = fx.resolve(fx.kind + ".pt")
+  src = fx.resolve(fx.checkpoint_file())
   out = tmp_path / "model"
   assert convert_cli.main(["stylegan2", str(src), str(out)]) == 0
   models = checkpoint.load_models(out)
-  assert {n: m[0] for n, m in models.items()} == {"g_ema": "generator", "g": "generator",
-                                                   "d": "discriminator"}
-  # The saved generator reproduces the upstream image (same g_ema as stylegan2_g).
-  g_fx = next((f.values[0] for f in fixtures.collect("stylegan2_g") if f.values[0] is not None), None)
-  if g_fx is not None:
+  stored = fx.meta["checkpoints"][fx.checkpoint_file()]["keys"]
+  assert {n: m[0] for n, m in models.items()} == {n: "discriminator" if n == "d" else "generator" for n in stored}
+  # The saved generator reproduces the upstream image: g_ema is the stylegan2_g fixture's generator of the same
+  # directory (README).
+  g_json = fx.dir / "stylegan2_g.json"
+  if g_json.exists():
+    g_fx = fixtures.Fixture(g_json, fixtures.fixture_root())
     _, config, variables = checkpoint.load_model(out, "g_ema")
     img = convert.build_generator(config).apply(variables, jnp.asarray(g_fx["z"]), randomize_noise=False)
     assert_close(img, nchw_to_nhwc(g_fx["img_z"]), 1e-4, "img_z after Orbax round trip")

@@ -32,8 +32,7 @@ def _recorded_gradients(fx) -> list[tuple[str, str, str, str]]:
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", fixtures.collect("stylegan2_losses"))
 def test_stylegan2_losses_match_upstream(fx):
-  ckpt_name = next(iter(fx.meta["checkpoints"]))
-  models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, ckpt_name))
+  models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, fx.checkpoint_file()))
   _, gcfg, gv = models["g"]
   _, dcfg, dv = models["d"]
   G, D = convert.build_generator(gcfg), convert.build_discriminator(dcfg)
@@ -57,16 +56,20 @@ def test_stylegan2_losses_match_upstream(fx):
 
   # Path length regularisation against the recorded W+ latents and noise draw.
   kw = fixtures.call_kwargs(fx.call("path_penalty")["call"])
-  latents = jnp.asarray(a["path_latents"])
   noise = jnp.asarray(nchw_to_nhwc(fx.sequence("path_noise")[0]))
 
   def path_fn(p):
+    # As train.py: the latents come out of the mapping network (g([path_z], return_latents=True)), so the
+    # penalty also reaches the mapping weights through them.
+    _, latents = G.apply({**gv, "params": p}, jnp.asarray(a["path_z"]), randomize_noise=False,
+                         return_latents=True)
     synth = lambda lat: G.apply({**gv, "params": p}, lat, None, False, method=G.synthesis)
     pen, mean, lengths, img = losses.g_path_regularize(synth, latents, noise, kw["mean_path_length"],
                                                        kw["decay"])
-    return pen, (mean, lengths, img)
+    return pen, (mean, lengths, img, latents)
 
-  (pen, (mean, lengths, img)), p_grads = jax.value_and_grad(path_fn, has_aux=True)(gv["params"])
+  (pen, (mean, lengths, img, latents)), p_grads = jax.value_and_grad(path_fn, has_aux=True)(gv["params"])
+  assert_close(latents, a["path_latents"], ATOL, "path_latents")
   assert_close(img, nchw_to_nhwc(a["path_fake_img"]), ATOL, "path_fake_img")
   assert_close(pen, a["path_penalty"], ATOL, "path_penalty")
   assert_close(mean, a["path_mean"], ATOL, "path_mean")

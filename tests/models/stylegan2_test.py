@@ -22,7 +22,7 @@ ATOL = 1e-4
 
 
 def _generator(fx, **overrides):
-  ckpt = fixtures.load_checkpoint(fx, fx.kind + ".pt")
+  ckpt = fixtures.load_checkpoint(fx, fx.checkpoint_file())
   config, variables = convert.convert_generator(ckpt["g_ema"])
   return convert.build_generator(config, **overrides), variables
 
@@ -120,7 +120,7 @@ def test_every_modulated_conv_implementation_matches_upstream(fx, impl):
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", fixtures.collect("stylegan2_d"))
 def test_discriminator_matches_upstream(fx):
-  models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, fx.kind + ".pt"))
+  models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, fx.checkpoint_file()))
   _, config, v = models["d"]
   D = convert.build_discriminator(config)
   for call in fx.meta["calls"]:
