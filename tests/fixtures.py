@@ -56,6 +56,13 @@ class Fixture:
         return d / filename
     raise FileNotFoundError(f"{filename} not found next to {self.json_path} nor in its parent")
 
+  def checkpoint_file(self) -> str:
+    """The one `.pt` file the json's `checkpoints` entry names (not the fixture kind: files may be shared)."""
+    names = [n for n in self.meta.get("checkpoints", {}) if n.endswith((".pt", ".pth"))]
+    if len(names) != 1:
+      raise KeyError(f"{self.id}: expected one checkpoint file in the json, found {names}")
+    return names[0]
+
   def call(self, output: str) -> dict:
     """The recorded call that produced `output`."""
     for c in self.meta.get("calls", []):

@@ -4,12 +4,17 @@ Upstream layouts: dense weights (out, in), convolutions OIHW, modulated conv wei
 of ToRGB (1, 3, 1, 1), images NCHW. Ours: (in, out), HWIO, (k, k, in, out), (3,), NHWC. Values are copied
 unscaled: both sides apply the equalised-learning-rate scale at run time.
 
+`KeyMap` is the one place where an upstream key is paired with our parameter path and the layout change between
+them; converters use it forwards and gradient checks use it backwards.
+
 `StateDictReader` tracks which keys were used so that a converter can refuse a checkpoint with keys it does
 not understand (upstream loads some modules with strict=False and silently ignores wrong keys; we do not).
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+import dataclasses
+import re
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -140,3 +145,117 @@ def count_indexed(r: StateDictReader, prefix: str) -> int:
   while r.keys_with_prefix(f"{prefix}.{n}."):
     n += 1
   return n
+
+
+# -- key <-> parameter path maps ------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How one tensor's upstream layout relates to ours; both directions use only array methods, so they work on
+  numpy arrays, jax arrays and (under `jax.eval_shape`) abstract values alike."""
+  name: str
+  ndim: int | None                     # upstream rank (None: any)
+  to_ours: Callable[[Any], Any]
+  to_upstream: Callable[[Any], Any]
+
+
+VECTOR = Layout("vector", 1, lambda x: x, lambda x: x)
+DENSE = Layout("dense (out, in) -> (in, out)", 2, lambda x: x.T, lambda x: x.T)
+CONV = Layout("conv OIHW -> HWIO", 4, lambda x: x.transpose(2, 3, 1, 0), lambda x: x.transpose(3, 2, 0, 1))
+MODCONV = Layout("modulated conv (1, O, I, k, k) -> (k, k, I, O)", 5, lambda x: x[0].transpose(2, 3, 1, 0),
+                 lambda x: x.transpose(3, 2, 0, 1)[None])
+NCHW = Layout("NCHW -> NHWC", 4, lambda x: x.transpose(0, 2, 3, 1), lambda x: x.transpose(0, 3, 1, 2))
+RGB_BIAS = Layout("(1, C, 1, 1) -> (C,)", 4, lambda x: x.reshape(-1), lambda x: x.reshape(1, -1, 1, 1))
+# A dense layer reading a (C, 4, 4) map flattened NCHW upstream and NHWC here: rows regrouped from (C, H, W)
+# to (H, W, C) order.
+DENSE_CHW4 = Layout(
+    "dense over NCHW-flattened (C, 4, 4) -> over NHWC-flattened", 2,
+    lambda x: x.reshape(x.shape[0], -1, 4, 4).transpose(2, 3, 1, 0).reshape(-1, x.shape[0]),
+    lambda x: x.reshape(4, 4, -1, x.shape[-1]).transpose(3, 2, 0, 1).reshape(x.shape[-1], -1))
+BUFFER = Layout("constant buffer rebuilt from the config (not a parameter)", None, lambda x: x, lambda x: x)
+
+
+class KeyMap:
+  """Upstream state-dict keys <-> our variable paths, from rules `(key template, path template, layout)`.
+
+  Templates may hold `{i}` (a layer index, the same on both sides). A path is a tuple such as
+  `('params', 'convs_3', 'conv', 'weight')`; path templates are written with '/' separators. Keys of
+  `BUFFER` rules map to the path None: we rebuild those constants (blur kernels) instead of loading them.
+  """
+
+  def __init__(self, what: str, rules: Sequence[tuple[str, str | None, Layout]]):
+    self.what = what
+    self.rules = [(self._regex(key), None if path is None else self._regex(path), key, path, layout)
+                  for key, path, layout in rules]
+
+  @staticmethod
+  def _regex(template: str):
+    return re.compile(re.escape(template).replace(r"\{i\}", r"(?P<i>0|[1-9][0-9]*)") + "$")
+
+  def path(self, key: str) -> tuple[tuple[str, ...] | None, Layout]:
+    """(our path, layout) of an upstream key; KeyError for a key no rule knows."""
+    for key_re, _, _, path, layout in self.rules:
+      m = key_re.match(key)
+      if m:
+        return (None if path is None else tuple(path.format(**m.groupdict()).split("/"))), layout
+    raise KeyError(f"{self.what}: no parameter corresponds to upstream key {key!r}")
+
+  def key(self, path: Sequence[str]) -> str:
+    """The upstream key of one of our paths (the inverse of `path`)."""
+    joined = "/".join(path)
+    for _, path_re, key, _, _ in self.rules:
+      m = path_re.match(joined) if path_re is not None else None
+      if m:
+        return key.format(**m.groupdict())
+    raise KeyError(f"{self.what}: no upstream key corresponds to parameter {joined!r}")
+
+  def upstream_value(self, key: str, variables: Mapping) -> Any:
+    """Our value for an upstream key (e.g. a gradient tree), brought back to the upstream layout."""
+    path, layout = self.path(key)
+    if path is None:
+      raise KeyError(f"{self.what}: upstream key {key!r} is a constant buffer, not a parameter")
+    node = variables
+    for part in path:
+      node = node[part]
+    return layout.to_upstream(node)
+
+  def convert(self, r: StateDictReader, expected: Mapping, optional: Callable[[tuple[str, ...]], bool]
+              = lambda path: False) -> dict:
+    """Every key of `r` placed at its path in our layout, checked against `expected` (a variables tree of
+    shapes, e.g. from `jax.eval_shape` of the model's init): missing, unknown and misshapen keys are refused by
+    their upstream name. Paths for which `optional(path)` holds may be absent."""
+    flat_expected = {tuple(str(getattr(k, "key", k)) for k in kp): leaf.shape
+                     for kp, leaf in _leaves_with_path(expected)}
+    out, unknown, placed = {}, [], set()
+    for key in r.sd:
+      try:
+        path, layout = self.path(key)
+      except KeyError:
+        unknown.append(key)
+        continue
+      if path is None:
+        r.skip([key])
+        continue
+      if path not in flat_expected:
+        unknown.append(key)
+        continue
+      value = layout.to_ours(r.take(key, layout.ndim))
+      if value.shape != flat_expected[path]:
+        want = tuple(layout.to_upstream(np.empty(flat_expected[path], np.bool_)).shape)
+        raise ConversionError(f"{r.what}: key {key!r} has shape {r.sd[key].shape}, expected {want}")
+      node = out
+      for part in path[:-1]:
+        node = node.setdefault(part, {})
+      node[path[-1]] = np.ascontiguousarray(value)
+      placed.add(path)
+    missing = [p for p in flat_expected if p not in placed and not optional(p)]
+    if missing:
+      raise ConversionError(f"{r.what}: missing key {self.key(missing[0])!r}"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    r.check_all_used()
+    return out
+
+
+def _leaves_with_path(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree_util.tree_leaves_with_path(tree)

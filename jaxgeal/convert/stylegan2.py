@@ -4,16 +4,75 @@ The architecture (size, style_dim, n_mlp, per-resolution channels) is read from 
 rosinality-layout checkpoint converts, including narrowed or non-config-F ones. GANgealing's generator copy has
 the same keys (its `num_fp16_res` normalisation only rescales per output channel and is cancelled by
 demodulation in fp32, so it needs no parameter).
+
+`GENERATOR_KEYS` / `DISCRIMINATOR_KEYS` pair every key of rosinality's `model.py` state dicts
+(rosinality/stylegan2-pytorch, model.py, commit bef283a1c24087da704d16c30abc8e36e63efa0e) with our parameter
+path and layout; the converters below and the parity tests' gradient checks both go through them.
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxgeal.convert import state_dict as sdc
 from jaxgeal.models import stylegan2
+
+
+def _generator_rules():
+  """rosinality Generator: style.{i} EqualLinear; StyledConv = conv (ModulatedConv2d, with a `blur` buffer when
+  upsampling) + noise + activate; ToRGB = conv + bias (+ `upsample` buffer); noises.noise_{i} buffers."""
+  rules = [("style.{i}.weight", "params/style_{i}/weight", sdc.DENSE),
+           ("style.{i}.bias", "params/style_{i}/bias", sdc.VECTOR),
+           ("input.input", "params/input", sdc.NCHW),
+           ("noises.noise_{i}", "noises/noise_{i}", sdc.NCHW)]
+  def modulated(module):
+    return [(f"{module}.conv.weight", "conv.weight", sdc.MODCONV),
+            (f"{module}.conv.modulation.weight", "conv.modulation.weight", sdc.DENSE),
+            (f"{module}.conv.modulation.bias", "conv.modulation.bias", sdc.VECTOR)]
+  for module in ("conv1", "convs.{i}"):
+    rules += modulated(module) + [(f"{module}.noise.weight", "noise.weight", sdc.VECTOR),
+                                  (f"{module}.activate.bias", "activate.bias", sdc.VECTOR)]
+  for module in ("to_rgb1", "to_rgbs.{i}"):
+    rules += modulated(module) + [(f"{module}.bias", "bias", sdc.RGB_BIAS)]
+  # Blur kernels of the upsampling convs (the even entries of `convs`) and of the ToRGB skip upsampling.
+  rules += [("convs.{i}.conv.blur.kernel", None, sdc.BUFFER), ("to_rgbs.{i}.upsample.kernel", None, sdc.BUFFER)]
+  return [_module_rule(key, sub, layout) for key, sub, layout in rules]
+
+
+def _discriminator_rules():
+  """rosinality Discriminator: ConvLayer is a Sequential ([Blur] when downsampling, EqualConv2d,
+  FusedLeakyReLU); ResBlock = conv1 + conv2 (downsampling) + skip (downsampling, no bias, no activation)."""
+  rules = [("convs.0.0.weight", "params/convs_0/conv/weight", sdc.CONV),
+           ("convs.0.1.bias", "params/convs_0/activate/bias", sdc.VECTOR),
+           ("convs.{i}.conv1.0.weight", "params/convs_{i}/conv1/conv/weight", sdc.CONV),
+           ("convs.{i}.conv1.1.bias", "params/convs_{i}/conv1/activate/bias", sdc.VECTOR),
+           ("convs.{i}.conv2.0.kernel", None, sdc.BUFFER),
+           ("convs.{i}.conv2.1.weight", "params/convs_{i}/conv2/conv/weight", sdc.CONV),
+           ("convs.{i}.conv2.2.bias", "params/convs_{i}/conv2/activate/bias", sdc.VECTOR),
+           ("convs.{i}.skip.0.kernel", None, sdc.BUFFER),
+           ("convs.{i}.skip.1.weight", "params/convs_{i}/skip/conv/weight", sdc.CONV),
+           ("final_conv.0.weight", "params/final_conv/conv/weight", sdc.CONV),
+           ("final_conv.1.bias", "params/final_conv/activate/bias", sdc.VECTOR),
+           ("final_linear.0.weight", "params/final_linear_0/weight", sdc.DENSE_CHW4),
+           ("final_linear.0.bias", "params/final_linear_0/bias", sdc.VECTOR),
+           ("final_linear.1.weight", "params/final_linear_1/weight", sdc.DENSE),
+           ("final_linear.1.bias", "params/final_linear_1/bias", sdc.VECTOR)]
+  return rules
+
+
+def _module_rule(key: str, sub: str | None, layout: sdc.Layout):
+  """A rule whose path is the key's module (a list index `name.{i}` becomes `name_{i}`) + `sub`."""
+  if sub is None or "/" in sub:
+    return key, sub, layout
+  module = key[:-len(sub) - 1]
+  return key, "params/" + module.replace(".{i}", "_{i}") + "/" + sub.replace(".", "/"), layout
+
+
+GENERATOR_KEYS = sdc.KeyMap("StyleGAN2 generator", _generator_rules())
+DISCRIMINATOR_KEYS = sdc.KeyMap("StyleGAN2 discriminator", _discriminator_rules())
 
 
 def generator_config(sd: Mapping[str, np.ndarray]) -> dict:
@@ -38,27 +97,14 @@ def generator_config(sd: Mapping[str, np.ndarray]) -> dict:
 def convert_generator(sd: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
   """Returns (config, variables) with variables = {'params': ..., 'noises': ...}."""
   config = generator_config(sd)
+  G = build_generator(config)
+  expected = jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0), jnp.zeros((1, config["style_dim"])),
+                                           randomize_noise=False))
   r = sdc.StateDictReader(sd, "StyleGAN2 generator")
-  params = {f"style_{i}": sdc.equal_linear(r, f"style.{i}") for i in range(1, config["n_mlp"] + 1)}
-  params["input"] = sdc.nchw(r.take("input.input", 4))
-  params["conv1"] = sdc.styled_conv(r, "conv1")
-  params["to_rgb1"] = sdc.to_rgb(r, "to_rgb1")
-  n_rgb = len(config["channels"]) - 1
-  for i in range(2 * n_rgb):
-    params[f"convs_{i}"] = sdc.styled_conv(r, f"convs.{i}")
-  for j in range(n_rgb):
-    params[f"to_rgbs_{j}"] = sdc.to_rgb(r, f"to_rgbs.{j}")
-  noises = {}
-  for i, res in enumerate(stylegan2.noise_resolutions(config["size"])):
-    key = f"noises.noise_{i}"
-    # Checkpoints saved without the buffers (rare) get fresh ones at load time instead.
-    if r.has(key):
-      noises[f"noise_{i}"] = sdc.nchw(r.take(key, 4))
-      if noises[f"noise_{i}"].shape != (1, res, res, 1):
-        raise sdc.ConversionError(f"StyleGAN2 generator: {key} has shape {r.sd[key].shape}, expected "
-                                  f"(1, 1, {res}, {res})")
-  r.check_all_used()
-  return config, {"params": params, "noises": noises}
+  # Checkpoints saved without the noise buffers (rare) get fresh ones at load time instead.
+  variables = GENERATOR_KEYS.convert(r, expected, optional=lambda path: path[0] == "noises")
+  variables.setdefault("noises", {})
+  return config, variables
 
 
 def discriminator_config(sd: Mapping[str, np.ndarray]) -> dict:
@@ -82,18 +128,11 @@ def convert_discriminator(sd: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
   c4 = config.pop("c4")
   if dict(config["channels"])[4] != c4:
     raise sdc.ConversionError("StyleGAN2 discriminator: final_conv width differs from the 4x4 block width")
-  r = sdc.StateDictReader(sd, "StyleGAN2 discriminator")
-  params = {"convs_0": sdc.conv_layer(r, "convs.0")}
-  n_blocks = int(math.log2(config["size"])) - 2
-  for j in range(1, n_blocks + 1):
-    params[f"convs_{j}"] = sdc.res_block(r, f"convs.{j}")
-  params["final_conv"] = sdc.conv_layer(r, "final_conv")
-  lin0 = sdc.equal_linear(r, "final_linear.0")
-  lin0["weight"] = sdc.dense_from_chw(r.take("final_linear.0.weight"), c4, 4, 4)
-  params["final_linear_0"] = lin0
-  params["final_linear_1"] = sdc.equal_linear(r, "final_linear.1")
-  r.check_all_used()
-  return config, {"params": params}
+  D = build_discriminator(config)
+  size = config["size"]
+  expected = jax.eval_shape(lambda: D.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
+  variables = DISCRIMINATOR_KEYS.convert(sdc.StateDictReader(sd, "StyleGAN2 discriminator"), expected)
+  return config, variables
 
 
 def build_generator(config: Mapping, **overrides) -> stylegan2.Generator:

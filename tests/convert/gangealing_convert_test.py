@@ -31,7 +31,7 @@ from tests.fixtures import assert_close
 
 
 def _ckpt(fx):
-  return fixtures.load_checkpoint(fx, "stn.pt")
+  return fixtures.load_checkpoint(fx, fx.checkpoint_file())
 
 
 def _strip(sd, prefix):
@@ -55,7 +55,7 @@ def test_stn_architecture_is_read_from_the_checkpoint_shapes(fx):
   assert (config["flow_size"], config["supersize"], config["num_heads"]) == (kw["flow_size"], kw["supersize"],
                                                                             kw["num_heads"])
   assert {str(r): c for r, c in config["channels"]} == ctor["effective_channels"]
-  assert config["flow_downsample"] == 8
+  assert config["flow_downsample"] == int(re.search(r"flow_downsample (\d+)", ctor["note"]).group(1))
   assert set(variables["params"]) == {"stns_0", "stns_1"}
   # The config is JSON-able and round-trips through the module.
   assert stn_lib.config_of(stn_lib.from_config(config)) == config
@@ -170,7 +170,8 @@ def test_cli_converts_a_training_checkpoint(fx, tmp_path, capsys):
   # Without training flags the inject index comes from --inject (upstream's default is 5).
   converted = gangealing.convert_gangealing_checkpoint(ckpt)
   assert converted["ll"][1]["inject_index"] == 5 and set(converted) == {"g_ema", "t_ema", "ll"}
-  assert convert_cli.main(["gangealing", str(fx.resolve("stn.pt")), str(tmp_path / "m2"), "--inject", "2"]) == 0
+  src = str(fx.resolve(fx.checkpoint_file()))
+  assert convert_cli.main(["gangealing", src, str(tmp_path / "m2"), "--inject", "2"]) == 0
   assert checkpoint.load_model(tmp_path / "m2", "ll")[1]["inject_index"] == 2
   # Entries it does not know are refused by name.
   with pytest.raises(sdc.ConversionError, match="not understood.*'extra'"):

@@ -1,5 +1,6 @@
 """StyleGAN2 converter and CLIs: architecture read from shapes, strict key handling, and the documented
 round trip `python -m jaxgeal.convert stylegan2 SRC.pt OUT` -> `python -m jaxgeal.sample`."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from jaxgeal import sample as sample_cli
 from jaxgeal.convert import __main__ as convert_cli
 from jaxgeal.convert import state_dict as sdc
 from jaxgeal.convert import stylegan2 as convert
+from jaxgeal.models import stylegan2
 from tests import fixtures
 from tests.fixtures import assert_close, nchw_to_nhwc
 
@@ -17,7 +19,7 @@ from tests.fixtures import assert_close, nchw_to_nhwc
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", fixtures.collect("stylegan2_g"))
 def test_generator_architecture_is_read_from_the_checkpoint_shapes(fx):
-  config = convert.generator_config(fixtures.load_checkpoint(fx, fx.kind + ".pt")["g_ema"])
+  config = convert.generator_config(fixtures.load_checkpoint(fx, fx.checkpoint_file())["g_ema"])
   args = fx.meta["constructor"]["args"]
   assert (config["size"], config["style_dim"], config["n_mlp"]) == (args["size"], args["style_dim"],
                                                                    args["n_mlp"])
@@ -27,9 +29,159 @@ def test_generator_architecture_is_read_from_the_checkpoint_shapes(fx):
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", fixtures.collect("stylegan2_d"))
 def test_discriminator_architecture_is_read_from_the_checkpoint_shapes(fx):
-  config = convert.discriminator_config(fixtures.load_checkpoint(fx, fx.kind + ".pt")["d"])
+  config = convert.discriminator_config(fixtures.load_checkpoint(fx, fx.checkpoint_file())["d"])
   assert config["size"] == fx.meta["constructor"]["args"]["size"]
   assert {str(r): c for r, c in config["channels"]} == fx.meta["constructor"]["effective_channels"]
+
+
+# -- the key maps, on every key of full-size rosinality state dicts (names and shapes only) ------------------------
+
+def _config_f_channels(size: int, channel_multiplier: int = 2) -> dict[int, int]:
+  cm = channel_multiplier
+  table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm,
+           1024: 16 * cm}
+  return {r: c for r, c in table.items() if r <= size}
+
+
+def _rosinality_generator_shapes(size: int, style_dim: int, n_mlp: int, ch: dict[int, int]) -> dict:
+  """{key: shape} of `Generator(size, style_dim, n_mlp).state_dict()` as rosinality/stylegan2-pytorch model.py
+  (commit bef283a1c24087da704d16c30abc8e36e63efa0e) registers them: parameters and persistent buffers."""
+  sd = {}
+  for i in range(1, n_mlp + 1):                       # style.0 is PixelNorm
+    sd[f"style.{i}.weight"], sd[f"style.{i}.bias"] = (style_dim, style_dim), (style_dim,)
+  sd["input.input"] = (1, ch[4], 4, 4)
+
+  def modulated(prefix, cin, cout, k, upsample=False):
+    sd[f"{prefix}.weight"] = (1, cout, cin, k, k)
+    sd[f"{prefix}.modulation.weight"], sd[f"{prefix}.modulation.bias"] = (cin, style_dim), (cin,)
+    if upsample:
+      sd[f"{prefix}.blur.kernel"] = (4, 4)
+
+  def styled(prefix, cin, cout, upsample=False):
+    modulated(f"{prefix}.conv", cin, cout, 3, upsample)
+    sd[f"{prefix}.noise.weight"], sd[f"{prefix}.activate.bias"] = (1,), (cout,)
+
+  def to_rgb(prefix, cin, upsample=True):
+    sd[f"{prefix}.bias"] = (1, 3, 1, 1)
+    if upsample:
+      sd[f"{prefix}.upsample.kernel"] = (4, 4)
+    modulated(f"{prefix}.conv", cin, 3, 1)
+
+  styled("conv1", ch[4], ch[4])
+  to_rgb("to_rgb1", ch[4], upsample=False)
+  log_size = int(np.log2(size))
+  for i in range((log_size - 2) * 2 + 1):
+    r = 2 ** ((i + 5) // 2)
+    sd[f"noises.noise_{i}"] = (1, 1, r, r)
+  cin = ch[4]
+  for j, i in enumerate(range(3, log_size + 1)):
+    cout = ch[2 ** i]
+    styled(f"convs.{2 * j}", cin, cout, upsample=True)
+    styled(f"convs.{2 * j + 1}", cout, cout)
+    to_rgb(f"to_rgbs.{j}", cout)
+    cin = cout
+  return sd
+
+
+def _rosinality_discriminator_shapes(size: int, ch: dict[int, int]) -> dict:
+  """{key: shape} of rosinality model.py `Discriminator(size).state_dict()` (same commit)."""
+  sd = {"convs.0.0.weight": (ch[size], 3, 1, 1), "convs.0.1.bias": (ch[size],)}
+  cin = ch[size]
+  for j, i in enumerate(range(int(np.log2(size)), 2, -1), start=1):
+    cout = ch[2 ** (i - 1)]
+    sd.update({f"convs.{j}.conv1.0.weight": (cin, cin, 3, 3), f"convs.{j}.conv1.1.bias": (cin,),
+               f"convs.{j}.conv2.0.kernel": (4, 4), f"convs.{j}.conv2.1.weight": (cout, cin, 3, 3),
+               f"convs.{j}.conv2.2.bias": (cout,),
+               f"convs.{j}.skip.0.kernel": (4, 4), f"convs.{j}.skip.1.weight": (cout, cin, 1, 1)})
+    cin = cout
+  c4 = ch[4]
+  sd.update({"final_conv.0.weight": (c4, cin + 1, 3, 3), "final_conv.1.bias": (c4,),
+             "final_linear.0.weight": (c4, c4 * 16), "final_linear.0.bias": (c4,),
+             "final_linear.1.weight": (1, c4), "final_linear.1.bias": (1,)})
+  return sd
+
+
+def _flat_shapes(tree) -> dict:
+  return {tuple(k.key for k in kp): tuple(leaf.shape) for kp, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _check_key_map(keymap, upstream: dict, ours: dict):
+  """Every upstream key maps, key -> path -> key is the identity, the layouts turn each upstream shape into ours
+  and back, and the mapped paths are exactly our variables (nothing left over on either side)."""
+  mapped = {}
+  for key, shape in upstream.items():
+    path, layout = keymap.path(key)
+    if path is None:
+      assert layout is sdc.BUFFER and key.endswith(".kernel"), key
+      continue
+    assert keymap.key(path) == key
+    assert path not in mapped, f"{key} and {mapped.get(path)} map to the same path {path}"
+    mapped[path] = key
+    assert path in ours, f"{key} -> {path}, which the model does not have"
+    ours_shape = jax.eval_shape(layout.to_ours, jax.ShapeDtypeStruct(shape, jnp.float32)).shape
+    assert ours_shape == ours[path], f"{key}: {shape} -> {ours_shape}, model has {ours[path]}"
+    assert jax.eval_shape(layout.to_upstream, jax.ShapeDtypeStruct(ours_shape, jnp.float32)).shape == shape
+  assert set(mapped) == set(ours), f"model variables without an upstream key: {sorted(set(ours) - set(mapped))}"
+
+
+@pytest.mark.parametrize("size", [256, 1024])
+def test_every_key_of_a_full_rosinality_generator_maps_to_our_generator(size):
+  upstream = _rosinality_generator_shapes(size, 512, 8, _config_f_channels(size))
+  G = stylegan2.Generator(size=size, style_dim=512, n_mlp=8)
+  ours = jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0), jnp.zeros((1, 512)), randomize_noise=False))
+  _check_key_map(convert.GENERATOR_KEYS, upstream, _flat_shapes(ours))
+
+
+@pytest.mark.parametrize("size", [256, 1024])
+def test_every_key_of_a_full_rosinality_discriminator_maps_to_our_discriminator(size):
+  upstream = _rosinality_discriminator_shapes(size, _config_f_channels(size))
+  D = stylegan2.Discriminator(size=size)
+  ours = jax.eval_shape(lambda: D.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
+  _check_key_map(convert.DISCRIMINATOR_KEYS, upstream, _flat_shapes(ours))
+
+
+def test_key_maps_refuse_names_they_do_not_know():
+  for bad in ("convs.3.conv.blur.weight", "style.1.kernel", "convs.01.conv.weight", "to_rgb1.upsample.kernel"):
+    with pytest.raises(KeyError, match="no parameter"):
+      convert.GENERATOR_KEYS.path(bad)
+  with pytest.raises(KeyError, match="no upstream key"):
+    convert.DISCRIMINATOR_KEYS.key(("params", "convs_1", "conv3", "conv", "weight"))
+
+
+@pytest.mark.parametrize("layout", [sdc.VECTOR, sdc.DENSE, sdc.CONV, sdc.MODCONV, sdc.NCHW, sdc.RGB_BIAS,
+                                    sdc.DENSE_CHW4], ids=lambda layout: layout.name)
+def test_layouts_move_values_and_invert_each_other(layout):
+  shape = {1: (5,), 2: (3, 2 * 16), 4: (2, 3, 4, 5), 5: (1, 2, 3, 4, 4)}[layout.ndim]
+  shape = (1, 3, 1, 1) if layout is sdc.RGB_BIAS else shape
+  x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+  np.testing.assert_array_equal(layout.to_upstream(layout.to_ours(x)), x)
+  np.testing.assert_array_equal(layout.to_upstream(jnp.asarray(layout.to_ours(x))), x)
+
+
+def test_dense_chw4_reads_the_features_our_discriminator_flattens():
+  # Upstream flattens (C, 4, 4) maps NCHW, we flatten NHWC: the converted weight must give the same product.
+  rng = np.random.default_rng(1)
+  w, feats = rng.normal(size=(5, 3 * 16)), rng.normal(size=(2, 3, 4, 4))
+  upstream = feats.reshape(2, -1) @ w.T
+  ours = feats.transpose(0, 2, 3, 1).reshape(2, -1) @ sdc.DENSE_CHW4.to_ours(w)
+  np.testing.assert_allclose(ours, upstream, rtol=1e-12)
+
+
+def test_converters_accept_a_complete_rosinality_state_dict_and_nothing_less():
+  ch = {4: 8, 8: 6, 16: 4}
+  g_sd = {k: np.full(s, 0.5, np.float32) for k, s in _rosinality_generator_shapes(16, 8, 2, ch).items()}
+  config, variables = convert.convert_generator(g_sd)
+  assert (config["size"], config["style_dim"], config["n_mlp"], dict(config["channels"])) == (16, 8, 2, ch)
+  assert set(variables["noises"]) == {f"noise_{i}" for i in range(5)}
+  d_sd = {k: np.full(s, 0.5, np.float32) for k, s in _rosinality_discriminator_shapes(16, ch).items()}
+  config, _ = convert.convert_discriminator(d_sd)
+  assert (config["size"], dict(config["channels"])) == (16, ch)
+  with pytest.raises(sdc.ConversionError, match=r"missing key 'convs.2.skip.1.weight'"):
+    convert.convert_discriminator({k: v for k, v in d_sd.items() if k != "convs.2.skip.1.weight"})
+  bad = dict(g_sd, **{"convs.1.conv.weight": np.zeros((1, 6, 5, 3, 3), np.float32)})
+  with pytest.raises(sdc.ConversionError, match=r"'convs.1.conv.weight' has shape \(1, 6, 5, 3, 3\), "
+                                                r"expected \(1, 6, 6, 3, 3\)"):
+    convert.convert_generator(bad)
 
 
 def _tiny_state_dict():
@@ -81,15 +233,17 @@ def test_missing_and_unknown_keys_are_refused_by_name():
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", fixtures.collect("stylegan2_d"))
 def test_convert_and_sample_clis_round_trip(fx, tmp_path, capsys):
-  src = fx.resolve(fx.kind + ".pt")
+  src = fx.resolve(fx.checkpoint_file())
   out = tmp_path / "model"
   assert convert_cli.main(["stylegan2", str(src), str(out)]) == 0
   models = checkpoint.load_models(out)
-  assert {n: m[0] for n, m in models.items()} == {"g_ema": "generator", "g": "generator",
-                                                   "d": "discriminator"}
-  # The saved generator reproduces the upstream image (same g_ema as stylegan2_g).
-  g_fx = next((f.values[0] for f in fixtures.collect("stylegan2_g") if f.values[0] is not None), None)
-  if g_fx is not None:
+  stored = fx.meta["checkpoints"][fx.checkpoint_file()]["keys"]
+  assert {n: m[0] for n, m in models.items()} == {n: "discriminator" if n == "d" else "generator" for n in stored}
+  # The saved generator reproduces the upstream image: g_ema is the stylegan2_g fixture's generator of the same
+  # directory (README).
+  g_json = fx.dir / "stylegan2_g.json"
+  if g_json.exists():
+    g_fx = fixtures.Fixture(g_json, fixtures.fixture_root())
     _, config, variables = checkpoint.load_model(out, "g_ema")
     img = convert.build_generator(config).apply(variables, jnp.asarray(g_fx["z"]), randomize_noise=False)
     assert_close(img, nchw_to_nhwc(g_fx["img_z"]), 1e-4, "img_z after Orbax round trip")

@@ -110,10 +110,12 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
   import json
   from tests.fixtures import call_kwargs
   hp = fx.meta["hyperparameters"]
-  # The ll state dict does not store its inject index: stn.pt's own fixture json records the constructor.
-  stn_meta = json.loads(fx.resolve("stn.json").read_text())
+  # The checkpoint holding the networks, and the json that records its constructors ("... (see stn.json)"):
+  # the ll state dict does not store its inject index.
+  (stn_file, stn_desc), = [(n, d) for n, d in fx.meta["checkpoints"].items() if "t_ema" in str(d)]
+  stn_meta = json.loads(fx.resolve(re.search(r"see (\S+\.json)", stn_desc).group(1)).read_text())
   inject = call_kwargs(stn_meta["constructor"]["ll"]["call"])["inject_index"]
-  nets = convert_gg.convert_gangealing_checkpoint(load_checkpoint(fx, "stn.pt"), inject_index=inject)
+  nets = convert_gg.convert_gangealing_checkpoint(load_checkpoint(fx, stn_file), inject_index=inject)
   _, gcfg, gen_vars = nets["g_ema"]
   _, scfg, stn_vars = nets["t_ema"]
   _, lcfg, ll_vars = nets["ll"]

@@ -3,6 +3,8 @@ second-order gradients of R1 and of the path-length penalty with respect to netw
 
 Tolerance: 1e-4 absolute on losses; gradients 1e-4 relative to their largest magnitude.
 """
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,29 +18,21 @@ from tests.fixtures import assert_close, nchw_to_nhwc
 ATOL = 1e-4
 
 
-def _our_grad(grads, upstream_key: str, net: str):
-  """Pick our gradient for an upstream parameter name and bring it back to the upstream layout."""
-  parts = upstream_key.split(".")
-  if net == "d" and parts[0] == "convs" and parts[1] == "0":          # convs.0.0.weight: fromRGB ConvLayer
-    return np.transpose(grads["convs_0"]["conv"]["weight"], (3, 2, 0, 1))
-  if net == "d" and parts[0] == "convs":                              # convs.j.conv2.1.weight (downsampling)
-    return np.transpose(grads[f"convs_{parts[1]}"][parts[2]]["conv"]["weight"], (3, 2, 0, 1))
-  if net == "d" and parts[:2] == ["final_linear", "0"]:               # rows in (H, W, C) order -> (C, H, W)
-    g = np.asarray(grads["final_linear_0"]["weight"])
-    c = g.shape[1]
-    return g.reshape(4, 4, -1, c).transpose(3, 2, 0, 1).reshape(c, -1)
-  if net == "g" and parts[-1] == "weight" and parts[-2] == "conv":    # convs.i.conv.weight (modulated)
-    return np.transpose(grads[f"{parts[0]}_{parts[1]}"]["conv"]["weight"], (3, 2, 0, 1))[None]
-  if net == "g" and parts[-2] == "modulation":                        # *.conv.modulation.weight
-    return np.asarray(grads[f"{parts[0]}_{parts[1]}"]["conv"]["modulation"]["weight"]).T
-  raise KeyError(f"no mapping for {net} parameter {upstream_key}")
+def _recorded_gradients(fx) -> list[tuple[str, str, str, str]]:
+  """(array name, loss, network, upstream parameter key) of every recorded gradient, read from the meanings
+  'd <loss> / d <net>.<key>' (e.g. 'd r1_penalty / d D.convs.0.0.weight')."""
+  out = []
+  for name, meta in fx.meta["arrays"].items():
+    m = re.match(r"d (\w+) / d (\w+)\.(\S+)", meta["meaning"])
+    if m and meta["kind"] == "output":
+      out.append((name, m.group(1), m.group(2).lower(), m.group(3)))
+  return out
 
 
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", fixtures.collect("stylegan2_losses"))
 def test_stylegan2_losses_match_upstream(fx):
-  ckpt_name = next(iter(fx.meta["checkpoints"]))
-  models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, ckpt_name))
+  models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, fx.checkpoint_file()))
   _, gcfg, gv = models["g"]
   _, dcfg, dv = models["d"]
   G, D = convert.build_generator(gcfg), convert.build_discriminator(dcfg)
@@ -59,31 +53,35 @@ def test_stylegan2_losses_match_upstream(fx):
   assert_close(r1, a["r1_penalty"], ATOL, "r1_penalty")
   kw = fixtures.call_kwargs(fx.meta["arrays"]["d_reg_loss"]["meaning"])
   assert_close(kw["r1"] / 2 * r1 * kw["d_reg_every"], a["d_reg_loss"], ATOL * 100, "d_reg_loss")
-  for name in a:
-    if name.startswith("r1_grad__"):
-      g = _our_grad(r1_grads, name[len("r1_grad__"):], "d")
-      assert_close(g, a[name], 0, name, rtol=1e-4)
 
   # Path length regularisation against the recorded W+ latents and noise draw.
   kw = fixtures.call_kwargs(fx.call("path_penalty")["call"])
-  latents = jnp.asarray(a["path_latents"])
   noise = jnp.asarray(nchw_to_nhwc(fx.sequence("path_noise")[0]))
 
   def path_fn(p):
+    # As train.py: the latents come out of the mapping network (g([path_z], return_latents=True)), so the
+    # penalty also reaches the mapping weights through them.
+    _, latents = G.apply({**gv, "params": p}, jnp.asarray(a["path_z"]), randomize_noise=False,
+                         return_latents=True)
     synth = lambda lat: G.apply({**gv, "params": p}, lat, None, False, method=G.synthesis)
     pen, mean, lengths, img = losses.g_path_regularize(synth, latents, noise, kw["mean_path_length"],
                                                        kw["decay"])
-    return pen, (mean, lengths, img)
+    return pen, (mean, lengths, img, latents)
 
-  (pen, (mean, lengths, img)), p_grads = jax.value_and_grad(path_fn, has_aux=True)(gv["params"])
+  (pen, (mean, lengths, img, latents)), p_grads = jax.value_and_grad(path_fn, has_aux=True)(gv["params"])
+  assert_close(latents, a["path_latents"], ATOL, "path_latents")
   assert_close(img, nchw_to_nhwc(a["path_fake_img"]), ATOL, "path_fake_img")
   assert_close(pen, a["path_penalty"], ATOL, "path_penalty")
   assert_close(mean, a["path_mean"], ATOL, "path_mean")
   assert_close(lengths, a["path_lengths"], ATOL, "path_lengths")
-  for name in a:
-    if name.startswith("path_grad__"):
-      g = _our_grad(p_grads, name[len("path_grad__"):], "g")
-      assert_close(g, a[name], 0, name, rtol=1e-4)
+  # Every recorded gradient, through the converter's own key map (our layout back to upstream's).
+  grads = {"r1_penalty": (convert.DISCRIMINATOR_KEYS, r1_grads), "path_penalty": (convert.GENERATOR_KEYS, p_grads)}
+  recorded = _recorded_gradients(fx)
+  assert recorded, f"{fx.id}: no recorded gradients"
+  for name, loss, net, key in recorded:
+    keymap, tree = grads[loss]
+    assert net == {"r1_penalty": "d", "path_penalty": "g"}[loss], f"{name}: {loss} is not a loss of {net}"
+    assert_close(keymap.upstream_value(key, {"params": tree}), a[name], 0, name, rtol=1e-4)
 
 
 def test_logistic_losses_are_softplus_of_the_logits():

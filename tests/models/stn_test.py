@@ -65,7 +65,7 @@ class Replayer:
 
   def __init__(self, fx):
     self.fx = fx
-    ckpt = fixtures.load_checkpoint(fx, "stn.pt")
+    ckpt = fixtures.load_checkpoint(fx, fx.checkpoint_file())
     self.config, self.variables = gangealing.convert_stn(ckpt["t_ema"])
     self.k = self.config["num_heads"]
     arch = {k: self.config[k] for k in stn_lib.ARCH_KEYS if k in self.config}

@@ -4,6 +4,9 @@ Parity tests replay every recorded call of each `stylegan2_g` / `stylegan2_d` fi
 indices and inputs all read from the fixture) on weights converted from the fixture's `.pt` by our own reader
 and converter. Tolerance: max abs error <= 1e-4 on images, latents and logits.
 """
+import ast
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,55 +22,90 @@ ATOL = 1e-4
 
 
 def _generator(fx, **overrides):
-  ckpt = fixtures.load_checkpoint(fx, fx.kind + ".pt")
+  ckpt = fixtures.load_checkpoint(fx, fx.checkpoint_file())
   config, variables = convert.convert_generator(ckpt["g_ema"])
   return convert.build_generator(config, **overrides), variables
 
 
-def _replay_generator(fx, G, v):
-  """{output name: our value} for every output the fixture records."""
-  a = {k: jnp.asarray(x) for k, x in fx.arrays.items()}
-  out = {}
-  const = dict(randomize_noise=False)
-  out["w"] = G.apply(v, a["z"], method=G.mapping)
-  out["img_z"], out["wplus_z"] = G.apply(v, a["z"], return_latents=True, **const)
-  out["img_w"] = G.apply(v, a["w"], input_is_latent=True, **const)
-  tl = out["trunc_latent"] = G.apply(v, a["z_mean_set"], method=G.mean_latent)
-  for name in ("trunc_all", "trunc_first3"):
-    kw = fixtures.call_kwargs(fx.call(f"img_{name}")["call"])
-    out[f"img_{name}"], out[f"wplus_{name}"] = G.apply(
-        v, a["z"], truncation=kw["truncation"], truncation_latent=tl, inject_index=kw["inject_index"],
-        return_latents=True, **const)
-  kw = fixtures.call_kwargs(fx.call("img_mix")["call"])
-  out["img_mix"], out["wplus_mix"] = G.apply(v, [a["z"], a["z2"]], inject_index=kw["inject_index"],
-                                             return_latents=True, **const)
-  out["img_wplus"] = G.apply(v, a["wplus_in"], input_is_latent=True, **const)
-  noise = [nchw_to_nhwc(n) for n in fx.sequence("noise_in")]
-  out["img_noise"] = G.apply(v, a["z"], noise=noise)
-  # ADA's fp16 pre-normalisation is cancelled by demodulation in fp32 (README): the plain path must match.
-  out["img_fp16res"] = out["img_z"]
-  out["img_fp16res_first_only"] = G.apply(v, a["z"][:1], **const)
-  kw = fixtures.call_kwargs(fx.call("img_trunc_mix_rosinality")["call"])
-  out["img_trunc_mix_rosinality"], out["wplus_trunc_mix_rosinality"] = G.apply(
-      v, [a["z"], a["z2"]], truncation=kw["truncation"], truncation_latent=tl,
-      inject_index=kw["inject_index"], truncation_mode="rosinality", return_latents=True, **const)
-  return out
+def _generator_calls(text: str) -> list[ast.Call]:
+  """The generator calls in a recorded call string, in order: `G([z], ...)`, `G16([z[:1]], ...)[0]`; a call
+  whose first argument is not a list of styles (e.g. `Generator(..., num_fp16_res=2)`) is a constructor."""
+  calls = []
+  for m in re.finditer(r"\b\w+\(", text):
+    depth, end = 0, None
+    for j in range(m.end() - 1, len(text)):
+      depth += {"(": 1, ")": -1}.get(text[j], 0)
+      if depth == 0:
+        end = j + 1
+        break
+    if end is None:
+      continue
+    expr = ast.parse(text[m.start():end], mode="eval").body
+    if expr.args and isinstance(expr.args[0], ast.List):
+      calls.append(expr)
+  return calls
 
 
-@pytest.mark.parity
-@pytest.mark.parametrize("fx", fixtures.collect("stylegan2_g"))
-def test_generator_matches_upstream_for_every_recorded_call(fx):
-  G, v = _generator(fx)
-  ours = _replay_generator(fx, G, v)
-  outputs = [k for k, m in fx.meta["arrays"].items() if m["kind"] == "output"]
-  missing = sorted(set(outputs) - set(ours))
-  assert not missing, f"{fx.id}: recorded outputs this test does not replay: {missing}"
-  for name in outputs:
-    expected = fx[name]
-    actual = np.asarray(ours[name])
-    if expected.ndim == 4:
-      expected = nchw_to_nhwc(expected)
-    assert_close(actual, expected, ATOL, f"{fx.id}:{name}")
+class _Replay:
+  """Evaluates the recorded generator calls of a `stylegan2_g` fixture with our generator."""
+
+  def __init__(self, fx, G, v):
+    self.fx, self.G, self.v = fx, G, v
+    self.ours = {}
+
+  def value(self, node):
+    """A call argument: a recorded array (images NCHW -> NHWC), a number, a slice of an array, or the list
+    comprehension `[noise_in_i for i in range(num_layers)]` (the README's sequence convention)."""
+    if isinstance(node, ast.Constant):
+      return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+      return -self.value(node.operand)
+    if isinstance(node, ast.Name):
+      return self.array(node.id)
+    if isinstance(node, ast.Slice):
+      return slice(*(None if e is None else self.value(e) for e in (node.lower, node.upper, node.step)))
+    if isinstance(node, ast.Subscript):
+      return self.value(node.value)[self.value(node.slice)]
+    if isinstance(node, ast.ListComp) and isinstance(node.elt, ast.Name):
+      prefix = node.elt.id.rsplit("_", 1)[0]
+      seq = [jnp.asarray(nchw_to_nhwc(x) if x.ndim == 4 else x) for x in self.fx.sequence(prefix)]
+      assert len(seq) == self.G.num_layers, f"{self.fx.id}: {len(seq)} {prefix}_i arrays for {self.G.num_layers} layers"
+      return seq
+    if isinstance(node, ast.List):
+      return [self.value(e) for e in node.elts]
+    raise NotImplementedError(f"{self.fx.id}: cannot evaluate {ast.unparse(node)!r}")
+
+  def array(self, name):
+    meta = self.fx.meta["arrays"][name]
+    if meta["kind"] != "output":
+      x = self.fx[name]
+      return jnp.asarray(nchw_to_nhwc(x) if x.ndim == 4 else x)
+    if name not in self.ours:
+      # An output used as an argument that no call produces: the truncation latent, G.style(<set>).mean(0).
+      m = re.search(r"G\.style\((\w+)\)\.mean\(0", meta["meaning"])
+      assert m, f"{self.fx.id}: do not know how to compute {name}: {meta['meaning']!r}"
+      self.ours[name] = self.G.apply(self.v, self.array(m.group(1)), method=self.G.mapping).mean(0, keepdims=True)
+    return self.ours[name]
+
+  def run(self, call: ast.Call, rosinality: bool) -> list:
+    kw = {k.arg: self.value(k.value) for k in call.keywords}
+    styles = self.value(call.args[0])
+    if kw.pop("mapping_only", False):
+      return [self.G.apply(self.v, styles[0], method=self.G.mapping)]
+    kw.pop("num_fp16_res", None)   # fp16 pre-normalisation: cancelled by demodulation in fp32 (README)
+    if rosinality:
+      kw["truncation_mode"] = "rosinality"
+    out = self.G.apply(self.v, styles, **kw)
+    return list(out) if kw.get("return_latents") else [out]
+
+  def replay(self) -> dict:
+    for call in self.fx.meta["calls"]:
+      results = []
+      for expr in _generator_calls(call["call"]):
+        results += self.run(expr, rosinality=call["call"].startswith("rosinality"))
+      assert len(results) >= len(call["outputs"]), f"{self.fx.id}: {call['call']!r} gives {len(results)} values"
+      self.ours.update(zip(call["outputs"], results))
+    return self.ours
 
 
 @pytest.mark.parity
@@ -82,14 +120,18 @@ def test_every_modulated_conv_implementation_matches_upstream(fx, impl):
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", fixtures.collect("stylegan2_d"))
 def test_discriminator_matches_upstream(fx):
-  models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, fx.kind + ".pt"))
+  models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, fx.checkpoint_file()))
   _, config, v = models["d"]
   D = convert.build_discriminator(config)
   for call in fx.meta["calls"]:
-    logits_name, feats_name = call["outputs"]
-    x = jnp.asarray(nchw_to_nhwc(fx[logits_name.replace("d_out", "x")]))
-    assert_close(D.apply(v, x), fx[logits_name], ATOL, f"{fx.id}:{logits_name}")
-    assert_close(D.apply(v, x, method=D.features), nchw_to_nhwc(fx[feats_name]), ATOL, f"{fx.id}:{feats_name}")
+    # e.g. "D(x_b4); D.convs(x_b4)": one output per expression, D(x) the logits, D.convs(x) the features.
+    exprs = [ast.parse(e.strip(), mode="eval").body for e in call["call"].split(";")]
+    assert len(exprs) == len(call["outputs"]), f"{fx.id}: {call['call']!r} vs outputs {call['outputs']}"
+    for expr, name in zip(exprs, call["outputs"]):
+      x = jnp.asarray(nchw_to_nhwc(fx[expr.args[0].id]))
+      method = {"D": None, "D.convs": D.features}[ast.unparse(expr.func)]
+      expected = fx[name] if fx[name].ndim != 4 else nchw_to_nhwc(fx[name])
+      assert_close(D.apply(v, x, method=method), expected, ATOL, f"{fx.id}:{name}")
 
 
 # -- specified behaviour (no fixtures needed) -------------------------------------------------------------------
