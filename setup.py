@@ -4,7 +4,7 @@ import setuptools
 setuptools.setup(
     name="jaxgeal",
     version="0.1.0",
-    description="GANgealing, StyleGAN2 and the Swapping Autoencoder in JAX/Flax",
+    description="GANgealing and StyleGAN2 in JAX/Flax",
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["jaxgeal", "jaxgeal.*"]),
