@@ -192,8 +192,7 @@ class _Tensors:
     if numel:  # An empty tensor reads nothing.
       last = offset + sum((n - 1) * s for n, s in zip(size, stride))
       if last >= available:
-        raise _Bad(f"{view} reads element {last} of storage {storage.key!r}, which holds {available} "
-                   f"{dtype} elements")
+        raise _Bad(f"{view} reads element {last}, but the storage holds {available} {dtype} elements")
       # More elements than the span it covers: some are read more than once (stride 0, overlapping strides).
       if numel > last - offset + 1:
         self.repeated += nbytes
