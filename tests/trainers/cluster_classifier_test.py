@@ -116,12 +116,13 @@ from jaxgeal.trainers import cluster_classifier
 out, params = {}, {}
 for n in (1, 8):
   c = stage2_config(sys.argv[1] + "/stage1_model", sys.argv[1] + f"/d{n}", 2, num_devices=n, batch_size=8)
-  params[n] = jax.tree_util.tree_leaves(cluster_classifier.train_and_evaluate(c, sys.argv[1] + f"/d{n}/work").params)
+  params[n] = jax.device_get(cluster_classifier.train_and_evaluate(c, sys.argv[1] + f"/d{n}/work").params)
   out[n] = rows(sys.argv[1] + f"/d{n}/work")
-out["param_diff"] = max(float(abs(a - b).max()) for a, b in zip(params[1], params[8]))
-out["param_step"] = max(float(abs(a - b).max()) for a, b in zip(params[1], jax.tree_util.tree_leaves(
-    cluster_classifier.train_and_evaluate(stage2_config(sys.argv[1] + "/stage1_model", sys.argv[1] + "/d0", 0,
-                                                        batch_size=8), sys.argv[1] + "/d0/work").params)))
+c = stage2_config(sys.argv[1] + "/stage1_model", sys.argv[1] + "/d0", 0, num_devices=1)   # no step: initial weights
+params[0] = jax.device_get(cluster_classifier.train_and_evaluate(c, sys.argv[1] + "/d0/work").params)
+leaves = {n: jax.tree_util.tree_leaves(p) for n, p in params.items()}
+out["param_diff"] = max(float(abs(a - b).max()) for a, b in zip(leaves[1], leaves[8]))
+out["param_step"] = max(float(abs(a - b).max()) for a, b in zip(leaves[1], leaves[0]))
 print(json.dumps(out))
 """
 
