@@ -30,8 +30,21 @@ What comes back for the non-tensor objects:
   * dict / OrderedDict (with torch's `_metadata` attribute when the file has one), list, tuple, set, numbers,
     str, bytes, None as pickled; numpy scalars, dtypes and arrays (e.g. inside `args`) as numpy objects.
 
+Memory: what a load allocates is bounded before anything is allocated, so a small crafted file cannot make it
+allocate much more than its own size (or `max_bytes`):
+  * every tensor view must lie inside its storage (offset + sum((size_i - 1) * stride_i) < storage elements;
+    negative offsets, sizes and strides are refused), and every storage must be in the file: a zip record at
+    least as long as the storage the pickle declares, a legacy storage no longer than the file;
+  * the tensors of one load together, any one declared storage, and any one zip record (they may be
+    compressed) hold at most `max_bytes` (default `MAX_BYTES`, 4 GiB; `load(path, max_bytes=...)` raises it);
+  * a view that repeats storage elements (more elements than the storage span it covers: a stride 0, as
+    torch's `expand` writes, or overlapping strides) is legitimate in torch, where it shares the storage, but
+    here it is copied out in full: such copies together may not exceed the file's own size. A small expanded
+    buffer still loads; a 522-byte file whose stride-0 view declares 10^8 floats (400 MB) is refused.
+
 Errors: `FileNotFoundError`; `CheckpointFormatError` (not a torch checkpoint, truncated, corrupt, missing
-storage record, out-of-bounds view) and `UnsafeCheckpointError` (refused global), ValueErrors naming the file.
+storage record, out-of-bounds view, over the memory limits above) and `UnsafeCheckpointError` (refused
+global), ValueErrors naming the file.
 """
 from __future__ import annotations
 
@@ -51,6 +64,8 @@ import numpy as np
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+# Default limit on the bytes one `load` allocates for tensors, and on any one declared storage (see module doc).
+MAX_BYTES = 4 * 1024**3
 
 
 class CheckpointFormatError(ValueError):
@@ -155,8 +170,11 @@ class _Tensors:
   (shape and dtype are known then) and filled afterwards; the zip format uses the same two steps.
   """
 
-  def __init__(self):
+  def __init__(self, max_bytes: int, file_size: int):
     self.jobs: list[tuple[_StorageRef, int, tuple[int, ...], np.ndarray]] = []
+    self.max_bytes, self.file_size = max_bytes, file_size
+    self.allocated = 0   # bytes of all tensors so far (limit max_bytes)
+    self.repeated = 0    # bytes of the tensors that repeat storage elements (limit: the file's size)
 
   def new(self, storage, offset, size, stride, dtype: Optional[np.dtype]) -> np.ndarray:
     if not isinstance(storage, _StorageRef):
@@ -166,11 +184,26 @@ class _Tensors:
     if offset < 0 or len(size) != len(stride):
       raise _Bad(f"invalid tensor view: offset {offset}, size {size}, stride {stride}")
     available = storage.length // dtype.itemsize
-    if all(size):  # An empty tensor reads nothing.
+    view = f"tensor view (offset {offset}, size {size}, stride {stride}) of storage {storage.key!r}"
+    numel = 1
+    for n in size:
+      numel *= n
+    nbytes = numel * dtype.itemsize
+    if numel:  # An empty tensor reads nothing.
       last = offset + sum((n - 1) * s for n, s in zip(size, stride))
       if last >= available:
-        raise _Bad(f"tensor view (offset {offset}, size {size}, stride {stride}) reads element {last} of "
-                   f"storage {storage.key!r}, which holds {available} {dtype} elements")
+        raise _Bad(f"{view} reads element {last}, but the storage holds {available} {dtype} elements")
+      # More elements than the span it covers: some are read more than once (stride 0, overlapping strides).
+      if numel > last - offset + 1:
+        self.repeated += nbytes
+        if self.repeated > self.file_size:
+          raise _Bad(f"{view} repeats storage elements (a stride 0 or overlapping strides): copying it out "
+                     f"takes {nbytes} bytes ({self.repeated} for all such views), more than the file's "
+                     f"{self.file_size} bytes; refused as a memory bomb")
+    self.allocated += nbytes
+    if self.allocated > self.max_bytes:
+      raise _Bad(f"{view} needs {nbytes} bytes of {dtype}, taking the tensors read to {self.allocated} bytes, "
+                 f"over the limit of {self.max_bytes} (torch_pickle.load(..., max_bytes=N) raises it)")
     out = np.empty(size, dtype)
     self.jobs.append((storage, offset, stride, out))
     return out
@@ -325,7 +358,10 @@ def _numpy_scalar(dtype, data=None):
 def _numpy_reconstruct(cls, shape, typecode):
   if cls is not _NDARRAY:
     raise _Bad(f"numpy _reconstruct of {cls!r}")
-  return np.ndarray.__new__(np.ndarray, _ints(shape, "shape"), typecode)
+  shape = _ints(shape, "shape")
+  if any(n != 0 for n in shape):  # numpy writes (0,): BUILD then sets shape and data from the pickle's bytes.
+    raise _Bad(f"numpy _reconstruct with shape {shape} would allocate memory not backed by the file")
+  return np.ndarray.__new__(np.ndarray, shape, typecode)
 
 
 def _numpy_frombuffer(buf, dtype, shape, order):
@@ -369,10 +405,17 @@ def _unpickle(file, path, record, allowed, storage=None):
     raise CheckpointFormatError(f"{path}: {record}: corrupt or truncated pickle ({type(e).__name__}: {e})") from e
 
 
-def _storage_ref(pid, legacy: bool) -> _StorageRef:
-  """Persistent id -> byte range of the storage, in elements of its storage type."""
+def _storage_ref(pid, legacy: bool, available: Callable[[str], int], max_bytes: int) -> _StorageRef:
+  """Persistent id -> byte range of the storage, in elements of its storage type. `available(key)`: how many
+  bytes the file can hold for the storage (its zip record's size; the file's size for the legacy format)."""
   stype, key, numel = pid[1], str(pid[2]), _ints((pid[4],), "storage size")[0]
   itemsize = stype.dtype.itemsize if stype.dtype is not None else 1
+  declared = numel * itemsize
+  if declared > max_bytes:
+    raise _Bad(f"storage {key!r} declares {declared} bytes, over the limit of {max_bytes} "
+               "(torch_pickle.load(..., max_bytes=N) raises it)")
+  if declared > available(key):
+    raise _Bad(f"storage {key!r} declares {declared} bytes, but the file has room for only {available(key)}")
   view = pid[5] if legacy and len(pid) > 5 else None
   if view is None:
     return _StorageRef(key, stype.dtype, 0, numel * itemsize)
@@ -384,7 +427,7 @@ def _storage_ref(pid, legacy: bool) -> _StorageRef:
   return _StorageRef(key, stype.dtype, offset * itemsize, size * itemsize)
 
 
-def _load_zip(path: pathlib.Path) -> Any:
+def _load_zip(path: pathlib.Path, max_bytes: int) -> Any:
   try:
     archive = zipfile.ZipFile(path)
   except (zipfile.BadZipFile, OSError, ValueError) as e:
@@ -408,8 +451,20 @@ def _load_zip(path: pathlib.Path) -> Any:
       if byteorder not in ("little", "big"):
         raise CheckpointFormatError(f"{path}: unknown byteorder record {byteorder!r}")
 
+    def record_size(key):
+      name = f"{prefix}data/{key}"
+      try:
+        size = archive.getinfo(name).file_size   # declared in the archive, checked by zipfile while reading
+      except KeyError:
+        raise _Bad(f"missing storage record {name!r}") from None
+      if size > max_bytes:
+        raise _Bad(f"storage record {name!r} holds {size} bytes, over the limit of {max_bytes} "
+                   "(torch_pickle.load(..., max_bytes=N) raises it)")
+      return size
+
     def read(key):
       name = f"{prefix}data/{key}"
+      record_size(key)
       try:
         return archive.read(name)
       except KeyError:
@@ -417,18 +472,19 @@ def _load_zip(path: pathlib.Path) -> Any:
       except Exception as e:  # pylint: disable=broad-except  (bad CRC, truncated, unsupported compression)
         raise _Bad(f"storage record {name!r} is corrupt ({type(e).__name__}: {e})") from None
 
-    tensors = _Tensors()
+    tensors = _Tensors(max_bytes, os.stat(path).st_size)
     allowed = _allowed_globals(tensors)
     try:
       data = archive.read(pkl)
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointFormatError(f"{path}: record {pkl!r} is corrupt ({type(e).__name__}: {e})") from None
-    result = _unpickle(io.BytesIO(data), path, pkl, allowed, lambda pid: _storage_ref(pid, legacy=False))
+    result = _unpickle(io.BytesIO(data), path, pkl, allowed,
+                       lambda pid: _storage_ref(pid, False, record_size, max_bytes))
     tensors.fill(read, byteorder, path)
   return result
 
 
-def _load_legacy(path: pathlib.Path, head: bytes) -> Any:
+def _load_legacy(path: pathlib.Path, head: bytes, max_bytes: int) -> Any:
   with open(path, "rb") as f:
     no_globals: dict = {}
     try:
@@ -446,11 +502,12 @@ def _load_legacy(path: pathlib.Path, head: bytes) -> Any:
     if not isinstance(sys_info, dict):
       raise CheckpointFormatError(f"{path}: legacy sys info is a {type(sys_info).__name__}, expected dict")
 
-    tensors = _Tensors()
+    file_size = os.fstat(f.fileno()).st_size
+    tensors = _Tensors(max_bytes, file_size)
     itemsizes: dict[str, int] = {}
 
     def storage(pid):
-      ref = _storage_ref(pid, legacy=True)
+      ref = _storage_ref(pid, True, lambda key: file_size, max_bytes)
       itemsizes[ref.key] = pid[1].dtype.itemsize if pid[1].dtype is not None else 1
       return ref
 
@@ -461,7 +518,7 @@ def _load_legacy(path: pathlib.Path, head: bytes) -> Any:
     # The storage bytes follow in key order: int64 LE element count, then the elements (little endian:
     # torch converts on write). Element sizes come from the storage types seen in the main pickle. Records
     # are only located here, and read one at a time while filling the tensors.
-    spans, file_size = {}, os.fstat(f.fileno()).st_size
+    spans = {}
     for key in map(str, keys):
       if key not in itemsizes:
         raise CheckpointFormatError(f"{path}: storage {key!r} is listed but never referenced by the pickle")
@@ -483,8 +540,9 @@ def _load_legacy(path: pathlib.Path, head: bytes) -> Any:
   return result
 
 
-def load(path) -> Any:
-  """Reads a torch `.pt`/`.pth` file (zip or legacy format) with tensors as numpy arrays; see module doc."""
+def load(path, max_bytes: int = MAX_BYTES) -> Any:
+  """Reads a torch `.pt`/`.pth` file (zip or legacy format) with tensors as numpy arrays; see module doc.
+  `max_bytes` bounds the tensors' total size and any one storage's (a CheckpointFormatError beyond it)."""
   path = pathlib.Path(os.fspath(path))
   if not path.is_file():
     if path.is_dir():
@@ -495,5 +553,5 @@ def load(path) -> Any:
   if not head:
     raise CheckpointFormatError(f"{path}: empty file, not a PyTorch checkpoint")
   if head.startswith(b"PK"):
-    return _load_zip(path)
-  return _load_legacy(path, head)
+    return _load_zip(path, max_bytes)
+  return _load_legacy(path, head, max_bytes)

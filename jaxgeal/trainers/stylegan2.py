@@ -2,8 +2,9 @@
 
 Per step: a discriminator update with the logistic loss, every `d_reg_every` steps the lazy R1 penalty
 (weight r1/2 * d_reg_every), a generator update with the non-saturating loss, every `g_reg_every` steps the
-path-length penalty (weight path_regularize * g_reg_every on a batch shrunk by path_batch_shrink), style
-mixing with probability 0.9 at a random crossover, and an EMA of the generator (half-life 10k images).
+path-length penalty (weight path_regularize * g_reg_every on a batch shrunk by path_batch_shrink; its gradient
+flows through the W+ latents into the mapping network, as upstream), style mixing with probability 0.9 at a
+random crossover, and an EMA of the generator (half-life 10k images).
 Adam (0.002, betas (0, 0.99)) with the lazy-regularisation correction c = k / (k + 1) on the learning rate and
 betas (§3.2: the regulariser runs every k steps with k times the weight).
 
@@ -122,6 +123,29 @@ def _mixing_styles(key, batch, style_dim, n_latent, prob):
   return [z[0], z[1]], inject
 
 
+def path_length_penalty(G: stylegan2.Generator, g_params, noises, key, n: int, mean_path_length, mixing: float,
+                        mesh=None):
+  """Path-length penalty of `n` fresh samples (style mixing with probability `mixing`, random per-layer noise):
+  (penalty, new running mean, path lengths (n,)), all draws from `key`.
+
+  J is taken w.r.t. the W+ latents, but the latents stay a function of g_params: the penalty's gradient reaches
+  the mapping network too, as rosinality's train.py (g_path_regularize, create_graph=True through the latents
+  the generator returned; rosinality/stylegan2-pytorch, train.py, commit bef283a1c24087da704d16c30abc8e36e63efa0e)
+  and NVIDIA's (stylegan2-ada-pytorch, training/loss.py: pl_grads w.r.t. gen_ws of the mapping network).
+  """
+  k_style, k_synth, k_y = jax.random.split(key, 3)
+  styles, inject = _mixing_styles(k_style, n, G.style_dim, G.n_latent, mixing)
+  if mesh is not None:
+    styles = [sharding.constrain_batch(s, mesh) for s in styles]
+  variables = {"params": g_params, "noises": noises}
+  # The generator's own mapping and mixing; its image is unused (dropped by XLA under jit).
+  _, latents = G.apply(variables, styles, inject_index=inject, randomize_noise=False, return_latents=True)
+  synth = lambda lat: G.apply(variables, lat, rngs={"noise": k_synth}, method=G.synthesis)
+  y = jax.random.normal(k_y, (n, G.size, G.size, 3), latents.dtype)
+  pen, new_mean, lengths, _ = losses.g_path_regularize(synth, latents, y, mean_path_length)
+  return pen, new_mean, lengths
+
+
 def make_train_step(models: Models, config, mesh, g_tx, d_tx):
   G, D = models.G, models.D
   o = config.optim
@@ -129,19 +153,18 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
   path_batch = max(1, batch // o.path_batch_shrink)
   ema = 0.5 ** (32 / (10 * 1000))
 
-  def generate(g_params, noises, key, n, return_latents=False):
+  def generate(g_params, noises, key, n):
     k_style, k_noise = jax.random.split(key)
     styles, inject = _mixing_styles(k_style, n, G.style_dim, G.n_latent, o.mixing)
     styles = [sharding.constrain_batch(s, mesh) for s in styles]
-    return G.apply({"params": g_params, "noises": noises}, styles, inject_index=inject,
-                   return_latents=return_latents, rngs={"noise": k_noise})
+    return G.apply({"params": g_params, "noises": noises}, styles, inject_index=inject, rngs={"noise": k_noise})
 
   def d_apply(d_params, x):
     return D.apply({"params": d_params}, x)
 
   def step(state: TrainState, real, regularize_d: bool, regularize_g: bool):
     key = jax.random.fold_in(state.rng, state.step)
-    k_d, k_g, k_pl, k_pn = jax.random.split(key, 4)
+    k_d, k_g, k_pl = jax.random.split(key, 3)
     real = sharding.constrain_batch(real, mesh)
     metrics = {}
 
@@ -175,12 +198,8 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
     mean_path_length = state.mean_path_length
     if regularize_g:   # path length (§3.2, eq. 4) every g_reg_every steps on a shrunk batch
       def pl_fn(g_params):
-        _, latents = generate(g_params, state.noises, k_pl, path_batch, return_latents=True)
-        latents = jax.lax.stop_gradient(latents)
-        synth = lambda lat: G.apply({"params": g_params, "noises": state.noises}, lat,
-                                    rngs={"noise": jax.random.fold_in(k_pl, 1)}, method=G.synthesis)
-        noise = jax.random.normal(k_pn, (path_batch, G.size, G.size, 3))
-        pen, new_mean, lengths, _ = losses.g_path_regularize(synth, latents, noise, state.mean_path_length)
+        pen, new_mean, lengths = path_length_penalty(G, g_params, state.noises, k_pl, path_batch,
+                                                     state.mean_path_length, o.mixing, mesh)
         return o.path_regularize * o.g_reg_every * pen, (pen, new_mean, lengths)
       (_, (pl, mean_path_length, lengths)), pl_grads = jax.value_and_grad(pl_fn, has_aux=True)(g_params)
       upd, g_opt = g_tx.update(pl_grads, g_opt, g_params)
