@@ -26,7 +26,7 @@ from jaxgeal.convert import state_dict as sdc
 from jaxgeal.models import latent_learner
 
 
-# upstream models/latent_learner.py::DirectionInterpolator (wpeebles/gangealing, commit
+# Upstream models/latent_learner.py::DirectionInterpolator (wpeebles/gangealing, commit
 # ffa6387c7ffd3f7de76bdc693dc2272e274e9bfd): the learned alphas and the two PCA buffers, all stored as they are.
 LATENT_LEARNER_KEYS = sdc.KeyMap("GANgealing latent learner (ll)", [
     ("coefficients", "params/coefficients", sdc.MATRIX),
