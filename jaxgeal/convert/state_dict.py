@@ -160,6 +160,7 @@ class Layout:
 
 
 VECTOR = Layout("vector", 1, lambda x: x, lambda x: x)
+MATRIX = Layout("matrix, same layout", 2, lambda x: x, lambda x: x)
 DENSE = Layout("dense (out, in) -> (in, out)", 2, lambda x: x.T, lambda x: x.T)
 CONV = Layout("conv OIHW -> HWIO", 4, lambda x: x.transpose(2, 3, 1, 0), lambda x: x.transpose(3, 2, 0, 1))
 MODCONV = Layout("modulated conv (1, O, I, k, k) -> (k, k, I, O)", 5, lambda x: x[0].transpose(2, 3, 1, 0),

@@ -58,29 +58,6 @@ def test_total_variation_properties():
 
 # -- the full objective, through the trainer's own loss function ---------------------------------------------
 
-def _grad_upstream_layout(tree, name: str):
-  """Our gradient for an upstream parameter name ('stns.1.warp_head.flow_out.2.weight'), upstream layout."""
-  parts = name.split(".")
-  keys = []
-  for p in parts:
-    if p.isdigit() and keys:
-      keys[-1] = f"{keys[-1]}_{p}"
-    else:
-      keys.append(p)
-  node = tree
-  for k in keys[:-1]:
-    node = node[k]
-  leaf = keys[-1]
-  if leaf == "weight" and "weight" not in node:
-    leaf = "kernel"
-  g = np.asarray(node[leaf])
-  if g.ndim == 2 and leaf in ("weight", "kernel"):
-    return g.T
-  if g.ndim == 4:
-    return np.transpose(g, (3, 2, 0, 1))
-  return g
-
-
 def _perceptual(fx, note: str):
   from jaxgeal.convert import lpips as convert_lpips
   from jaxgeal.models import lpips
@@ -166,11 +143,17 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
       atol, rtol = {"tv": (0.0, 1e-4), "aligned_pred": (1e-4, 3e-5)}.get(key, (1e-4, 0.0))
       assert_close(value, expected, atol, name, rtol=rtol)
       compared += 1
+    # Recorded as `d total / d <name>`: `ll.<key>` for the latent learner, bare `t_ema` keys for the STN; each
+    # mapped back to the upstream layout through the converter's own key map.
+    grads = {"ll": (convert_gg.LATENT_LEARNER_KEYS, {"params": {"coefficients": g_ll}}),
+             "t_ema": (convert_gg.stn_keys(scfg), {"params": g_stn})}
     for name in fx.arrays:
       if not name.startswith(prefix + "_grad__"):
         continue
       param = name[len(prefix) + 7:]
-      ours_g = np.asarray(g_ll) if param == "ll.coefficients" else _grad_upstream_layout(g_stn, param)
+      net, key = ("ll", param[3:]) if param.startswith("ll.") else ("t_ema", param)
+      keymap, tree = grads[net]
+      ours_g = keymap.upstream_value(key, tree)
       # README: similarity-head gradients pass through bilinear sampling and mipmap level selection
       # (float32 noise up to 3e-3 relative); every other gradient below 2e-5.
       rtol = 1e-2 if "stns.0" in param else 1e-3
