@@ -1,4 +1,5 @@
 """Build shim: the package metadata lives in pyproject.toml."""
+
 import setuptools
 
 setuptools.setup()

@@ -53,6 +53,7 @@ Two unequal poses (`configs/demo.py:lopsided`: 70% lean clockwise, 30% counter-c
   .venv/bin/python benchmarks/alignment.py --workdir /tmp/lop --config configs/demo.py:lopsided --methods \
       flow_zoom_neutral,flow_fixed_c_zoom_neutral --out benchmarks/alignment_lopsided.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,31 +78,50 @@ ORACLE = "ground-truth similarity (upper bound of any similarity STN)"
 
 # (row name, directory, overrides of config.gangealing); None = the identity baseline.
 METHODS = (
-    ("no alignment", None, None),
-    ("similarity STN, learned c", "similarity", {"stn.transform": ("similarity",)}),
-    ("similarity + flow, fixed c", "flow_fixed_c", {"ll.freeze": True}),
-    ("similarity + flow, learned c", "flow", {}),
-    ("similarity + flow, learned c, paper's loss only (no equivariance term)", "flow_paper_loss",
-     {"loss.equivariance_weight": 0.0}),
-    ("similarity + flow, fixed c, paper's loss only (no equivariance term)", "flow_fixed_c_paper_loss",
-     {"ll.freeze": True, "loss.equivariance_weight": 0.0}),
-    ("similarity STN, learned c, zoom-neutral equivariance", "similarity_zoom_neutral",
-     {"stn.transform": ("similarity",), "loss.equivariance_zoom_neutral": True}),
-    ("similarity + flow, fixed c, zoom-neutral equivariance", "flow_fixed_c_zoom_neutral",
-     {"ll.freeze": True, "loss.equivariance_zoom_neutral": True}),
-    ("similarity + flow, learned c, zoom-neutral equivariance", "flow_zoom_neutral",
-     {"loss.equivariance_zoom_neutral": True}),
-    # The paper's Table 3 "unconstrained c optimization" (N = 512 = all of W; PCK 0.34% there): c free in every
-    # principal direction of W instead of the top one.
-    ("similarity + flow, unconstrained c (all W directions)", "flow_unconstrained_c",
-     {"ll.ndirs": lambda config: config.stylegan2.model.style_dim}),
+  ("no alignment", None, None),
+  ("similarity STN, learned c", "similarity", {"stn.transform": ("similarity",)}),
+  ("similarity + flow, fixed c", "flow_fixed_c", {"ll.freeze": True}),
+  ("similarity + flow, learned c", "flow", {}),
+  (
+    "similarity + flow, learned c, paper's loss only (no equivariance term)",
+    "flow_paper_loss",
+    {"loss.equivariance_weight": 0.0},
+  ),
+  (
+    "similarity + flow, fixed c, paper's loss only (no equivariance term)",
+    "flow_fixed_c_paper_loss",
+    {"ll.freeze": True, "loss.equivariance_weight": 0.0},
+  ),
+  (
+    "similarity STN, learned c, zoom-neutral equivariance",
+    "similarity_zoom_neutral",
+    {"stn.transform": ("similarity",), "loss.equivariance_zoom_neutral": True},
+  ),
+  (
+    "similarity + flow, fixed c, zoom-neutral equivariance",
+    "flow_fixed_c_zoom_neutral",
+    {"ll.freeze": True, "loss.equivariance_zoom_neutral": True},
+  ),
+  (
+    "similarity + flow, learned c, zoom-neutral equivariance",
+    "flow_zoom_neutral",
+    {"loss.equivariance_zoom_neutral": True},
+  ),
+  # The paper's Table 3 "unconstrained c optimization" (N = 512 = all of W; PCK 0.34% there): c free in every
+  # principal direction of W instead of the top one.
+  (
+    "similarity + flow, unconstrained c (all W directions)",
+    "flow_unconstrained_c",
+    {"ll.ndirs": lambda config: config.stylegan2.model.style_dim},
+  ),
 )
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
   path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("demo_config", REPO / path if not
-                                                       pathlib.Path(path).is_absolute() else path)
+  module_spec = importlib.util.spec_from_file_location(
+    "demo_config", REPO / path if not pathlib.Path(path).is_absolute() else path
+  )
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg or None)
@@ -133,8 +153,13 @@ def ground_truth_similarity_transfer(dataset):
   warps = [rigid(w) for w in dataset["warps"]]
 
   def transfer(images_a, images_b, kps_a):
-    return np.stack([warps[index[key(b)]].to_image(warps[index[key(a)]].to_canonical(np.asarray(k, np.float64)))
-                     for a, b, k in zip(np.asarray(images_a), np.asarray(images_b), np.asarray(kps_a))])
+    return np.stack(
+      [
+        warps[index[key(b)]].to_image(warps[index[key(a)]].to_canonical(np.asarray(k, np.float64)))
+        for a, b, k in zip(np.asarray(images_a), np.asarray(images_b), np.asarray(kps_a))
+      ]
+    )
+
   return transfer
 
 
@@ -149,14 +174,16 @@ def pose_left(matrices, dataset) -> dict:
   """
   m = np.asarray(matrices, np.float64)
   size = dataset["images"].shape[1]
-  u = np.array([[0.0, 0.0], [0.5, 0.0]])                 # congealed centre and a point to its right
+  u = np.array([[0.0, 0.0], [0.5, 0.0]])  # congealed centre and a point to its right
   x = np.einsum("nij,pj->npi", m[:, :, :2], u) + m[:, None, :, 2]
   q = np.stack([rigid(w).to_canonical(p) for w, p in zip(dataset["warps"], pts.unnormalize_points(x, size, size))])
   d = q[:, 1] - q[:, 0]
   mean_scale = np.mean([w.scale for w in dataset["warps"]])
-  return {"angle_left_deg": float(np.rad2deg(np.arctan2(d[:, 1], d[:, 0])).std()),
-          "log_scale_left": float(np.log(np.hypot(d[:, 0], d[:, 1])).std()),
-          "shift_left_px": float(np.linalg.norm(q[:, 0].std(0)) * mean_scale)}
+  return {
+    "angle_left_deg": float(np.rad2deg(np.arctan2(d[:, 1], d[:, 0])).std()),
+    "log_scale_left": float(np.log(np.hypot(d[:, 0], d[:, 1])).std()),
+    "shift_left_px": float(np.linalg.norm(q[:, 0].std(0)) * mean_scale),
+  }
 
 
 def target_offset(coefficients, directions, w) -> float:
@@ -171,6 +198,7 @@ def model_target_offset(model_dir: pathlib.Path, num_samples: int = 20000) -> fl
   """`target_offset` of an exported GANgealing model (its `ll` and `g_ema`), with W sampled from its generator."""
   from jaxgeal import checkpoint
   from jaxgeal.convert import stylegan2 as convert_stylegan2
+
   models = checkpoint.load_models(model_dir)
   _, gcfg, g_vars = models["g_ema"]
   ll_vars = models["ll"][2]
@@ -238,46 +266,62 @@ def run(config, workdir: pathlib.Path, methods=None) -> tuple[list, dict]:
       res["train_seconds"] = training_seconds(workdir / subdir / "metrics.jsonl")
     rows.append((name, res))
     logging.info("%s: %s", name, res)
-  rows.append((ORACLE, demo.evaluate(ground_truth_similarity_transfer(dataset), dataset,
-                                     num_bootstrap=config.get("num_bootstrap", 200))))
+  rows.append(
+    (
+      ORACLE,
+      demo.evaluate(ground_truth_similarity_transfer(dataset), dataset, num_bootstrap=config.get("num_bootstrap", 200)),
+    )
+  )
   return rows, seconds
 
 
 def write_report(path: pathlib.Path, config, rows, seconds, command: str):
   g, d = config.gangealing, config.data
   lines = [
-      "# Alignment on the synthetic category (PCK-Transfer, exact ground truth)", "",
-      f"Regenerated by `{command}`; do not edit by hand.", "",
-      f"Held-out renders: {d.num_heldout} images (seed {d.heldout_seed}), {d.num_pairs} fixed pairs, "
-      f"{d.size} px, threshold alpha * max(bbox width, height) (alpha_bbox, as SPair-71k). "
-      f"Render settings: {dict(d.render)}.",
-      f"Generator: StyleGAN2 {config.stylegan2.model.size} px ({demo.generator_source(config)}). "
-      f"GANgealing: {g.total_steps} steps, batch {g.batch_size}, perceptual loss `{g.perceptual.kind}`, "
-      f"psi annealed over {g.optim.anneal_psi} steps, STN flow at {g.stn.flow_size} px, "
-      f"target injected into the first {g.ll.inject} W+ layers, equivariance term weight "
-      f"{g.loss.get('equivariance_weight', 0.0):g} (not in the paper; rows without it say so).", "",
-      "| method | PCK@0.1 | PCK@0.05 | PCK@0.01 | training (s) | pose left: angle (°) / log scale / shift (px) "
-      "| c moved (W std) |",
-      "|---|---|---|---|---|---|---|"]
+    "# Alignment on the synthetic category (PCK-Transfer, exact ground truth)",
+    "",
+    f"Regenerated by `{command}`; do not edit by hand.",
+    "",
+    f"Held-out renders: {d.num_heldout} images (seed {d.heldout_seed}), {d.num_pairs} fixed pairs, "
+    f"{d.size} px, threshold alpha * max(bbox width, height) (alpha_bbox, as SPair-71k). "
+    f"Render settings: {dict(d.render)}.",
+    f"Generator: StyleGAN2 {config.stylegan2.model.size} px ({demo.generator_source(config)}). "
+    f"GANgealing: {g.total_steps} steps, batch {g.batch_size}, perceptual loss `{g.perceptual.kind}`, "
+    f"psi annealed over {g.optim.anneal_psi} steps, STN flow at {g.stn.flow_size} px, "
+    f"target injected into the first {g.ll.inject} W+ layers, equivariance term weight "
+    f"{g.loss.get('equivariance_weight', 0.0):g} (not in the paper; rows without it say so).",
+    "",
+    "| method | PCK@0.1 | PCK@0.05 | PCK@0.01 | training (s) | pose left: angle (°) / log scale / shift (px) "
+    "| c moved (W std) |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for name, r in rows:
-    cell = lambda k: (f"{r[k]:.3f} ± {r[k + '_std']:.3f}" if f"{k}_std" in r else f"{r[k]:.3f}")
+    cell = lambda k: f"{r[k]:.3f} ± {r[k + '_std']:.3f}" if f"{k}_std" in r else f"{r[k]:.3f}"
     train = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
-    pose = (f"{r['angle_left_deg']:.1f} / {r['log_scale_left']:.3f} / {r['shift_left_px']:.2f}"
-            if "angle_left_deg" in r else "-")
+    pose = (
+      f"{r['angle_left_deg']:.1f} / {r['log_scale_left']:.3f} / {r['shift_left_px']:.2f}"
+      if "angle_left_deg" in r
+      else "-"
+    )
     moved = f"{r['target_offset_std']:.2f}" if "target_offset_std" in r else "-"
-    lines.append(f"| {name} | {cell('pck@0.1')} | {cell('pck@0.05')} | {cell('pck@0.01')} | {train} | {pose} "
-                 f"| {moved} |")
-  lines += ["", "± is the bootstrap standard deviation over pairs (App. B.7's error bars). Pose left: the spread over",
-            "held-out images of the renderer's similarity (rotation, scale, shift; deformation excluded) that the",
-            "STN's similarity part leaves uncorrected (0 = every head in one pose; the no-alignment row is the",
-            "renderer's own spread). The flow's share of the alignment is not in it. Training (s): wall time from",
-            "each stage's metrics.jsonl, inflated where stages shared the machine (they may run concurrently).",
-            "c moved: distance of the learned target latent from the mean latent it starts at, in standard",
-            "deviations of W along the directions c may move in (Mahalanobis; a W sample lies ~sqrt(ndirs) away).", "",
-            "Wall times (s, 0 = stage reused from the workdir): " +
-            ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
-            f"Machine: {platform.processor() or platform.machine()}, jax {jax.__version__} "
-            f"({jax.default_backend()}, {jax.device_count()} device(s)).", ""]
+    lines.append(
+      f"| {name} | {cell('pck@0.1')} | {cell('pck@0.05')} | {cell('pck@0.01')} | {train} | {pose} | {moved} |"
+    )
+  lines += [
+    "",
+    "± is the bootstrap standard deviation over pairs (App. B.7's error bars). Pose left: the spread over",
+    "held-out images of the renderer's similarity (rotation, scale, shift; deformation excluded) that the",
+    "STN's similarity part leaves uncorrected (0 = every head in one pose; the no-alignment row is the",
+    "renderer's own spread). The flow's share of the alignment is not in it. Training (s): wall time from",
+    "each stage's metrics.jsonl, inflated where stages shared the machine (they may run concurrently).",
+    "c moved: distance of the learned target latent from the mean latent it starts at, in standard",
+    "deviations of W along the directions c may move in (Mahalanobis; a W sample lies ~sqrt(ndirs) away).",
+    "",
+    "Wall times (s, 0 = stage reused from the workdir): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+    f"Machine: {platform.processor() or platform.machine()}, jax {jax.__version__} "
+    f"({jax.default_backend()}, {jax.device_count()} device(s)).",
+    "",
+  ]
   path.write_text("\n".join(lines))
   path.with_suffix(".json").write_text(json.dumps({n: r for n, r in rows}, indent=1))
 
@@ -287,9 +331,12 @@ def main(argv=None):
   p.add_argument("--workdir", required=True, help="stages are kept here; re-running resumes")
   p.add_argument("--config", default="configs/demo.py", help="a demo config, optionally with :variant")
   p.add_argument("--out", default=str(REPO / "benchmarks" / "alignment.md"))
-  p.add_argument("--methods", default=None, help="comma-separated stage directories to run, each optionally as "
-                 "DIR@SEED for another training seed (default: all of " + ", ".join(d for _, d, _ in METHODS if d)
-                 + ")")
+  p.add_argument(
+    "--methods",
+    default=None,
+    help="comma-separated stage directories to run, each optionally as "
+    "DIR@SEED for another training seed (default: all of " + ", ".join(d for _, d, _ in METHODS if d) + ")",
+  )
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   methods = args.methods.split(",") if args.methods else None

@@ -9,6 +9,7 @@ real_size to flow_size), at the CPU-sized `tiny` config and at the paper config 
 The PyTorch original on a 2-core CPU (paper config, batch 1): 10.9 s per training step, 1.8 congealed
 images/s at 256 -> 128 px. Compare ratios taken in one run only: timings here vary up to 2x run to run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ def load_config(variant):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   c = module.get_config(variant)
-  c.generator.checkpoint = None      # random frozen generator of the config's size
+  c.generator.checkpoint = None  # random frozen generator of the config's size
   return c
 
 
@@ -61,7 +62,7 @@ def timed(fn, repeats):
 def bench(variant, batch, micro, repeats, infer_batch):
   c = load_config(None if variant == "paper" else variant)
   c.batch_size, c.micro_batch_size = batch, micro or batch
-  c.ll.pca_samples, c.ll.pca_batch = 4096, 1024        # PCA is setup, not the step: keep it short here
+  c.ll.pca_samples, c.ll.pca_batch = 4096, 1024  # PCA is setup, not the step: keep it short here
   mesh = sharding.make_mesh(1)
   G, gen_vars, gcfg = trainer.load_generator(c)
   perceptual = random_perceptual(c.perceptual.kind)
@@ -74,17 +75,27 @@ def bench(variant, batch, micro, repeats, infer_batch):
   def one():
     holder["state"], m = step(holder["state"], gen_vars, perceptual)
     return m["total"]
+
   step_s, step_first = timed(one, repeats)
 
   x = jax.random.uniform(jax.random.PRNGKey(1), (infer_batch, c.real_size, c.real_size, 3), minval=-1, maxval=1)
   congeal = jax.jit(lambda p, x: trainer.stn_lib.apply_for_training(models.stn, p, x, padding_mode="border").image)
   infer_s, _ = timed(lambda: congeal(state.stn_ema, x), repeats)
-  return {"config": variant, "batch": batch, "micro_batch": c.micro_batch_size, "gen_size": G.size,
-          "flow_size": c.stn.flow_size, "perceptual": c.perceptual.kind,
-          "train_step_s": step_s, "train_steps_per_s": 1 / step_s, "train_images_per_s": batch / step_s,
-          "first_step_s_incl_compile": step_first, "congeal_batch": infer_batch,
-          "congeal_images_per_s": infer_batch / infer_s,
-          "congeal_resolution": f"{c.real_size}->{c.stn.flow_size}"}
+  return {
+    "config": variant,
+    "batch": batch,
+    "micro_batch": c.micro_batch_size,
+    "gen_size": G.size,
+    "flow_size": c.stn.flow_size,
+    "perceptual": c.perceptual.kind,
+    "train_step_s": step_s,
+    "train_steps_per_s": 1 / step_s,
+    "train_images_per_s": batch / step_s,
+    "first_step_s_incl_compile": step_first,
+    "congeal_batch": infer_batch,
+    "congeal_images_per_s": infer_batch / infer_s,
+    "congeal_resolution": f"{c.real_size}->{c.stn.flow_size}",
+  }
 
 
 def main():
@@ -99,8 +110,18 @@ def main():
   for variant in args.configs.split(","):
     results.append(bench(variant, args.batch, args.micro_batch, args.repeats, args.infer_batch))
     print(json.dumps(results[-1]), flush=True)
-  print(json.dumps({"benchmark": "gangealing", "jax": jax.__version__, "backend": jax.default_backend(),
-                    "device": str(jax.devices()[0]), "results": results}, indent=1))
+  print(
+    json.dumps(
+      {
+        "benchmark": "gangealing",
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0]),
+        "results": results,
+      },
+      indent=1,
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ frozen generator) for each modulated-conv implementation, at several sizes. Prin
 Config F widths (channel multiplier 2, style_dim 512, 8 mapping layers) with random weights. Timings are the
 median of `--repeats` runs after one compile + one warm-up run; compare ratios taken in one run only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,9 +76,20 @@ def main():
       for impl in impls:
         results.append(bench(size, batch, impl, args.repeats, modes))
         print(json.dumps(results[-1]), flush=True)
-  print(json.dumps({"benchmark": "stylegan2_generator", "jax": jax.__version__, "backend": jax.default_backend(),
-                    "device": str(jax.devices()[0]), "machine": platform.machine(),
-                    "default_impl": modulated_conv.DEFAULT_IMPL, "results": results}, indent=1))
+  print(
+    json.dumps(
+      {
+        "benchmark": "stylegan2_generator",
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0]),
+        "machine": platform.machine(),
+        "default_impl": modulated_conv.DEFAULT_IMPL,
+        "results": results,
+      },
+      indent=1,
+    )
+  )
 
 
 if __name__ == "__main__":

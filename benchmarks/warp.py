@@ -6,6 +6,7 @@ by a zooming-out similarity grid, batch 1 and 40. Prints one JSON object per con
 
   python benchmarks/warp.py [--batches 1,40] [--repeats 5] [--in_size 256] [--out_size 128]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,8 @@ def main():
   args = parser.parse_args()
 
   ops = {
-      "grid_sample": lambda img, grid: warp.grid_sample(img, grid, "border"),
-      "mipmap_warp": lambda img, grid: mipmap.mipmap_warp(img, grid, "border", max_num_levels=3.5),
+    "grid_sample": lambda img, grid: warp.grid_sample(img, grid, "border"),
+    "mipmap_warp": lambda img, grid: mipmap.mipmap_warp(img, grid, "border", max_num_levels=3.5),
   }
   for batch in (int(b) for b in args.batches.split(",")):
     rng = np.random.default_rng(0)
@@ -56,11 +57,22 @@ def main():
       grad = jax.jit(jax.grad(lambda i, g, op=op: jnp.sum(op(i, g) ** 2), argnums=(0, 1)))
       compile_fwd, fwd_ms = _time(fwd, img, grid, repeats=args.repeats)
       compile_bwd, bwd_ms = _time(grad, img, grid, repeats=args.repeats)
-      print(json.dumps({
-          "op": name, "batch": batch, "in": args.in_size, "out": args.out_size,
-          "device": str(jax.devices()[0]), "forward_ms": round(fwd_ms, 3),
-          "forward_backward_ms": round(bwd_ms, 3), "first_call_ms": round(compile_fwd, 1),
-          "first_call_grad_ms": round(compile_bwd, 1)}), flush=True)
+      print(
+        json.dumps(
+          {
+            "op": name,
+            "batch": batch,
+            "in": args.in_size,
+            "out": args.out_size,
+            "device": str(jax.devices()[0]),
+            "forward_ms": round(fwd_ms, 3),
+            "forward_backward_ms": round(bwd_ms, 3),
+            "first_call_ms": round(compile_fwd, 1),
+            "first_call_grad_ms": round(compile_bwd, 1),
+          }
+        ),
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ scripts/training/cars_cluster_classifier.sh: 55k iterations, period 50k, lr 1e-3
       --config.gangealing_model=workdirs/cars/model
 Append :tiny for the CPU-sized variant (stage 1 from configs/cars.py:tiny).
 """
+
 import importlib.util
 import pathlib
 

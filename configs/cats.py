@@ -6,14 +6,15 @@
 Paper hyperparameters (Peebles et al. 2022, appendix B; ../shared/docs/upstream.md §1.2). The frozen generator
 is read from c.generator.checkpoint, a jaxgeal model directory converted from the published PyTorch file.
 """
+
 from jaxgeal.trainers import gangealing_config
 
 
 def get_config(arg=None):
   c = gangealing_config.base()
   c.generator.checkpoint = "pretrained/cats_generator"
-  c.perceptual.kind = 'vgg_ssl'
+  c.perceptual.kind = "vgg_ssl"
   c.loss.tv_weight = 1000.0
-  c.stn.padding_mode = 'border'
-  c.test.update(padding_mode='border', iters=3)
+  c.stn.padding_mode = "border"
+  c.test.update(padding_mode="border", iters=3)
   return gangealing_config.variant(c, arg)

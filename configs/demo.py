@@ -12,13 +12,14 @@ offline). Writes average.png, grid.png, pck.json and report.md into the workdir;
 
   python -m jaxgeal.main --config=configs/demo.py:train_gan --workdir=/tmp/gan  # the shipped generator
 """
+
 import ml_collections
 
 from jaxgeal.trainers import config_variants, gangealing_config
 from jaxgeal.trainers import stylegan2
 
 
-FINE_TUNED = ("complex", "closeup", "bimodal", "lopsided")   # variants whose generator is the shipped one fine-tuned
+FINE_TUNED = ("complex", "closeup", "bimodal", "lopsided")  # variants whose generator is the shipped one fine-tuned
 
 
 def get_config(arg=None):
@@ -28,9 +29,17 @@ def get_config(arg=None):
   c.n_vis = 8
   # No background clutter shapes: a 32 px StyleGAN2 learns the heads without them. Heads are recognisable
   # after 8000 steps; 40000 (~80 min at ~8 steps/s) remove most of the speckle: demo PCK@0.1 0.43 -> 0.53.
-  c.data = ml_collections.ConfigDict(dict(size=size, seed=0, num_train=2048, heldout_seed=1000, num_heldout=100,
-                                          num_pairs=200, render=dict(mirror_prob=0.0, deformation=0.2,
-                                                                     max_clutter=0)))
+  c.data = ml_collections.ConfigDict(
+    dict(
+      size=size,
+      seed=0,
+      num_train=2048,
+      heldout_seed=1000,
+      num_heldout=100,
+      num_pairs=200,
+      render=dict(mirror_prob=0.0, deformation=0.2, max_clutter=0),
+    )
+  )
   s = stylegan2.base_config()
   s.model.update(size=size, style_dim=64, n_mlp=2, channels=((4, 64), (8, 64), (16, 32), (32, 16)))
   # R1 gamma scaled down with resolution (StyleGAN2-ADA's heuristic 0.0002 res^2 / batch ~ 0.01-0.05).

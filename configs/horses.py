@@ -5,6 +5,7 @@ are upstream's table (reflection, 3 iterations).
   python -m jaxgeal.main --config=configs/horses.py --workdir=workdirs/horses
   python -m jaxgeal.main --config=configs/horses.py:tiny --workdir=/tmp/horses-tiny   # CPU-sized, seconds
 """
+
 import importlib.util
 import pathlib
 
@@ -14,6 +15,6 @@ def get_config(arg=None):
   cars = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(cars)
   c = cars.get_config(arg)
-  if c.generator.checkpoint is not None:          # :tiny uses a random generator
+  if c.generator.checkpoint is not None:  # :tiny uses a random generator
     c.generator.checkpoint = "pretrained/horses_generator"
   return c

@@ -15,6 +15,7 @@ generator.checkpoint.
 Paper-scale hyperparameters: batch 16, Adam(0.002, betas (0, 0.99)) with lazy regularisation (R1 gamma 10
 every 16 D steps, path length 2 every 4 G steps), style mixing 0.9, 800k steps, channel multiplier 2.
 """
+
 import ml_collections
 
 from jaxgeal.trainers import config_variants, stylegan2
@@ -43,6 +44,6 @@ def variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.Con
 
 
 def get_config(arg=None):
-  c = stylegan2.base_config()   # trainer="stylegan2", 256 px, rosinality defaults
-  c.data.source = ""            # required: a prepared dataset dir (see the module docstring)
+  c = stylegan2.base_config()  # trainer="stylegan2", 256 px, rosinality defaults
+  c.data.source = ""  # required: a prepared dataset dir (see the module docstring)
   return variant(c, arg)

@@ -9,6 +9,7 @@ config.data.source is the prepared dataset directory printed by `python -m jaxge
 style_dim 64 with a 4-layer mapping network; batch 8 and 20k steps: a few hours on a laptop CPU for simple
 data such as the synthetic heads of jaxgeal.datasets.synthetic. `:tiny` is the 16 px smoke-test variant.
 """
+
 import importlib.util
 import pathlib
 
@@ -24,8 +25,7 @@ def _sibling(name):
 
 def small(c):
   """64 px, narrow widths (the synthetic-data demo uses these)."""
-  c.model.update(size=64, style_dim=64, n_mlp=4, lr_mlp=0.01,
-                 channels=((4, 64), (8, 64), (16, 64), (32, 32), (64, 16)))
+  c.model.update(size=64, style_dim=64, n_mlp=4, lr_mlp=0.01, channels=((4, 64), (8, 64), (16, 64), (32, 32), (64, 16)))
   c.data.size = 64
   c.batch_size = 8
   c.total_steps = 20_000
@@ -38,5 +38,5 @@ def small(c):
 
 def get_config(arg=None):
   c = small(stylegan2.base_config())
-  c.data.source = ""            # required: a prepared dataset dir (see the module docstring)
+  c.data.source = ""  # required: a prepared dataset dir (see the module docstring)
   return _sibling("stylegan2_256").variant(c, arg)

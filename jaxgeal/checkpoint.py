@@ -7,6 +7,7 @@ so the architecture travels with the weights and a model can be rebuilt without 
 
 Training runs use `training_manager` (an Orbax CheckpointManager) so that a killed run resumes exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,12 @@ def _to_jsonable(x):
   return x
 
 
-def save_models(out_dir: str | os.PathLike, models: Mapping[str, tuple[str, Mapping, Any]],
-                source: str | None = None, overwrite: bool = False) -> pathlib.Path:
+def save_models(
+  out_dir: str | os.PathLike,
+  models: Mapping[str, tuple[str, Mapping, Any]],
+  source: str | None = None,
+  overwrite: bool = False,
+) -> pathlib.Path:
   """Write {name: (kind, config, variables)} as a model directory."""
   out = pathlib.Path(out_dir).absolute()
   if (out / "model.json").exists() and not overwrite:
@@ -47,9 +52,12 @@ def save_models(out_dir: str | os.PathLike, models: Mapping[str, tuple[str, Mapp
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(out / "variables", tree, force=True)
   ckptr.wait_until_finished()
-  meta = {"format": FORMAT, "version": VERSION, "source": source,
-          "models": {name: {"kind": kind, "config": _to_jsonable(config)}
-                     for name, (kind, config, _) in models.items()}}
+  meta = {
+    "format": FORMAT,
+    "version": VERSION,
+    "source": source,
+    "models": {name: {"kind": kind, "config": _to_jsonable(config)} for name, (kind, config, _) in models.items()},
+  }
   (out / "model.json").write_text(json.dumps(meta, indent=2))
   return out
 
@@ -60,30 +68,36 @@ def read_model_index(model_dir: str | os.PathLike) -> dict:
   meta_path = path / "model.json"
   if not meta_path.exists():
     raise ModelNotFoundError(
-        f"{path} is not a jaxgeal model directory (no model.json). Convert a PyTorch checkpoint first: "
-        f"python -m jaxgeal.convert stylegan2 CHECKPOINT.pt {path}")
+      f"{path} is not a jaxgeal model directory (no model.json). Convert a PyTorch checkpoint first: "
+      f"python -m jaxgeal.convert stylegan2 CHECKPOINT.pt {path}"
+    )
   try:
     meta = json.loads(meta_path.read_text())
   except UnicodeDecodeError:
     raise ModelNotFoundError(f"{meta_path} is not a text file; convert the model again") from None
   except json.JSONDecodeError as e:
-    raise ModelNotFoundError(f"{meta_path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
-                             "convert the model again") from None
+    raise ModelNotFoundError(
+      f"{meta_path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); convert the model again"
+    ) from None
   if not isinstance(meta, dict) or meta.get("format") != FORMAT:
     got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
     raise ModelNotFoundError(f"{meta_path} is not a {FORMAT} index (format={got!r})")
   if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
-    raise ModelNotFoundError(f"{meta_path} has version {meta.get('version')!r}; this jaxgeal reads versions up to "
-                             f"{VERSION}")
+    raise ModelNotFoundError(
+      f"{meta_path} has version {meta.get('version')!r}; this jaxgeal reads versions up to {VERSION}"
+    )
   models = meta.get("models")
   if not isinstance(models, dict) or not models:
-    raise ModelNotFoundError(f"{meta_path}: 'models' must map model names to {{'kind', 'config'}} entries "
-                             f"(got {models!r:.60})")
+    raise ModelNotFoundError(
+      f"{meta_path}: 'models' must map model names to {{'kind', 'config'}} entries (got {models!r:.60})"
+    )
   for name, entry in models.items():
-    if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str) or not isinstance(
-        entry.get("config"), dict):
-      raise ModelNotFoundError(f"{meta_path}: models[{name!r}] must be {{'kind': str, 'config': {{...}}}} "
-                               f"(got {entry!r:.60})")
+    if (
+      not isinstance(entry, dict) or not isinstance(entry.get("kind"), str) or not isinstance(entry.get("config"), dict)
+    ):
+      raise ModelNotFoundError(
+        f"{meta_path}: models[{name!r}] must be {{'kind': str, 'config': {{...}}}} (got {entry!r:.60})"
+      )
   return meta
 
 
@@ -102,8 +116,7 @@ def load_models(model_dir: str | os.PathLike) -> dict[str, tuple[str, dict, Any]
   return out
 
 
-def load_model(model_dir: str | os.PathLike, name: str | None = None,
-               kind: str | None = None) -> tuple[str, dict, Any]:
+def load_model(model_dir: str | os.PathLike, name: str | None = None, kind: str | None = None) -> tuple[str, dict, Any]:
   """One model from a directory: by name, else the first of the given kind (e.g. 'generator' -> g_ema)."""
   models = load_models(model_dir)
   if name is not None:
@@ -116,10 +129,10 @@ def load_model(model_dir: str | os.PathLike, name: str | None = None,
   raise KeyError(f"{model_dir} holds no model of kind {kind!r} (it has {sorted(models)})")
 
 
-def training_manager(workdir: str | os.PathLike, max_to_keep: int = 3,
-                     save_interval_steps: int = 1) -> ocp.CheckpointManager:
+def training_manager(
+  workdir: str | os.PathLike, max_to_keep: int = 3, save_interval_steps: int = 1
+) -> ocp.CheckpointManager:
   """CheckpointManager over `workdir/checkpoints` for trainer state (params, EMA, optimizer, step, RNG)."""
   path = pathlib.Path(workdir).absolute() / "checkpoints"
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-                                         create=True)
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True)
   return ocp.CheckpointManager(path, options=options)

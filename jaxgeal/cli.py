@@ -1,19 +1,20 @@
 """What every jaxgeal command line shares: number arguments, safe output paths, output names, error lines.
 
-  * Argument types (`positive_int`, `nonnegative_int`, `positive_float`, `nonnegative_float`, `fraction`) for
-    argparse `type=`: a bad value stops the parser with "argument --batch: must be a positive integer, got '0'"
-    instead of failing deep inside a computation.
-  * `check_outputs(outputs, inputs)`: refuses, before anything is written, an output that is an input
-    (the same file by path, relative path, symlink or hard link) or a directory holding one, so no command
-    ever writes over what it reads. `check_output_dir` / `check_output_file` name a file standing where a
-    directory is needed. Both raise `UsageError`.
-  * `output_names(files)`: one output name per input. The rule, the same in every command: an input's name
-    is its stem ("cat" for cat.jpg) unless another input has the same stem, or the stem is another input's
-    file name or a reserved name; then it is the whole file name ("cat.jpg", "cat.png": outputs cat.jpg.png
-    and cat.png.png). Names so chosen never collide.
-  * `error_line(e)`: the one line a command prints for a user mistake or an OS error ("PATH: Not a
-    directory"), never a traceback.
+* Argument types (`positive_int`, `nonnegative_int`, `positive_float`, `nonnegative_float`, `fraction`) for
+  argparse `type=`: a bad value stops the parser with "argument --batch: must be a positive integer, got '0'"
+  instead of failing deep inside a computation.
+* `check_outputs(outputs, inputs)`: refuses, before anything is written, an output that is an input
+  (the same file by path, relative path, symlink or hard link) or a directory holding one, so no command
+  ever writes over what it reads. `check_output_dir` / `check_output_file` name a file standing where a
+  directory is needed. Both raise `UsageError`.
+* `output_names(files)`: one output name per input. The rule, the same in every command: an input's name
+  is its stem ("cat" for cat.jpg) unless another input has the same stem, or the stem is another input's
+  file name or a reserved name; then it is the whole file name ("cat.jpg", "cat.png": outputs cat.jpg.png
+  and cat.png.png). Names so chosen never collide.
+* `error_line(e)`: the one line a command prints for a user mistake or an OS error ("PATH: Not a
+  directory"), never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,10 @@ import os
 import pathlib
 from typing import Iterable, Sequence
 
-OUTPUT_NAME_RULE = ("outputs are named by the input's stem (cat.jpg -> cat.png); inputs sharing a stem keep "
-                    "their whole name (cat.jpg, cat.png -> cat.jpg.png, cat.png.png)")
+OUTPUT_NAME_RULE = (
+  "outputs are named by the input's stem (cat.jpg -> cat.png); inputs sharing a stem keep "
+  "their whole name (cat.jpg, cat.png -> cat.jpg.png, cat.png.png)"
+)
 
 
 class UsageError(ValueError):
@@ -57,8 +60,10 @@ def nonnegative_int(text: str) -> int:
 
 def at_least(minimum: int):
   """argparse type factory: an integer >= minimum."""
+
   def parse(text: str) -> int:
     return _number(text, int, f"an integer >= {minimum}", lambda v: v >= minimum)
+
   parse.__name__ = f"int_at_least_{minimum}"
   return parse
 

@@ -11,6 +11,7 @@ every PIL mode:
   * Grayscale ("1", "L", "LA"), CMYK, YCbCr, ... are converted by PIL.
 Truncated or unreadable files raise (`load_image`: ValueError naming the file).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,7 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, pad_value: int 
   for i in range(n):
     r, q = divmod(i, nrow)
     y, x = padding + r * (h + padding), padding + q * (w + padding)
-    grid[y:y + h, x:x + w] = images[i]
+    grid[y : y + h, x : x + w] = images[i]
   return grid
 
 

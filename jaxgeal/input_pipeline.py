@@ -17,6 +17,7 @@ of `jaxgeal.datasets`:
   batch = next(it)            # {"image": (40, 256, 256, 3) float32, "name": (40,) bytes}
   state = it.get_state()      # store with the training checkpoint; later: it.set_state(state)
 """
+
 from __future__ import annotations
 
 import os
@@ -63,13 +64,25 @@ def open_source(source, split: str | None = None, data_dir: str | os.PathLike | 
   raise TypeError(f"cannot read from {source!r}: pass a data source, a tfds builder, a directory or a name")
 
 
-def make_image_iterator(source, batch_size: int | None, *, split: str | None = None,
-                        data_dir: str | os.PathLike | None = None, seed: int = 0,
-                        shard_index: int | None = None, shard_count: int | None = None, shuffle: bool = True,
-                        repeat: bool = True, num_epochs: int | None = None, drop_remainder: bool = True,
-                        worker_count: int = 0, worker_buffer_size: int = 1, read_threads: int | None = None,
-                        image_keys: Sequence[str] | None = None, keys: Sequence[str] | None = None
-                        ) -> grain.DataLoaderIterator:
+def make_image_iterator(
+  source,
+  batch_size: int | None,
+  *,
+  split: str | None = None,
+  data_dir: str | os.PathLike | None = None,
+  seed: int = 0,
+  shard_index: int | None = None,
+  shard_count: int | None = None,
+  shuffle: bool = True,
+  repeat: bool = True,
+  num_epochs: int | None = None,
+  drop_remainder: bool = True,
+  worker_count: int = 0,
+  worker_buffer_size: int = 1,
+  read_threads: int | None = None,
+  image_keys: Sequence[str] | None = None,
+  keys: Sequence[str] | None = None,
+) -> grain.DataLoaderIterator:
   """A checkpointable iterator of batches (dicts of numpy arrays) over a prepared dataset.
 
   Args:
@@ -92,6 +105,7 @@ def make_image_iterator(source, batch_size: int | None, *, split: str | None = N
   data = open_source(source, split, data_dir)
   if shard_index is None or shard_count is None:
     import jax  # pylint: disable=import-outside-toplevel  -- only needed for the multi-host defaults.
+
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
@@ -101,8 +115,12 @@ def make_image_iterator(source, batch_size: int | None, *, split: str | None = N
   if num_epochs is None:
     num_epochs = None if repeat else 1
   sampler = grain.IndexSampler(
-      num_records=len(data), shard_options=grain.ShardOptions(shard_index, shard_count, drop_remainder=True),
-      shuffle=shuffle, num_epochs=num_epochs, seed=seed)
+    num_records=len(data),
+    shard_options=grain.ShardOptions(shard_index, shard_count, drop_remainder=True),
+    shuffle=shuffle,
+    num_epochs=num_epochs,
+    seed=seed,
+  )
   if image_keys is None:
     image_keys = getattr(data, "image_keys", ("image",))
   operations: list[Any] = [_ToModelFormat(image_keys, keys)]
@@ -110,13 +128,20 @@ def make_image_iterator(source, batch_size: int | None, *, split: str | None = N
     operations.append(grain.Batch(batch_size, drop_remainder=drop_remainder))
   if worker_count > 0:
     from absl import flags  # pylint: disable=import-outside-toplevel
+
     if not flags.FLAGS.is_parsed():
       # grain's worker processes read absl flags (their defaults are fine); outside absl.app.run nobody parses
       # them and the workers would die with UnparsedFlagAccessError.
       flags.FLAGS.mark_as_parsed()
   read_options = None if read_threads is None else grain.ReadOptions(num_threads=read_threads)
-  loader = grain.DataLoader(data_source=data, sampler=sampler, operations=operations, worker_count=worker_count,
-                            worker_buffer_size=worker_buffer_size, read_options=read_options)
+  loader = grain.DataLoader(
+    data_source=data,
+    sampler=sampler,
+    operations=operations,
+    worker_count=worker_count,
+    worker_buffer_size=worker_buffer_size,
+    read_options=read_options,
+  )
   return iter(loader)
 
 
@@ -129,11 +154,14 @@ def training_images(data_config, batch_size: int, *, seed: int, start_step: int 
   """
   import jax
   import json
+
   source = data_config.get("source") if hasattr(data_config, "get") else data_config
   if not source:
-    raise ValueError("config.data.source is empty: prepare a dataset first, e.g.\n"
-                     "  python -m jaxgeal.datasets.prepare folder --path MY_IMAGES --out data --size 256\n"
-                     "then pass --config.data.source=data/jaxgeal_image_folder/256_center/1.0.0")
+    raise ValueError(
+      "config.data.source is empty: prepare a dataset first, e.g.\n"
+      "  python -m jaxgeal.datasets.prepare folder --path MY_IMAGES --out data --size 256\n"
+      "then pass --config.data.source=data/jaxgeal_image_folder/256_center/1.0.0"
+    )
   local_batch = batch_size // jax.process_count()
   it = make_image_iterator(source, local_batch, seed=seed, shuffle=True, repeat=True, keys=("image",))
   if start_step:

@@ -7,6 +7,7 @@ Re-running with the same workdir resumes from the last checkpoint.
 Console: jaxgeal's own INFO lines (the periodic progress / metric line) and every library's warnings; all of
 it, libraries' INFO included, also goes to <workdir>/log.txt.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,12 @@ from ml_collections import config_dict, config_flags
 from jaxgeal import cli
 from jaxgeal.trainers import config_checks
 
-TRAINERS = {"gangealing": "jaxgeal.trainers.gangealing", "stylegan2": "jaxgeal.trainers.stylegan2",
-            "cluster_classifier": "jaxgeal.trainers.cluster_classifier", "demo": "jaxgeal.trainers.demo"}
+TRAINERS = {
+  "gangealing": "jaxgeal.trainers.gangealing",
+  "stylegan2": "jaxgeal.trainers.stylegan2",
+  "cluster_classifier": "jaxgeal.trainers.cluster_classifier",
+  "demo": "jaxgeal.trainers.demo",
+}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 LOG_FILE = "log.txt"
 
@@ -35,15 +40,21 @@ def define_config_flag(flag_values: flags.FlagValues, argv: list[str] | None = N
   """--config on `flag_values`; `argv` (default sys.argv) is what config_flags reads to define the
   `--config.<field>` overrides."""
   config_flags.DEFINE_config_file(
-      "config", None, "Training config file (e.g. configs/cats.py or configs/cats.py:tiny).", flag_values=flag_values,
-      lock_config=False, sys_argv=argv)
+    "config",
+    None,
+    "Training config file (e.g. configs/cats.py or configs/cats.py:tiny).",
+    flag_values=flag_values,
+    lock_config=False,
+    sys_argv=argv,
+  )
 
 
 def define_flags(flag_values: flags.FlagValues, argv: list[str] | None = None):
   """--config and --workdir on `flag_values` (see define_config_flag)."""
   define_config_flag(flag_values, argv)
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and visuals (resumes if it has some).",
-                      flag_values=flag_values)
+  flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics and visuals (resumes if it has some).", flag_values=flag_values
+  )
   flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
 
 
@@ -76,7 +87,7 @@ def _parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
   """flag_values(argv) and the config loaded, any mistake as a FlagsError."""
   try:
     rest = flag_values(argv)
-    _ = flag_values.config    # config_flags may load the file lazily: its errors belong here
+    _ = flag_values.config  # config_flags may load the file lazily: its errors belong here
     return rest
   except flags.UnrecognizedFlagError as e:
     raise FlagsError(f"--{e.flagname}: unknown flag (see --help)") from None
@@ -91,7 +102,7 @@ def _parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
 
 def _check_override_keys(config_arg: str, argv: list[str]):
   """Each `--config.<key>=...` must name a field of the config; otherwise FlagsError with the nearest ones."""
-  keys = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+  keys = [a[len("--config.") :].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
   if not keys:
     return
   probe = flags.FlagValues()
@@ -110,7 +121,7 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> list[
   config file) raises FlagsError with one line naming it instead of absl's traceback."""
   config_arg = _config_arg(argv)
   if config_arg is not None:
-    path = config_arg[len("--config="):].split(":", 1)[0]
+    path = config_arg[len("--config=") :].split(":", 1)[0]
     if not pathlib.Path(path).is_file():
       raise FlagsError(f"--config={path}: no such config file")
     _check_override_keys(config_arg, argv)

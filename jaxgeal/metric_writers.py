@@ -8,6 +8,7 @@ A resumed run restarts at its checkpoint's step, which may be behind what the ki
 that `resume_step`, the JSON-lines file drops its lines past it and TensorBoard purges its events past it, so
 each step is logged once and in order.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,7 +74,7 @@ def _step_of(line: str) -> int | None:
   try:
     return int(json.loads(line)["step"])
   except (ValueError, KeyError, TypeError):
-    return None    # a line cut short by a kill
+    return None  # a line cut short by a kill
 
 
 def truncate_after(path: str | os.PathLike, step: int):
@@ -130,6 +131,7 @@ class TensorBoardXWriter(BaseWriter):
 
   def __init__(self, logdir: str | os.PathLike, purge_step: int | None = None):
     from tensorboardX import SummaryWriter
+
     self._writer = SummaryWriter(logdir=str(logdir), purge_step=purge_step)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
@@ -139,8 +141,9 @@ class TensorBoardXWriter(BaseWriter):
   def write_images(self, step: int, grids: Mapping[str, Any]):
     for key, value in grids.items():
       value = np.asarray(value)
-      self._writer.add_image(key, value if value.dtype == np.uint8 else images.to_uint8(value),
-                             global_step=step, dataformats="HWC")
+      self._writer.add_image(
+        key, value if value.dtype == np.uint8 else images.to_uint8(value), global_step=step, dataformats="HWC"
+      )
 
   def write_hparams(self, hparams: Mapping[str, Any]):
     self._writer.add_hparams(dict(hparams), {})
@@ -152,13 +155,15 @@ class TensorBoardXWriter(BaseWriter):
     self._writer.close()
 
 
-def create_default_writer(workdir: str | os.PathLike, resume_step: int | None = None,
-                          tensorboard: bool = True) -> MultiWriter:
+def create_default_writer(
+  workdir: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True
+) -> MultiWriter:
   """The trainers' writer: metrics.jsonl + visuals/*.png (+ TensorBoard). `resume_step`: the step the run
   starts from (0 for a new run); what a killed run logged after it is dropped."""
   workdir = pathlib.Path(workdir)
   writers = [JsonlWriter(workdir / METRICS_FILE, resume_step), ImageFileWriter(workdir / "visuals")]
   if tensorboard:
-    writers.append(TensorBoardXWriter(workdir / "tensorboard",
-                                      purge_step=None if resume_step is None else resume_step + 1))
+    writers.append(
+      TensorBoardXWriter(workdir / "tensorboard", purge_step=None if resume_step is None else resume_step + 1)
+    )
   return MultiWriter(writers)

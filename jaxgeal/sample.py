@@ -5,6 +5,7 @@
 Seed s gives z = N(0, I) drawn from PRNGKey(s), so a seed names the same image on any machine. Truncation
 (psi < 1) pulls every layer's w towards the mean of `--n-mean` mapped samples.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def seed_latents(seeds, style_dim: int) -> jnp.ndarray:
   return jnp.stack([jax.random.normal(jax.random.PRNGKey(s), (style_dim,)) for s in seeds])
 
 
-def sample(model_dir, seeds, truncation: float = 1.0, n_mean: int = 4096, noise_mode: str = "const",
-           batch_size: int = 8) -> np.ndarray:
+def sample(
+  model_dir, seeds, truncation: float = 1.0, n_mean: int = 4096, noise_mode: str = "const", batch_size: int = 8
+) -> np.ndarray:
   """Images (N, H, W, 3) in [-1, 1] for the given seeds."""
   _, config, variables = checkpoint.load_model(model_dir, kind="generator")
   G = convert_sg2.build_generator(config)
@@ -63,17 +65,19 @@ def sample(model_dir, seeds, truncation: float = 1.0, n_mean: int = 4096, noise_
     latent = jnp.broadcast_to(w[:, None], (w.shape[0], G.n_latent, w.shape[-1]))
     if noise_mode == "random":
       # Per-seed noise, so an image does not depend on the batch it was drawn in.
-      noise = [jax.vmap(lambda k, r=r: jax.random.normal(jax.random.fold_in(k, i), (r, r, 1)))(noise_rng)
-               for i, r in enumerate(stylegan2.noise_resolutions(G.size))]
+      noise = [
+        jax.vmap(lambda k, r=r: jax.random.normal(jax.random.fold_in(k, i), (r, r, 1)))(noise_rng)
+        for i, r in enumerate(stylegan2.noise_resolutions(G.size))
+      ]
       return G.apply(v, latent, noise, method=G.synthesis)
     return G.apply(v, latent, None, False, method=G.synthesis)
 
   keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
   out = []
   for i in range(0, len(seeds), batch_size):
-    zb, kb = z[i:i + batch_size], keys[i:i + batch_size]
+    zb, kb = z[i : i + batch_size], keys[i : i + batch_size]
     n = zb.shape[0]
-    if n < batch_size and len(seeds) > batch_size:   # keep one compiled shape
+    if n < batch_size and len(seeds) > batch_size:  # keep one compiled shape
       zb = jnp.concatenate([zb, jnp.zeros((batch_size - n,) + zb.shape[1:])])
       kb = jnp.concatenate([kb, jnp.repeat(kb[:1], batch_size - n, 0)])
     out.append(np.asarray(generate(variables, zb, kb))[:n])
@@ -81,14 +85,19 @@ def sample(model_dir, seeds, truncation: float = 1.0, n_mean: int = 4096, noise_
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m jaxgeal.sample", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m jaxgeal.sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--checkpoint", required=True, help="model directory written by `python -m jaxgeal.convert`")
   p.add_argument("--seeds", default="0-15", help="seeds, e.g. 0-15 or 1,5,9 (default 0-15)")
   p.add_argument("--truncation", type=float, default=1.0, help="psi in (0, 1]; 1 disables truncation")
   p.add_argument("--n-mean", type=cli.positive_int, default=4096, help="samples for the truncation mean latent")
-  p.add_argument("--noise-mode", choices=["const", "random"], default="const",
-                 help="const: the checkpoint's fixed noise buffers; random: per-seed noise")
+  p.add_argument(
+    "--noise-mode",
+    choices=["const", "random"],
+    default="const",
+    help="const: the checkpoint's fixed noise buffers; random: per-seed noise",
+  )
   p.add_argument("--batch-size", type=cli.positive_int, default=8)
   p.add_argument("--nrow", type=cli.positive_int, default=None, help="images per grid row (default: square)")
   p.add_argument("--out", default="grid.png", help="output image (PNG)")

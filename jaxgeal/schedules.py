@@ -23,6 +23,7 @@ An optax schedule is called with `count`, the number of updates already applied,
 
 All schedules are pure jnp functions of a scalar or array step; they jit and work as optax schedules.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,9 +65,9 @@ def fastslow_anneal(i, maxval, minval, num_steps, a: float = 0.3) -> jax.Array:
 
 
 ANNEAL_FNS: dict[str, Callable[..., jax.Array]] = {
-    "cosine": cosine_anneal,
-    "linear": linear_anneal,
-    "fastslow": fastslow_anneal,
+  "cosine": cosine_anneal,
+  "linear": linear_anneal,
+  "fastslow": fastslow_anneal,
 }
 
 
@@ -107,7 +108,7 @@ def lr_cycle_iters(anneal_psi: int, period: int, iters: int, tm: int = 2) -> lis
   else:
     n = 0
     while period * tm ** (n + 1) <= iters - anneal_psi:  # Upstream's count: floor(log_tm((iters - a) / p)).
-      out.append(out[-1] + period * tm ** n)
+      out.append(out[-1] + period * tm**n)
       n += 1
   return [int(x) for x in out]
 
@@ -119,8 +120,9 @@ def _check_sgdr(t_0, t_mult):
     raise ValueError(f"expected an integer T_mult >= 1, got {t_mult!r}")
 
 
-def decaying_cosine_warm_restarts(base_lr: float, t_0: int = 1, t_mult: int = 2, decay: float = 0.9,
-                                  eta_min: float = 0.0) -> Schedule:
+def decaying_cosine_warm_restarts(
+  base_lr: float, t_0: int = 1, t_mult: int = 2, decay: float = 0.9, eta_min: float = 0.0
+) -> Schedule:
   """`epoch -> lr` of upstream `DecayingCosineAnnealingWarmRestarts.step(epoch)` (fractional epochs).
 
   With n restarts before `epoch`, T_cur the epochs since the last one and T_i the current cycle length:
@@ -152,8 +154,15 @@ def decaying_cosine_warm_restarts(base_lr: float, t_0: int = 1, t_mult: int = 2,
   return schedule
 
 
-def gangealing_lr_schedule(base_lr: float, anneal_psi: int, period: float, t_mult: int = 2,
-                           decay: float = 0.9, t_0: int = 1, eta_min: float = 0.0) -> Schedule:
+def gangealing_lr_schedule(
+  base_lr: float,
+  anneal_psi: int,
+  period: float,
+  t_mult: int = 2,
+  decay: float = 0.9,
+  t_0: int = 1,
+  eta_min: float = 0.0,
+) -> Schedule:
   """optax schedule `count -> lr` of train.py: base_lr during psi annealing, then SGDR.
 
   `count` updates done = upstream iteration `count` finished; the LR for the next update is

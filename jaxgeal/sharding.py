@@ -6,6 +6,7 @@ PARAM_RULES (regex on the '/'-joined parameter path -> PartitionSpec) can shard 
 any trainer. Random draws inside jitted steps use JAX's partitionable threefry, so a step produces the same
 numbers on 1 or N devices.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,10 @@ def make_mesh(num_devices: int | None = None, devices: Sequence[Any] | None = No
   devices = list(devices if devices is not None else jax.devices())
   if num_devices is not None:
     if num_devices > len(devices):
-      raise ValueError(f"asked for {num_devices} devices, only {len(devices)} are available "
-                       f"(on CPU set jax_num_cpu_devices before JAX starts)")
+      raise ValueError(
+        f"asked for {num_devices} devices, only {len(devices)} are available "
+        f"(on CPU set jax_num_cpu_devices before JAX starts)"
+      )
     devices = devices[:num_devices]
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
@@ -49,12 +52,14 @@ def _path_str(path) -> str:
 
 def param_shardings(mesh: Mesh, tree) -> Any:
   """NamedShardings for a parameter pytree following PARAM_RULES (replicated by default)."""
+
   def rule(path, leaf):
     name = _path_str(path)
     for pattern, spec in PARAM_RULES:
       if re.search(pattern, name) and len(spec) <= np.ndim(leaf):
         return NamedSharding(mesh, spec)
     return NamedSharding(mesh, P())
+
   return jax.tree_util.tree_map_with_path(rule, tree)
 
 
@@ -66,7 +71,8 @@ def put_batch(tree, mesh: Mesh):
   """Host batches -> arrays split over the data axis. With several processes each passes its local slice."""
   if jax.process_count() > 1:
     return jax.tree_util.tree_map(
-        lambda x: jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(x)), tree)
+      lambda x: jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(x)), tree
+    )
   return jax.device_put(tree, batch_sharding(mesh))
 
 

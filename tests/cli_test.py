@@ -1,5 +1,6 @@
 """jaxgeal.cli: number arguments fail in the parser, outputs never overwrite inputs, every input gets its own output
 name, OS errors are one line; `python -m jaxgeal.main` names a --workdir that cannot be a directory."""
+
 import argparse
 import os
 import subprocess
@@ -10,14 +11,17 @@ import pytest
 from jaxgeal import cli
 
 
-@pytest.mark.parametrize("fn,good,bad", [
+@pytest.mark.parametrize(
+  "fn,good,bad",
+  [
     (cli.positive_int, ["1", "32"], ["0", "-3", "1.5", "x"]),
     (cli.nonnegative_int, ["0", "7"], ["-1", "x"]),
     (cli.positive_float, ["0.5", "24"], ["0", "-1", "nan", "inf", "x"]),
     (cli.nonnegative_float, ["0", "1.3"], ["-0.1", "nan"]),
     (cli.fraction, ["0", "0.25", "1"], ["-0.1", "1.01", "nan"]),
     (cli.at_least(2), ["2", "48"], ["1", "0"]),
-])
+  ],
+)
 def test_number_types_accept_valid_values_and_reject_the_rest(fn, good, bad):
   for text in good:
     assert fn(text) == float(text)
@@ -94,8 +98,12 @@ def test_main_names_a_workdir_below_a_file(tmp_path):
   # the unwritable directory here.
   (tmp_path / "file").write_text("x")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  r = subprocess.run([sys.executable, "-m", "jaxgeal.main", f"--config={root}/configs/demo.py",
-                      f"--workdir={tmp_path / 'file' / 'wd'}"], capture_output=True, text=True, cwd=root)
+  r = subprocess.run(
+    [sys.executable, "-m", "jaxgeal.main", f"--config={root}/configs/demo.py", f"--workdir={tmp_path / 'file' / 'wd'}"],
+    capture_output=True,
+    text=True,
+    cwd=root,
+  )
   assert r.returncode == 2, r.stderr[-2000:]
   assert "Traceback" not in r.stderr
   assert f"error: --workdir {tmp_path / 'file' / 'wd'}: {tmp_path / 'file'} is a file, not a directory" in r.stderr

@@ -1,5 +1,6 @@
 """Loading configs/*.py as `--config` does, and every variant each file declares (the names an unknown
 variant's UnknownVariantError lists), for tests that must hold for all of them."""
+
 import importlib.util
 import pathlib
 

@@ -1,17 +1,22 @@
 """Test-session set-up: JAX's persistent compilation cache, so that identical programs (a trainer resumed in
 the same test, the same model in several tests, subprocesses) compile once, and a cheaper LLVM optimisation
 level: compiling, not running, is most of the suite's time on a 2-core CPU."""
+
 import os
 import pathlib
 
 import jax
 
-CACHE = pathlib.Path(os.environ.get("JAXGEAL_TEST_JIT_CACHE", pathlib.Path(__file__).resolve().parents[1]
-                                    / ".pytest_cache" / "jax"))
+CACHE = pathlib.Path(
+  os.environ.get("JAXGEAL_TEST_JIT_CACHE", pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax")
+)
 # Each setting goes into this process's config and into JAX's own environment variable, which subprocess tests
 # (`python -m jaxgeal.main ...`, the fake-device scripts) inherit.
-for name, value in (("jax_compilation_cache_dir", str(CACHE)), ("jax_persistent_cache_min_compile_time_secs", 0.5),
-                    ("jax_persistent_cache_min_entry_size_bytes", 0)):
+for name, value in (
+  ("jax_compilation_cache_dir", str(CACHE)),
+  ("jax_persistent_cache_min_compile_time_secs", 0.5),
+  ("jax_persistent_cache_min_entry_size_bytes", 0),
+):
   os.environ.setdefault(name.upper(), str(value))
   jax.config.update(name, type(value)(os.environ[name.upper()]))
 # LLVM optimisation level 1 instead of 2 for the tests' programs: StyleGAN2's training step compiles in

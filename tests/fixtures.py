@@ -4,6 +4,7 @@ Parity tests never hard-code a size or option: they collect every `<kind>.json` 
 recursively, and replay what the json records. The root comes from `$JAXGEAL_FIXTURES` (default
 `../shared/fixtures` beside the repository); where it is absent (a user's clone) the tests skip cleanly.
 """
+
 from __future__ import annotations
 
 import functools
@@ -78,12 +79,12 @@ def collect(kind: str) -> list:
   """pytest params for every `<kind>.json` under the root, recursively, with ids like `multihead/stn`."""
   root = fixture_root()
   if not root.is_dir():
-    return [pytest.param(None, id=f"{kind}-absent",
-                         marks=pytest.mark.skip(reason=f"fixture directory {root} is absent"))]
+    return [
+      pytest.param(None, id=f"{kind}-absent", marks=pytest.mark.skip(reason=f"fixture directory {root} is absent"))
+    ]
   paths = sorted(root.rglob(f"{kind}.json"))
   if not paths:
-    return [pytest.param(None, id=f"{kind}-none",
-                         marks=pytest.mark.skip(reason=f"no {kind}.json under {root}"))]
+    return [pytest.param(None, id=f"{kind}-none", marks=pytest.mark.skip(reason=f"no {kind}.json under {root}"))]
   return [pytest.param(Fixture(p, root), id=str(p.with_suffix("").relative_to(root))) for p in paths]
 
 
@@ -106,6 +107,7 @@ def nchw_to_nhwc(x):
 def call_kwargs(text: str) -> dict[str, float | int]:
   """Numeric `name=value` pairs of a recorded call string or note, e.g. 'truncation=0.7, inject_index=3'."""
   import re
+
   out = {}
   for name, value in re.findall(r"([A-Za-z_][A-Za-z_0-9]*)\s*=\s*(-?\d+(?:\.\d*)?(?:[eE]-?\d+)?)\b", text):
     out[name] = float(value) if any(c in value for c in ".eE") else int(value)
@@ -115,4 +117,5 @@ def call_kwargs(text: str) -> dict[str, float | int]:
 def load_checkpoint(fixture: Fixture, filename: str):
   """A fixture's .pt file, read with jaxgeal's own torch-free reader."""
   from jaxgeal.convert import torch_pickle
+
   return torch_pickle.load(fixture.resolve(filename))

@@ -1,6 +1,7 @@
 """jaxgeal.main: config mistakes on the command line are one line on stderr (exit 2, nothing created), every
 None-valued field of every config can be set from the command line, and a run's console holds jaxgeal's
 progress lines (step / total, time left) but no library INFO chatter, which goes to <workdir>/log.txt."""
+
 import json
 import os
 import pathlib
@@ -17,7 +18,7 @@ from tests import configs
 
 REPO = configs.REPO
 ALL = configs.all_configs()
-HANG_TIMEOUT = 1200   # s; only guards against a hang (a tiny run's compile took ~2 min on a shared 2-core CPU)
+HANG_TIMEOUT = 1200  # s; only guards against a hang (a tiny run's compile took ~2 min on a shared 2-core CPU)
 
 
 def _parse(*args):
@@ -45,16 +46,21 @@ def test_a_misspelled_override_names_the_nearest_fields():
 def test_a_missing_config_file_a_bad_variant_and_a_bad_value_are_one_line():
   assert _error("--config=configs/nope.py", "--workdir=/tmp/w") == "--config=configs/nope.py: no such config file"
   assert _error("--config=configs/cats.py:huge", "--workdir=/tmp/w") == (
-      "--config=configs/cats.py:huge: unknown config variant 'huge'; known: ['tiny']")
-  assert "--config.batch_size=abc" in _error("--config=configs/cats.py", "--workdir=/tmp/w",
-                                             "--config.batch_size=abc")
+    "--config=configs/cats.py:huge: unknown config variant 'huge'; known: ['tiny']"
+  )
+  assert "--config.batch_size=abc" in _error("--config=configs/cats.py", "--workdir=/tmp/w", "--config.batch_size=abc")
   assert _error("--config=README.md", "--workdir=/tmp/w").startswith("--config=README.md: ")
   assert "--workdir" in _error("--config=configs/cats.py")
 
 
 # A value of each type an optional field may declare, as typed on the command line and as parsed.
-_VALUES = {int: ("3", 3), float: ("0.5", 0.5), str: ("some/dir", "some/dir"), bool: ("true", True),
-           tuple: ("((4, 8), (8, 8))", ((4, 8), (8, 8)))}
+_VALUES = {
+  int: ("3", 3),
+  float: ("0.5", 0.5),
+  str: ("some/dir", "some/dir"),
+  bool: ("true", True),
+  tuple: ("((4, 8), (8, 8))", ((4, 8), (8, 8))),
+}
 
 
 def _none_fields(config, prefix=""):
@@ -81,20 +87,32 @@ def test_every_none_field_can_be_set_from_the_command_line(name, arg):
 
 
 def test_the_documented_optional_fields_are_among_them():
-  config = _parse("--config=configs/cats.py:tiny", "--workdir=/tmp/w", "--config.num_devices=4",
-                  "--config.generator.checkpoint=/models/g").config
+  config = _parse(
+    "--config=configs/cats.py:tiny",
+    "--workdir=/tmp/w",
+    "--config.num_devices=4",
+    "--config.generator.checkpoint=/models/g",
+  ).config
   assert config.num_devices == 4 and config.generator.checkpoint == "/models/g"
 
 
 def _run_main(*args, cwd=REPO):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-  return subprocess.run([sys.executable, "-m", "jaxgeal.main", *args], cwd=cwd, env=env, capture_output=True,
-                        text=True, timeout=HANG_TIMEOUT)
+  return subprocess.run(
+    [sys.executable, "-m", "jaxgeal.main", *args],
+    cwd=cwd,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=HANG_TIMEOUT,
+  )
 
 
 def test_a_bad_value_or_a_misspelled_field_exits_2_with_one_line_and_creates_nothing(tmp_path):
-  for override, message in (("--config.batch_size=-2", "error: config.batch_size=-2: must be a positive integer"),
-                            ("--config.batchsize=4", "error: --config.batchsize: the config has no field")):
+  for override, message in (
+    ("--config.batch_size=-2", "error: config.batch_size=-2: must be a positive integer"),
+    ("--config.batchsize=4", "error: --config.batchsize: the config has no field"),
+  ):
     proc = _run_main("--config=configs/cats.py:tiny", f"--workdir={tmp_path / 'w'}", override)
     assert proc.returncode == 2 and proc.stderr.startswith(message), proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
@@ -105,8 +123,7 @@ def test_a_broken_model_json_is_one_line_naming_the_file(tmp_path):
   model = tmp_path / "generator"
   (model / "variables").mkdir(parents=True)
   (model / "model.json").write_text('{"format": "jaxgeal-models", "version": 1, "models": {')
-  proc = _run_main("--config=configs/cats.py", f"--workdir={tmp_path / 'w'}",
-                   f"--config.generator.checkpoint={model}")
+  proc = _run_main("--config=configs/cats.py", f"--workdir={tmp_path / 'w'}", f"--config.generator.checkpoint={model}")
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {model / 'model.json'} is not valid JSON")
   assert "Traceback" not in proc.stderr
@@ -115,8 +132,14 @@ def test_a_broken_model_json_is_one_line_naming_the_file(tmp_path):
 @pytest.mark.slow
 def test_a_training_run_logs_progress_with_eta_and_no_library_info(tmp_path):
   workdir = tmp_path / "run"
-  proc = _run_main("--config=configs/cats.py:tiny", f"--workdir={workdir}", "--config.total_steps=4",
-                   "--config.log_every=2", "--config.vis_every=0", "--config.ckpt_every=4")
+  proc = _run_main(
+    "--config=configs/cats.py:tiny",
+    f"--workdir={workdir}",
+    "--config.total_steps=4",
+    "--config.log_every=2",
+    "--config.vis_every=0",
+    "--config.ckpt_every=4",
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   console = (proc.stdout + proc.stderr).splitlines()
   log = (workdir / main.LOG_FILE).read_text().splitlines()
@@ -126,7 +149,7 @@ def test_a_training_run_logs_progress_with_eta_and_no_library_info(tmp_path):
   info = [l for l in console if " INFO " in l]
   assert info and all(l in ours for l in info), [l for l in info if l not in ours]
   assert any(l.startswith("absl ") and " INFO " in l for l in log)
-  assert not any(re.match(r"^I\d{4} ", l) for l in console)          # absl's own format
+  assert not any(re.match(r"^I\d{4} ", l) for l in console)  # absl's own format
   progress = [l for l in console if re.search(r"step [24]/4 \(\d+%\), [\d.e+-]+ steps/s, ETA \d+m\d\ds", l)]
   assert len(progress) == 2, console
   assert [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines()] == [2, 4]

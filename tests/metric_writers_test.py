@@ -1,5 +1,6 @@
 """jaxgeal.metric_writers: metrics.jsonl holds each step once and in order after a resume (lines past the resume
 step, written by the killed run, are dropped atomically), images go to PNG files, scalars to TensorBoard."""
+
 import json
 import os
 
@@ -21,7 +22,7 @@ def _killed_run(workdir, last_step, every=10):
 
 
 def test_a_resumed_run_logs_each_step_once_in_order(tmp_path):
-  _killed_run(tmp_path, 150)             # killed after logging step 150; its last checkpoint was step 100
+  _killed_run(tmp_path, 150)  # killed after logging step 150; its last checkpoint was step 100
   w = metric_writers.create_default_writer(tmp_path, resume_step=100, tensorboard=False)
   for step in range(110, 201, 10):
     w.write_scalars(step, {"loss": 0.0})
@@ -38,7 +39,7 @@ def test_a_line_cut_short_by_the_kill_is_dropped(tmp_path):
 
 
 def test_a_new_run_over_an_old_log_starts_it_afresh(tmp_path):
-  _killed_run(tmp_path, 30)             # killed before its first checkpoint: the run starts again at 0
+  _killed_run(tmp_path, 30)  # killed before its first checkpoint: the run starts again at 0
   w = metric_writers.create_default_writer(tmp_path, resume_step=0, tensorboard=False)
   w.write_scalars(10, {"loss": 2.0})
   w.close()
@@ -59,6 +60,7 @@ def test_truncation_is_atomic(tmp_path, monkeypatch):
 
   def killed(*args):
     raise KeyboardInterrupt
+
   monkeypatch.setattr(os, "replace", killed)
   with pytest.raises(KeyboardInterrupt):
     metric_writers.truncate_after(tmp_path / "metrics.jsonl", 20)

@@ -8,6 +8,7 @@ command line parses them; `bash FILE` names a file of the repository. Every repo
 launch/README.md and benchmarks/README.md mention (configs/..., launch/..., docs/*.png, benchmarks/*.md, ...)
 exists. Nothing is trained or converted, so the whole file takes seconds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,10 @@ README = REPO / "README.md"
 GUIDES = (README, REPO / "launch" / "README.md", REPO / "benchmarks" / "README.md")
 QUICK_BLOCK = re.compile(r"^<!-- quick -->\n```bash\n(.*?)^```", re.S | re.M)
 # A repository path in prose or code: one of these top-level folders, then at least one name.
-REPO_PATH = re.compile(r"(?<![\w/.-])((?:configs|launch|docs|benchmarks|scripts|jaxgeal|tests|\.ci)/[\w./*-]*\w)"
-                       r"(:\w+)?")
+REPO_PATH = re.compile(
+  r"(?<![\w/.-])((?:configs|launch|docs|benchmarks|scripts|jaxgeal|tests|\.ci)/[\w./*-]*\w)"
+  r"(:\w+)?"
+)
 MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+)\)|<img src=\"([^\"]+)\"")
 
 
@@ -59,8 +62,14 @@ def test_readme_has_quick_blocks_with_jaxgeal_commands():
   blocks = quick_blocks(README.read_text())
   assert len(blocks) >= 4, "README.md lost its <!-- quick --> blocks"
   modules = {argv[2] for argv in quick_commands() if len(argv) > 2 and argv[1] == "-m"}
-  assert {"jaxgeal.main", "jaxgeal.datasets.prepare", "jaxgeal.convert", "jaxgeal.sample", "jaxgeal.align",
-          "jaxgeal.evaluation.pck"} <= modules
+  assert {
+    "jaxgeal.main",
+    "jaxgeal.datasets.prepare",
+    "jaxgeal.convert",
+    "jaxgeal.sample",
+    "jaxgeal.align",
+    "jaxgeal.evaluation.pck",
+  } <= modules
 
 
 def test_block_parsing_joins_continuations_and_drops_comments():
@@ -74,7 +83,7 @@ def _help(module_name: str, args: list[str]) -> str:
   """What `python -m module_name *args --help` prints, run in this process through the module's main(argv)."""
   spec = importlib.util.find_spec(module_name)
   assert spec is not None, f"README runs python -m {module_name}, which does not exist"
-  if spec.submodule_search_locations is not None:   # a package runs as its __main__
+  if spec.submodule_search_locations is not None:  # a package runs as its __main__
     module_name += ".__main__"
   module = importlib.import_module(module_name)
   out = io.StringIO()
@@ -91,7 +100,7 @@ def _usage(help_text: str) -> str:
 def _check_argparse_command(module: str, args: list[str]):
   text, where = _help(module, []), module
   choices = re.search(r"^positional arguments:\n +\{([\w,-]+)\}", text, re.M)
-  if choices:   # a command with subcommands: the first argument names one
+  if choices:  # a command with subcommands: the first argument names one
     assert args and args[0] in choices.group(1).split(","), f"{module}: {args[:1]} is not one of {{{choices[1]}}}"
     text, where = _help(module, args[:1]), f"{module} {args[0]}"
   used = {a.split("=", 1)[0] for a in args if a.startswith("--")}
@@ -111,7 +120,7 @@ def _check_main_command(args: list[str]):
   config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=False, sys_argv=argv)
   for name in known - {"config"}:
     flags.DEFINE_string(name, None, "", flag_values=fv)
-  fv(argv)   # unknown flags, a bad :variant, unknown config fields and badly typed values raise here
+  fv(argv)  # unknown flags, a bad :variant, unknown config fields and badly typed values raise here
   assert isinstance(fv.config, ml_collections.ConfigDict), f"jaxgeal.main: --config does not load: {args}"
   for name in ("config", "workdir"):
     assert fv[name].present, f"jaxgeal.main needs --{name}: {args}"
@@ -128,7 +137,7 @@ def test_quick_command_parses(argv):
     _check_main_command(args)
   elif module.startswith("jaxgeal."):
     _check_argparse_command(module, args)
-  else:   # a tool such as pytest: it must at least be installed
+  else:  # a tool such as pytest: it must at least be installed
     assert importlib.util.find_spec(module) is not None, f"README runs python -m {module}, not installed"
 
 
@@ -150,7 +159,7 @@ def test_every_mentioned_path_exists(guide):
   assert paths
   missing = [p for p, _ in paths if not (list(REPO.glob(p)) if "*" in p else (REPO / p).exists())]
   assert not missing, f"{guide.name} mentions paths that do not exist: {sorted(set(missing))}"
-  for path, variant in paths:   # configs/x.py:variant names a variant that exists
+  for path, variant in paths:  # configs/x.py:variant names a variant that exists
     if variant and path.startswith("configs/"):
       spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, REPO / path)
       config = importlib.util.module_from_spec(spec)
@@ -160,5 +169,7 @@ def test_every_mentioned_path_exists(guide):
 
 def test_path_scan_finds_paths_and_variants():
   assert [m.groups() for m in REPO_PATH.finditer("run `configs/demo.py:tiny`; see docs/demo_grid.png.")] == [
-      ("configs/demo.py", ":tiny"), ("docs/demo_grid.png", None)]
+    ("configs/demo.py", ":tiny"),
+    ("docs/demo_grid.png", None),
+  ]
   assert not REPO_PATH.search("python -m jaxgeal.align and workdirs/demo/heldout")

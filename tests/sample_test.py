@@ -1,4 +1,5 @@
 """`python -m jaxgeal.sample`: bad numbers stop the parser; an --out over the model or below a file is one line."""
+
 import pytest
 
 from jaxgeal import sample
@@ -17,8 +18,10 @@ def test_out_over_the_model_or_below_a_file_is_refused(tmp_path, capsys):
   model.mkdir()
   (model / "model.json").write_text("{}")
   # Tests run as root (a chmod'd directory stays writable): the unwritable place is a path below a file.
-  for out, message in [(model / "model.json", "is the input"),
-                       (model / "model.json" / "grid.png", "is a file, not a directory")]:
+  for out, message in [
+    (model / "model.json", "is the input"),
+    (model / "model.json" / "grid.png", "is a file, not a directory"),
+  ]:
     assert sample.main(["--checkpoint", str(model), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and err.count("\n") == 1

@@ -4,6 +4,7 @@ The parity test replays every call recorded in each `schedules` fixture (upstrea
 as train.py runs it); every hyperparameter comes from the fixture's json, or, where the json only states it
 inside the recorded call (T_0, the epoch step, fast-slow's `a`), is parsed from that call's text.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,14 +40,15 @@ def test_psi_annealing_matches_upstream(fx):
   assert recorded, "no psi outputs recorded"
   i = fx["psi_iters"]
   for name in recorded:
-    fn_name = name[len("psi_"):]
+    fn_name = name[len("psi_") :]
     assert fn_name in schedules.ANNEAL_FNS, f"fixture records {name}, which jaxgeal does not implement"
     kwargs = {"a": _kwarg(_call_text(fx, name), "a")} if fn_name == "fastslow" else {}
     got = schedules.ANNEAL_FNS[fn_name](i, 1.0, 0.0, hp["anneal_psi"], **kwargs)
     fixtures.assert_close(got, fx[name], REL * np.abs(fx[name]).max(), name)
     # train.py's psi for iteration i is the same value while annealing.
-    fixtures.assert_close(schedules.psi_at(i, hp["anneal_psi"], fn_name), fx[name],
-                          REL * np.abs(fx[name]).max(), f"psi_at/{fn_name}")
+    fixtures.assert_close(
+      schedules.psi_at(i, hp["anneal_psi"], fn_name), fx[name], REL * np.abs(fx[name]).max(), f"psi_at/{fn_name}"
+    )
 
 
 @pytest.mark.parity
@@ -65,8 +67,9 @@ def test_training_learning_rates_match_upstream_for_every_base_rate(fx):
   expected = fx["lr_train"]
   assert expected.shape == (len(hp["base_lrs"]), len(fx["lr_iters"]))
   for base_lr, want in zip(hp["base_lrs"], expected):
-    schedule = schedules.gangealing_lr_schedule(base_lr, hp["anneal_psi"], hp["period"], t_mult=hp["tm"],
-                                                decay=hp["decay"], t_0=t_0)
+    schedule = schedules.gangealing_lr_schedule(
+      base_lr, hp["anneal_psi"], hp["period"], t_mult=hp["tm"], decay=hp["decay"], t_0=t_0
+    )
     # The LR set after upstream iteration i is what optax's update number `count = i` uses.
     got = jax.jit(schedule)(fx["lr_iters"])
     fixtures.assert_close(got, want, REL * np.abs(want).max(), f"lr_train base_lr={base_lr}")
@@ -84,8 +87,8 @@ def test_integer_and_half_epochs_match_upstream(fx):
     assert step, f"unexpected call text for {name}: {text!r}"
     epochs = float(step.group(1)) * np.arange(int(step.group(2)))
     sgdr = schedules.decaying_cosine_warm_restarts(
-        _kwarg(text, "lr"), t_0=int(_kwarg(text, "T_0")), t_mult=int(_kwarg(text, "T_mult")),
-        decay=_kwarg(text, "decay"))
+      _kwarg(text, "lr"), t_0=int(_kwarg(text, "T_0")), t_mult=int(_kwarg(text, "T_mult")), decay=_kwarg(text, "decay")
+    )
     # Entry 0 is the LR right after construction (= epoch 0), then one entry per step(epoch).
     got = np.concatenate([np.atleast_1d(sgdr(0.0)), np.asarray(sgdr(epochs))])
     assert len(epochs) == hp["plain_steps"]
@@ -110,13 +113,16 @@ def _restart_counts(n_restarts: int, t_0: int, t_mult: int, period: int, anneal:
   """Update counts at which restart k = 1..n begins: anneal + period * T_0 (T_mult^k - 1)/(T_mult - 1)."""
   if t_mult == 1:
     return [anneal + period * t_0 * k for k in range(1, n_restarts + 1)]
-  return [anneal + period * t_0 * (t_mult ** k - 1) // (t_mult - 1) for k in range(1, n_restarts + 1)]
+  return [anneal + period * t_0 * (t_mult**k - 1) // (t_mult - 1) for k in range(1, n_restarts + 1)]
 
 
 def test_jitted_schedules_equal_the_eager_ones():
   counts = np.concatenate([np.arange(0, 2000, 7), np.arange(ANNEAL - 50, 1_500_000, 4999)])
-  for schedule in (schedules.gangealing_lr_schedule(BASE, ANNEAL, PERIOD),
-                   schedules.psi_schedule(ANNEAL, "cosine"), schedules.psi_schedule(ANNEAL, "fastslow")):
+  for schedule in (
+    schedules.gangealing_lr_schedule(BASE, ANNEAL, PERIOD),
+    schedules.psi_schedule(ANNEAL, "cosine"),
+    schedules.psi_schedule(ANNEAL, "fastslow"),
+  ):
     # XLA may fuse the jitted arithmetic differently: equal up to float32 rounding (REL of the peak).
     eager = np.array([float(schedule(int(c))) for c in counts[::25]])
     fixtures.assert_close(jax.jit(schedule)(counts[::25]), eager, REL * eager.max(), "jit vs python ints")
@@ -135,7 +141,7 @@ def test_lr_nearly_vanishes_before_each_restart_and_peaks_at_base_times_decay_po
   for k, count in enumerate(_restart_counts(5, t_0, t_mult, PERIOD, ANNEAL), start=1):
     before, after = float(schedule(count - 1)), float(schedule(count))
     assert 0 <= before < 1e-6 * BASE, f"restart {k}: lr {before} one update before the restart"
-    np.testing.assert_allclose(after, BASE * decay ** k, rtol=1e-6, err_msg=f"restart {k}")
+    np.testing.assert_allclose(after, BASE * decay**k, rtol=1e-6, err_msg=f"restart {k}")
 
 
 def test_lr_cycle_iters_mark_the_last_update_of_each_cycle():
@@ -144,7 +150,7 @@ def test_lr_cycle_iters_mark_the_last_update_of_each_cycle():
   assert zero == [149_999, 187_499, 262_499, 412_499, 712_499, 1_312_499]  # docs/upstream.md §1.4
   for k, i in enumerate(zero[1:], start=1):
     assert float(schedule(i)) < 1e-6 * BASE  # The LR set after iteration i is a cycle's minimum...
-    np.testing.assert_allclose(float(schedule(i + 1)), BASE * 0.9 ** k, rtol=1e-6)  # ...then it restarts.
+    np.testing.assert_allclose(float(schedule(i + 1)), BASE * 0.9**k, rtol=1e-6)  # ...then it restarts.
 
 
 def test_lr_cycle_iters_with_equal_cycles():
@@ -182,7 +188,7 @@ def test_lr_schedule_drives_an_optax_optimizer():
 def test_psi_goes_monotonically_from_one_to_zero_and_stays_there(fn):
   anneal = 1000
   psi = np.asarray(schedules.psi_at(np.arange(0, anneal + 500), anneal, fn))
-  assert psi[0] == 1.0 and abs(psi[anneal]) < 1e-6 and np.all(psi[anneal + 1:] == 0)
+  assert psi[0] == 1.0 and abs(psi[anneal]) < 1e-6 and np.all(psi[anneal + 1 :] == 0)
   assert np.all(np.diff(psi) <= 0), "psi must never increase"
   assert np.all(psi[:anneal] > 0)
 

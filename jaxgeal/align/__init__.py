@@ -20,6 +20,7 @@ Congealing points through a flow is the inverse of the sampling grid: upstream t
 (appendix B.7, quantised to the flow grid); here that nearest neighbour is refined with a few fixed-point steps
 c <- c + (p - g(c)) (accepted only where they reduce the residual), which is exact for smooth flows.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,8 +43,10 @@ from jaxgeal.ops import warp
 
 __all__ = ["Aligner", "ModelNotFoundError"]
 ModelNotFoundError = checkpoint.ModelNotFoundError
-HOW_TO_MAKE = ("train one (python -m jaxgeal.main --config=configs/<name>.py --workdir=W; it exports W/model) or "
-               "convert a PyTorch GANgealing checkpoint (python -m jaxgeal.convert gangealing CKPT.pt DIR)")
+HOW_TO_MAKE = (
+  "train one (python -m jaxgeal.main --config=configs/<name>.py --workdir=W; it exports W/model) or "
+  "convert a PyTorch GANgealing checkpoint (python -m jaxgeal.convert gangealing CKPT.pt DIR)"
+)
 
 
 def _mirror_x(points: np.ndarray, flipped: np.ndarray, size: int) -> np.ndarray:
@@ -82,8 +85,19 @@ def invert_flow_points(flow: jax.Array, q: jax.Array, steps: int = 4) -> jax.Arr
 class Aligner:
   """A trained STN (t_ema) with test-time settings; see the module docstring for the API."""
 
-  def __init__(self, stn, stn_variables, config: dict, *, iters: int = 1, padding_mode: str = "border",
-               flip: bool = True, classifier=None, classifier_variables=None, batch_size: int = 32):
+  def __init__(
+    self,
+    stn,
+    stn_variables,
+    config: dict,
+    *,
+    iters: int = 1,
+    padding_mode: str = "border",
+    flip: bool = True,
+    classifier=None,
+    classifier_variables=None,
+    batch_size: int = 32,
+  ):
     self.stn, self.variables, self.config = stn, stn_variables, dict(config)
     self.iters, self.padding_mode, self.batch_size = int(iters), padding_mode, int(batch_size)
     if padding_mode not in warp.PADDING_MODES:
@@ -100,8 +114,14 @@ class Aligner:
     self._jitted = {}
 
   @classmethod
-  def load(cls, model_dir, iters: Optional[int] = None, padding_mode: Optional[str] = None, flip: bool = True,
-           batch_size: int = 32) -> "Aligner":
+  def load(
+    cls,
+    model_dir,
+    iters: Optional[int] = None,
+    padding_mode: Optional[str] = None,
+    flip: bool = True,
+    batch_size: int = 32,
+  ) -> "Aligner":
     """Loads `t_ema` (and `classifier`) from a model directory; iters / padding_mode default to its `test`."""
     path = pathlib.Path(model_dir)
     if not path.exists():
@@ -115,10 +135,17 @@ class Aligner:
     if "classifier" in models:
       _, ccfg, cvars = models["classifier"]
       classifier = cls_lib.from_config(ccfg)
-    return cls(stn_lib.from_config(cfg), variables, cfg,
-               iters=iters if iters is not None else int(test.get("iters", 1)),
-               padding_mode=padding_mode or test.get("padding_mode", "border"), flip=flip,
-               classifier=classifier, classifier_variables=cvars, batch_size=batch_size)
+    return cls(
+      stn_lib.from_config(cfg),
+      variables,
+      cfg,
+      iters=iters if iters is not None else int(test.get("iters", 1)),
+      padding_mode=padding_mode or test.get("padding_mode", "border"),
+      flip=flip,
+      classifier=classifier,
+      classifier_variables=cvars,
+      batch_size=batch_size,
+    )
 
   # -- the forward pass ----------------------------------------------------------------------------------------
 
@@ -155,16 +182,18 @@ class Aligner:
     if images.ndim == 3:
       images = images[None]
     if images.ndim != 4 or images.shape[1:] != (self.size, self.size, 3):
-      raise ValueError(f"images must be (N, {self.size}, {self.size}, 3) floats in [-1, 1] (the model's input "
-                       f"size); got {images.shape}. Resize them first (jaxgeal.images.load_image(path, size="
-                       f"{self.size}) does).")
+      raise ValueError(
+        f"images must be (N, {self.size}, {self.size}, 3) floats in [-1, 1] (the model's input "
+        f"size); got {images.shape}. Resize them first (jaxgeal.images.load_image(path, size="
+        f"{self.size}) does)."
+      )
     return images
 
   def _batches(self, images):
     """Fixed-size batches (the last one padded) so that one compilation serves every batch."""
     bs = min(self.batch_size, len(images))
     for i in range(0, len(images), bs):
-      chunk = images[i:i + bs]
+      chunk = images[i : i + bs]
       pad = bs - len(chunk)
       if pad:
         chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
@@ -180,19 +209,31 @@ class Aligner:
     """
     images = self._check_images(images)
     if self.num_heads > 1 and cluster is None and self.classifier is None:
-      raise ValueError(f"this clustering model has K={self.num_heads} heads and no cluster classifier: pass "
-                       f"cluster=0..{self.num_heads - 1} (CLI: --cluster)")
+      raise ValueError(
+        f"this clustering model has K={self.num_heads} heads and no cluster classifier: pass "
+        f"cluster=0..{self.num_heads - 1} (CLI: --cluster)"
+      )
     if cluster is not None and not 0 <= cluster < self.num_heads:
       raise ValueError(f"cluster must be in [0, {self.num_heads}), got {cluster}")
     fn = self._forward_fn(output_resolution or self.size, cluster)
     parts = []
     for chunk, n in self._batches(images):
       out, flipped, score, inputs = fn(self.variables, self.classifier_variables, jnp.asarray(chunk))
-      parts.append(dict(aligned=out.image[:n], grid=out.grid[:n], flipped=flipped[:n], oob=out.oob[:n],
-                        matrix=None if out.matrix is None else out.matrix[:n],
-                        flow=None if out.flow is None else out.flow[:n], score=score[:n], inputs=inputs[:n]))
-    return {key: (None if parts[0][key] is None else np.concatenate([np.asarray(p[key]) for p in parts]))
-            for key in parts[0]}
+      parts.append(
+        dict(
+          aligned=out.image[:n],
+          grid=out.grid[:n],
+          flipped=flipped[:n],
+          oob=out.oob[:n],
+          matrix=None if out.matrix is None else out.matrix[:n],
+          flow=None if out.flow is None else out.flow[:n],
+          score=score[:n],
+          inputs=inputs[:n],
+        )
+      )
+    return {
+      key: (None if parts[0][key] is None else np.concatenate([np.asarray(p[key]) for p in parts])) for key in parts[0]
+    }
 
   def average(self, images, **kwargs) -> np.ndarray:
     """The average congealed image (R, R, 3) in [-1, 1]."""
@@ -218,8 +259,7 @@ class Aligner:
       q = invert_flow_points(jnp.asarray(out["flow"]), q)
     return np.asarray(pts.unnormalize_points(q, res, res))
 
-  def uncongeal_points(self, images, points_congealed, res: Optional[int] = None, out: Optional[dict] = None,
-                       **kwargs):
+  def uncongeal_points(self, images, points_congealed, res: Optional[int] = None, out: Optional[dict] = None, **kwargs):
     """(N, P, 2) pixels of the congealed image of side `res` (default S) -> image pixels (§4.1)."""
     out = out if out is not None else self.congeal(images, **kwargs)
     res = res or self.size
@@ -242,13 +282,13 @@ class Aligner:
     s = self.size
     ys, xs = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
     grid = np.stack([xs, ys], -1).reshape(1, -1, 2).astype(np.float32)
-    return self.transfer_points(np.asarray(image_a)[None], np.asarray(image_b)[None], grid,
-                                **kwargs)[0].reshape(s, s, 2)
+    return self.transfer_points(np.asarray(image_a)[None], np.asarray(image_b)[None], grid, **kwargs)[0].reshape(
+      s, s, 2
+    )
 
   # -- similarity-only alignment (congeal_dataset) -----------------------------------------------------------------
 
-  def congeal_similarity(self, images, output_resolution: Optional[int] = None, source_sizes=None,
-                         **kwargs) -> dict:
+  def congeal_similarity(self, images, output_resolution: Optional[int] = None, source_sizes=None, **kwargs) -> dict:
     """Similarity-only alignment (upstream congeal_dataset): aligned, oob, scale, effective_resolution, score.
 
     scale is the side of the congealed square as a fraction of the image side (sqrt |det A|); the
@@ -262,20 +302,33 @@ class Aligner:
     res = output_resolution or self.size
     matrix = jnp.asarray(out["matrix"])
     grid = warp.affine_grid(matrix, res)
-    aligned = mipmap.mipmap_warp(jnp.asarray(out["inputs"]), grid, self.padding_mode,
-                                 max_num_levels=stn_lib.MAX_NUM_LEVELS)
+    aligned = mipmap.mipmap_warp(
+      jnp.asarray(out["inputs"]), grid, self.padding_mode, max_num_levels=stn_lib.MAX_NUM_LEVELS
+    )
     det = np.asarray(matrix[:, 0, 0] * matrix[:, 1, 1] - matrix[:, 0, 1] * matrix[:, 1, 0])
     scale = np.sqrt(np.abs(det))
-    return dict(aligned=np.asarray(aligned), oob=np.asarray(warp.warp_exceeds_image_bounds(grid)),
-                scale=scale, effective_resolution=scale * (self.size if source_sizes is None else
-                                                           np.asarray(source_sizes, np.float64)),
-                score=out["score"],
-                flipped=out["flipped"])
+    return dict(
+      aligned=np.asarray(aligned),
+      oob=np.asarray(warp.warp_exceeds_image_bounds(grid)),
+      scale=scale,
+      effective_resolution=scale * (self.size if source_sizes is None else np.asarray(source_sizes, np.float64)),
+      score=out["score"],
+      flipped=out["flipped"],
+    )
 
   # -- dense propagation (§4.3) -------------------------------------------------------------------------------------
 
-  def propagate(self, images, label, sigma=1.3, opacity: float = 0.75, out: Optional[dict] = None,
-                blend: str = "alpha", levels: int = blend_lib.DEFAULT_LEVELS, **kwargs) -> dict:
+  def propagate(
+    self,
+    images,
+    label,
+    sigma=1.3,
+    opacity: float = 0.75,
+    out: Optional[dict] = None,
+    blend: str = "alpha",
+    levels: int = blend_lib.DEFAULT_LEVELS,
+    **kwargs,
+  ) -> dict:
     """Propagates a congealed RGBA label / mask / edit into every image by Gaussian splatting.
 
     Args:
@@ -304,14 +357,24 @@ class Aligner:
     n = len(images)
     if len(lab_pts) == 0:
       rgba = np.zeros(images.shape[:3] + (4,), np.float32)
-      return dict(rgba=rgba, weight=np.zeros(images.shape[:3], np.float32), composite=images,
-                  points=np.zeros((n, 0, 2), np.float32), inside=np.zeros((n, 0), bool))
-    img_pts = self.uncongeal_points(images, np.broadcast_to(lab_pts, (n,) + lab_pts.shape), res=label.shape[0],
-                                    out=out)
+      return dict(
+        rgba=rgba,
+        weight=np.zeros(images.shape[:3], np.float32),
+        composite=images,
+        points=np.zeros((n, 0, 2), np.float32),
+        inside=np.zeros((n, 0), bool),
+      )
+    img_pts = self.uncongeal_points(images, np.broadcast_to(lab_pts, (n,) + lab_pts.shape), res=label.shape[0], out=out)
     inside = ((img_pts > -0.5) & (img_pts < self.size - 0.5)).all(-1)  # Drop points beyond the image.
     sig = np.broadcast_to(np.asarray(sigma, np.float32), (n,))
-    rgba, weight = splat_lib.splat(img_pts, values, self.size, sig, valid=inside,
-                                   radius=splat_lib.window_radius(float(sig.max())))
+    rgba, weight = splat_lib.splat(
+      img_pts, values, self.size, sig, valid=inside, radius=splat_lib.window_radius(float(sig.max()))
+    )
     composite = blend_lib.blend(jnp.asarray(images), rgba, opacity, method=blend, levels=levels)
-    return dict(rgba=np.asarray(rgba), weight=np.asarray(weight), composite=np.asarray(composite),
-                points=np.asarray(img_pts, np.float32), inside=np.asarray(inside))
+    return dict(
+      rgba=np.asarray(rgba),
+      weight=np.asarray(weight),
+      composite=np.asarray(composite),
+      points=np.asarray(img_pts, np.float32),
+      inside=np.asarray(inside),
+    )

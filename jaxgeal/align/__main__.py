@@ -21,6 +21,7 @@ cat.png.png). No command writes over one of its inputs (the images, --label, --m
 Labels (propagate, video): an RGBA PNG in the congealed frame, any square size; RGB is opaque, and a
 grayscale image is a mask: white, with the gray value as opacity (black = unlabelled).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ def _load_images(files, size: int, source_sizes: Optional[list] = None) -> np.nd
   each original is appended to `source_sizes` when given."""
   from PIL import Image
   from jaxgeal import images as images_lib
+
   resized = 0
   out = []
   for f in files:
@@ -71,6 +73,7 @@ def _load_images(files, size: int, source_sizes: Optional[list] = None) -> np.nd
 
 def _load_label(path) -> np.ndarray:
   from jaxgeal.align import splat
+
   return splat.load_label(path)
 
 
@@ -88,8 +91,10 @@ def _check_dir_outputs(args, names, inputs) -> pathlib.Path:
 
 def _aligner(args):
   from jaxgeal.align import Aligner
-  return Aligner.load(args.model, iters=args.iters, padding_mode=args.padding_mode, flip=not args.no_flip,
-                      batch_size=args.batch)
+
+  return Aligner.load(
+    args.model, iters=args.iters, padding_mode=args.padding_mode, flip=not args.no_flip, batch_size=args.batch
+  )
 
 
 def _names(files, reserved=()):
@@ -98,6 +103,7 @@ def _names(files, reserved=()):
 
 def cmd_congeal(args):
   from jaxgeal import images as images_lib
+
   files = _list_images(args.input)
   names = _names(files, reserved=("average",))
   planned = [f"{n}.png" for n in names] + ["average.png", "flips.json"]
@@ -117,6 +123,7 @@ def cmd_congeal(args):
 def _save_flow_images(aligner, d, names, out):
   from jaxgeal import images as images_lib
   from jaxgeal.align import visualize
+
   for name, img in zip(names, visualize.flow_image(aligner, None, out=out)):
     images_lib.save_image(d / f"{name}_flow.png", img)
 
@@ -124,6 +131,7 @@ def _save_flow_images(aligner, d, names, out):
 def cmd_correspond(args):
   from jaxgeal import images as images_lib
   from jaxgeal.align import visualize
+
   planned = ["points_b.json", "correspondences.png"] + (["dense_flow_a_to_b.npy"] if args.dense else [])
   d = _check_dir_outputs(args, planned, [args.image_a, args.image_b, args.points_a])
   a = _aligner(args)
@@ -145,6 +153,7 @@ def cmd_correspond(args):
 
 def cmd_flow_scores(args):
   from jaxgeal.align import dataset
+
   files = _list_images(args.input)
   _check_dir_outputs(args, ["flow_scores.json", "flow_scores.csv"], files)
   a = _aligner(args)
@@ -156,6 +165,7 @@ def cmd_flow_scores(args):
 def cmd_congeal_dataset(args):
   from jaxgeal import images as images_lib
   from jaxgeal.align import dataset
+
   files = _list_images(args.input)
   names = _names(files)
   d = _check_dir_outputs(args, [f"{n}.png" for n in names], files)
@@ -163,8 +173,9 @@ def cmd_congeal_dataset(args):
   sizes = []
   ims = _load_images(files, a.size, sizes)
   out = a.congeal_similarity(ims, output_resolution=args.size, source_sizes=sizes, cluster=args.cluster)
-  kept = dataset.select(out["score"], args.fraction_retained, out["oob"], out["effective_resolution"],
-                        args.min_effective_resolution)
+  kept = dataset.select(
+    out["score"], args.fraction_retained, out["oob"], out["effective_resolution"], args.min_effective_resolution
+  )
   for i in kept:
     images_lib.save_image(d / f"{names[i]}.png", out["aligned"][i])
   print(f"kept {len(kept)} of {len(files)} images in {d}")
@@ -172,25 +183,35 @@ def cmd_congeal_dataset(args):
 
 def cmd_propagate(args):
   from jaxgeal import images as images_lib
+
   files = _list_images(args.input)
   names = _names(files)
   planned = [f"{n}.png" for n in names] + ([f"{n}_rgba.png" for n in names] if args.save_rgba else [])
   d = _check_dir_outputs(args, planned, files + [pathlib.Path(args.label)])
   label = _load_label(args.label)
   a = _aligner(args)
-  prop = a.propagate(_load_images(files, a.size), label, sigma=args.sigma,
-                     opacity=args.opacity, cluster=args.cluster, blend=args.blend, levels=args.blend_levels)
+  prop = a.propagate(
+    _load_images(files, a.size),
+    label,
+    sigma=args.sigma,
+    opacity=args.opacity,
+    cluster=args.cluster,
+    blend=args.blend,
+    levels=args.blend_levels,
+  )
   for name, comp, rgba in zip(names, prop["composite"], prop["rgba"]):
     images_lib.save_image(d / f"{name}.png", comp)
     if args.save_rgba:
-      rgba_u8 = np.concatenate([images_lib.to_uint8(rgba[..., :3]),
-                                np.round(np.clip(rgba[..., 3:], 0, 1) * 255).astype(np.uint8)], -1)
+      rgba_u8 = np.concatenate(
+        [images_lib.to_uint8(rgba[..., :3]), np.round(np.clip(rgba[..., 3:], 0, 1) * 255).astype(np.uint8)], -1
+      )
       images_lib.save_image(d / f"{name}_rgba.png", rgba_u8)
   print(f"propagated {args.label} into {len(files)} images in {d}")
 
 
 def cmd_video(args):
   from jaxgeal.align import video
+
   if not pathlib.Path(args.input).is_file():
     raise FileNotFoundError(f"input video {args.input} does not exist or is not a file")
   cli.check_output_file(args.out, "output video")
@@ -201,9 +222,19 @@ def cmd_video(args):
   cli.check_outputs(outputs, [args.input, args.label] + _model_files(args))
   label = _load_label(args.label)
   a = _aligner(args)
-  n = video.propagate_video(a, args.input, args.out, label, sigma=args.sigma,
-                            opacity=args.opacity, chunk=args.chunk, fps=args.fps, blend=args.blend,
-                            levels=args.blend_levels, save_correspondences=args.save_correspondences)
+  n = video.propagate_video(
+    a,
+    args.input,
+    args.out,
+    label,
+    sigma=args.sigma,
+    opacity=args.opacity,
+    chunk=args.chunk,
+    fps=args.fps,
+    blend=args.blend,
+    levels=args.blend_levels,
+    save_correspondences=args.save_correspondences,
+  )
   print(f"wrote {n} frames to {args.out}")
   if args.save_correspondences:
     print(f"wrote the correspondences of {n} frames to {video.correspondences_path(args.save_correspondences)}")
@@ -211,6 +242,7 @@ def cmd_video(args):
 
 def cmd_animate(args):
   from jaxgeal.align import visualize
+
   files = _list_images(args.input)
   names = _names(files, reserved=("congealing",) if args.grid else ())
   stems = ["congealing"] if args.grid else names
@@ -221,30 +253,40 @@ def cmd_animate(args):
   a = _aligner(args)
   imgs = _load_images(files, a.size)
   out = a.congeal(imgs, output_resolution=args.size, cluster=args.cluster)
-  kw = dict(fps=args.fps, num_frames=args.frames, flip_frames=args.flip_frames, hold=args.hold,
-            output_resolution=args.size)
+  kw = dict(
+    fps=args.fps, num_frames=args.frames, flip_frames=args.flip_frames, hold=args.hold, output_resolution=args.size
+  )
   if args.grid:  # One animation of all images, a grid per frame.
     written = [visualize.animate(a, imgs, d / f"congealing.{args.format}", out=out, nrow=args.nrow, **kw)]
   else:
     written = []
     for i, name in enumerate(names):
-      one = {k: None if v is None else v[i:i + 1] for k, v in out.items()}
-      written.append(visualize.animate(a, imgs[i:i + 1], d / f"{name}.{args.format}", out=one, **kw))
+      one = {k: None if v is None else v[i : i + 1] for k, v in out.items()}
+      written.append(visualize.animate(a, imgs[i : i + 1], d / f"{name}.{args.format}", out=one, **kw))
   if args.flow_image:
     _save_flow_images(a, d, names, out)
-  print(f"wrote {len(written)} animation(s) ({', '.join(sorted({p.suffix for p in written}))}) to {d}"
-        + (" and flow images" if args.flow_image else ""))
+  print(
+    f"wrote {len(written)} animation(s) ({', '.join(sorted({p.suffix for p in written}))}) to {d}"
+    + (" and flow images" if args.flow_image else "")
+  )
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m jaxgeal.align", description=__doc__,
-                                   epilog=cli.OUTPUT_NAME_RULE,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m jaxgeal.align",
+    description=__doc__,
+    epilog=cli.OUTPUT_NAME_RULE,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   sub = parser.add_subparsers(dest="command", required=True)
 
   def add_blend(p):
-    p.add_argument("--blend", choices=("alpha", "laplacian"), default="alpha",
-                   help="compositing of the edit: alpha, or Laplacian-pyramid blending (seamless)")
+    p.add_argument(
+      "--blend",
+      choices=("alpha", "laplacian"),
+      default="alpha",
+      help="compositing of the edit: alpha, or Laplacian-pyramid blending (seamless)",
+    )
     p.add_argument("--blend-levels", type=cli.positive_int, default=5, help="pyramid levels of --blend laplacian")
 
   def add(name, fn, help_):
@@ -253,18 +295,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (video: output file)")
     p.add_argument("--batch", type=cli.positive_int, default=32, help="images per batch")
     p.add_argument("--iters", type=cli.positive_int, default=None, help="similarity STN iterations (default: model's)")
-    p.add_argument("--padding-mode", choices=("border", "zeros", "reflection"), default=None,
-                   help="padding of the warp (default: model's)")
+    p.add_argument(
+      "--padding-mode",
+      choices=("border", "zeros", "reflection"),
+      default=None,
+      help="padding of the warp (default: model's)",
+    )
     p.add_argument("--no-flip", action="store_true", help="disable flip inference")
-    p.add_argument("--cluster", type=cli.nonnegative_int, default=None, help="clustering models: use this head for all images")
+    p.add_argument(
+      "--cluster", type=cli.nonnegative_int, default=None, help="clustering models: use this head for all images"
+    )
     p.set_defaults(fn=fn)
     return p
 
   p = add("congeal", cmd_congeal, "congeal images; write aligned PNGs and average.png")
   p.add_argument("--input", required=True, help="an image or a directory of images")
   p.add_argument("--size", type=cli.positive_int, default=None, help="output resolution (default: model's input size)")
-  p.add_argument("--flow-image", action="store_true",
-                 help="also write NAME_flow.png: the warp's displacement in Middlebury flow colours")
+  p.add_argument(
+    "--flow-image",
+    action="store_true",
+    help="also write NAME_flow.png: the warp's displacement in Middlebury flow colours",
+  )
   p = add("correspond", cmd_correspond, "transfer key points from image A to image B (+ visualisation)")
   p.add_argument("--image-a", required=True)
   p.add_argument("--image-b", required=True)
@@ -280,8 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--min-effective-resolution", type=cli.nonnegative_float, default=192)
   p = add("propagate", cmd_propagate, "propagate a congealed RGBA label/mask/edit into images by splatting")
   p.add_argument("--input", required=True)
-  p.add_argument("--label", required=True, help="RGBA PNG in the congealed frame, any square size (grayscale: a "
-                 "white mask, gray value = opacity)")
+  p.add_argument(
+    "--label",
+    required=True,
+    help="RGBA PNG in the congealed frame, any square size (grayscale: a white mask, gray value = opacity)",
+  )
   p.add_argument("-s", "--sigma", type=cli.positive_float, default=1.3)
   p.add_argument("-o", "--opacity", type=cli.fraction, default=0.75)
   p.add_argument("--save-rgba", action="store_true", help="also save the propagated RGBA layer")
@@ -294,9 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--chunk", type=cli.positive_int, default=16, help="frames per batch (memory bound)")
   p.add_argument("--fps", type=cli.positive_float, default=None, help="output fps (default: the input's)")
   add_blend(p)
-  p.add_argument("--save-correspondences", default=None, metavar="PATH",
-                 help="stream every frame's congealed->frame correspondences to PATH (.npz: points (F, P, 2) "
-                      "pixel x, y at the model resolution, inside (F, P), congealed (P, 2) label pixels)")
+  p.add_argument(
+    "--save-correspondences",
+    default=None,
+    metavar="PATH",
+    help="stream every frame's congealed->frame correspondences to PATH (.npz: points (F, P, 2) "
+    "pixel x, y at the model resolution, inside (F, P), congealed (P, 2) label pixels)",
+  )
   p = add("animate", cmd_animate, "animate images congealing (input -> aligned) as mp4 (gif without ffmpeg)")
   p.add_argument("--input", required=True, help="an image or a directory of images")
   p.add_argument("--frames", type=cli.at_least(2), default=48, help="frames of the warp (both ends included)")
@@ -307,14 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--grid", action="store_true", help="one animation of all images as a grid (congealing.FMT)")
   p.add_argument("--nrow", type=cli.positive_int, default=None, help="images per grid row (default: square-ish)")
   p.add_argument("--size", type=cli.positive_int, default=None, help="frame resolution (default: model's input size)")
-  p.add_argument("--flow-image", action="store_true",
-                 help="also write NAME_flow.png: the warp's displacement in Middlebury flow colours")
+  p.add_argument(
+    "--flow-image",
+    action="store_true",
+    help="also write NAME_flow.png: the warp's displacement in Middlebury flow colours",
+  )
   return parser
 
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   from jaxgeal.align import ModelNotFoundError
+
   try:
     args.fn(args)
   except (ModelNotFoundError, OSError, ValueError) as e:  # OSError: unwritable / missing paths.

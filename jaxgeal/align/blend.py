@@ -16,6 +16,7 @@ taps); here the pyramid is a true one (5-tap binomial REDUCE / EXPAND, half reso
 the same decomposition at a fraction of the cost and with static shapes for jit. Sides that are not divisible
 by 2^(levels-1) are edge-padded up to the next multiple and the result cropped back.
 """
+
 from __future__ import annotations
 
 import functools

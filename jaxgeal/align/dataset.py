@@ -6,6 +6,7 @@ Appendix E ranks a raw dataset by this score and keeps the smoothest fraction; c
 drops images whose similarity warp leaves the image (out of bounds) or zooms in so far that the object spans
 fewer than `min_effective_resolution` source pixels.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,8 +35,13 @@ def retained_count(n: int, fraction_retained: float) -> int:
   return int(round(n * fraction_retained))
 
 
-def select(scores, fraction_retained: float = 1.0, oob=None, effective_resolution=None,
-           min_effective_resolution: Optional[float] = None) -> np.ndarray:
+def select(
+  scores,
+  fraction_retained: float = 1.0,
+  oob=None,
+  effective_resolution=None,
+  min_effective_resolution: Optional[float] = None,
+) -> np.ndarray:
   """Indices kept by congeal_dataset, in their original order.
 
   The smoothest `fraction_retained` of all images is kept first (the fraction refers to the whole dataset, as
@@ -43,7 +49,7 @@ def select(scores, fraction_retained: float = 1.0, oob=None, effective_resolutio
   """
   scores = np.asarray(scores)
   keep = np.zeros(len(scores), bool)
-  keep[rank_by_score(scores)[:retained_count(len(scores), fraction_retained)]] = True
+  keep[rank_by_score(scores)[: retained_count(len(scores), fraction_retained)]] = True
   if oob is not None:
     keep &= ~np.asarray(oob, bool)
   if min_effective_resolution is not None and effective_resolution is not None:

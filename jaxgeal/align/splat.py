@@ -10,6 +10,7 @@ w = exp(-d² / 2σ²) · value to every pixel within ±2σ (a window, as the CUD
 The window radius is a static Python int (shape of the scatter), σ may differ per image (traced). Compositing the
 splatted layer over the image (alpha or Laplacian blending) lives in blend.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ def window_radius(sigma_max: float) -> int:
   return max(1, int(math.ceil(2.0 * float(sigma_max))))
 
 
-def splat(points: Array, values: Array, size: int, sigma, valid: Optional[Array] = None,
-          radius: Optional[int] = None) -> tuple[Array, Array]:
+def splat(
+  points: Array, values: Array, size: int, sigma, valid: Optional[Array] = None, radius: Optional[int] = None
+) -> tuple[Array, Array]:
   """Gaussian-splats per-point values into size x size images.
 
   Args:
@@ -97,12 +99,13 @@ def label_rgba(label) -> np.ndarray:
   if label.ndim == 2:
     label = label[..., None]
   if label.ndim != 3 or label.shape[-1] not in (1, 2, 3, 4):
-    raise ValueError(f"a label must be (L, L) grayscale, (L, L, 2) gray + alpha, (L, L, 3) RGB or (L, L, 4) RGBA; "
-                     f"got shape {label.shape}")
+    raise ValueError(
+      f"a label must be (L, L) grayscale, (L, L, 2) gray + alpha, (L, L, 3) RGB or (L, L, 4) RGBA; "
+      f"got shape {label.shape}"
+    )
   h, w = label.shape[:2]
   if h != w or h == 0:
-    raise ValueError(f"a label must be square (L x L pixels, any L: it covers the whole congealed frame), got "
-                     f"{w}x{h}")
+    raise ValueError(f"a label must be square (L x L pixels, any L: it covers the whole congealed frame), got {w}x{h}")
   c = label.shape[-1]
   opaque = np.full((h, w, 1), 255, np.uint8)
   if c == 1:  # A mask: white, opacity = mask value.
@@ -121,6 +124,7 @@ def load_label(path) -> np.ndarray:
   """
   from PIL import Image
   from jaxgeal import images as images_lib
+
   try:
     with Image.open(path) as im:
       if im.mode in ("1", "L"):

@@ -17,6 +17,7 @@ holds
     congealed  (P, 2)    float32  the label's pixels (x, y) with alpha > 0, row-major (splat.label_points);
     size, label_size     int      S and the label's side L.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -55,6 +56,7 @@ def ffmpeg_kwargs(path) -> dict:
 def read_frames(path, size: int) -> Iterator[np.ndarray]:
   """Yields the frames of a video file one at a time, resized to size x size, in [-1, 1]."""
   import imageio.v2 as imageio  # Optional heavy import: only the video path needs it.
+
   try:
     reader = imageio.get_reader(str(path))  # The reader parses ffmpeg's stderr itself; nothing is printed.
   except Exception as e:  # imageio raises several types for unreadable files.
@@ -145,8 +147,11 @@ class CorrespondenceWriter:
       with zipfile.ZipFile(self.path, "w", zipfile.ZIP_DEFLATED) as zf:
         self._member(zf, "points", np.float32, (self.count, p, 2))
         self._member(zf, "inside", np.bool_, (self.count, p))
-        for name, arr in (("congealed", self.congealed.astype(np.float32)), ("size", np.int64(self.size)),
-                          ("label_size", np.int64(self.label_size))):
+        for name, arr in (
+          ("congealed", self.congealed.astype(np.float32)),
+          ("size", np.int64(self.size)),
+          ("label_size", np.int64(self.label_size)),
+        ):
           with zf.open(f"{name}.npy", "w") as f:
             np.lib.format.write_array(f, np.asarray(arr))
     finally:
@@ -161,10 +166,21 @@ class CorrespondenceWriter:
         os.remove(p)
 
 
-def propagate_video(aligner, in_path, out_path, label: np.ndarray, sigma: float = 1.3, opacity: float = 0.75,
-                    chunk: int = 16, fps: Optional[float] = None, frames: Optional[Iterable[np.ndarray]] = None,
-                    writer=None, blend: str = "alpha", levels: int = blend_lib.DEFAULT_LEVELS,
-                    save_correspondences=None) -> int:
+def propagate_video(
+  aligner,
+  in_path,
+  out_path,
+  label: np.ndarray,
+  sigma: float = 1.3,
+  opacity: float = 0.75,
+  chunk: int = 16,
+  fps: Optional[float] = None,
+  frames: Optional[Iterable[np.ndarray]] = None,
+  writer=None,
+  blend: str = "alpha",
+  levels: int = blend_lib.DEFAULT_LEVELS,
+  save_correspondences=None,
+) -> int:
   """Propagates an RGBA edit into every frame of a video, streaming; returns the number of frames.
 
   frames / writer can be injected (any iterable of (S, S, 3) frames in [-1, 1]; an object with
@@ -177,13 +193,15 @@ def propagate_video(aligner, in_path, out_path, label: np.ndarray, sigma: float 
     raise ValueError(f"blend must be one of {blend_lib.METHODS}, got {blend!r}")
   # The writer truncates its file before the first frame is read: an output that is the input destroys it.
   outputs = ([out_path] if writer is None else []) + (
-      [correspondences_path(save_correspondences)] if save_correspondences is not None else [])
+    [correspondences_path(save_correspondences)] if save_correspondences is not None else []
+  )
   cli.check_outputs(outputs, [in_path] if frames is None and in_path is not None else [])
   if frames is None:
     frames = read_frames(in_path, aligner.size)
   own_writer = writer is None
   if own_writer:
     import imageio.v2 as imageio
+
     if fps is None:
       try:
         with imageio.get_reader(str(in_path)) as meta_reader:

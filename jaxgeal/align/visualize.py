@@ -17,6 +17,7 @@ flow_vis.py (flow colour coding) and helpers (key points on images). Here:
 
 Frames are produced one at a time (jitted, static shapes) and streamed into the writer.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,17 +47,26 @@ def interpolate_grid(start, end, t) -> jax.Array:
 @functools.lru_cache(maxsize=None)
 def _sampler(antialias: bool, padding_mode: str):
   """One jitted sampler per setting (t is traced), shared by every animation."""
+
   def sample(source, start, end, t):
     grid = interpolate_grid(start, end, t)
     if antialias:  # The STN's own sampler, so that t = 1 reproduces the congealed image exactly.
       return mipmap.mipmap_warp(source, grid, padding_mode, max_num_levels=stn_lib.MAX_NUM_LEVELS)
     return warp.grid_sample(source, grid, padding_mode)
+
   return jax.jit(sample)
 
 
-def congealing_frames(aligner, images, num_frames: int = 48, flip_frames: int = 16, hold: int = 0,
-                      output_resolution: Optional[int] = None, out: Optional[dict] = None,
-                      **kwargs) -> Iterator[np.ndarray]:
+def congealing_frames(
+  aligner,
+  images,
+  num_frames: int = 48,
+  flip_frames: int = 16,
+  hold: int = 0,
+  output_resolution: Optional[int] = None,
+  out: Optional[dict] = None,
+  **kwargs,
+) -> Iterator[np.ndarray]:
   """Yields (N, R, R, 3) frames in [-1, 1] of the images morphing into their congealed versions.
 
   Args:
@@ -108,6 +118,7 @@ def write_animation(path, frames: Iterable[np.ndarray], fps: float = 24) -> path
   (with a warning). GIF frames are quantised to 256 colours and, by Pillow, kept until the file is closed.
   """
   import imageio.v2 as imageio
+
   path = pathlib.Path(path)
   fmt = path.suffix.lower().lstrip(".")
   if fmt not in ANIMATION_FORMATS:
@@ -148,9 +159,11 @@ def animate(aligner, images, path, fps: float = 24, nrow: Optional[int] = None, 
 
   kwargs go to `congealing_frames` (num_frames, flip_frames, hold, output_resolution, out, cluster).
   """
+
   def grids():
     for frame in congealing_frames(aligner, images, **kwargs):
       yield frame[0] if len(frame) == 1 else images_lib.make_grid(frame, nrow=nrow)
+
   return write_animation(path, grids(), fps)
 
 
@@ -160,8 +173,14 @@ def animate(aligner, images, path, fps: float = 24, nrow: Optional[int] = None, 
 def color_wheel() -> np.ndarray:
   """(55, 3) Middlebury colour wheel: red -> yellow -> green -> cyan -> blue -> magenta -> red (uint8 values)."""
   # Segment lengths chosen by Baker et al. so that perceptually similar hues get similar arc lengths.
-  segments = ((15, (255, 0, 0), (255, 255, 0)), (6, (255, 255, 0), (0, 255, 0)), (4, (0, 255, 0), (0, 255, 255)),
-              (11, (0, 255, 255), (0, 0, 255)), (13, (0, 0, 255), (255, 0, 255)), (6, (255, 0, 255), (255, 0, 0)))
+  segments = (
+    (15, (255, 0, 0), (255, 255, 0)),
+    (6, (255, 255, 0), (0, 255, 0)),
+    (4, (0, 255, 0), (0, 255, 255)),
+    (11, (0, 255, 255), (0, 0, 255)),
+    (13, (0, 0, 255), (255, 0, 255)),
+    (6, (255, 0, 255), (255, 0, 0)),
+  )
   rows = []
   for n, a, b in segments:
     a, b = np.asarray(a), np.asarray(b)
@@ -201,8 +220,7 @@ def displacement(grid, source_size: int) -> np.ndarray:
   return (grid - ident) * (source_size / 2.0)
 
 
-def flow_image(aligner, images, out: Optional[dict] = None, max_radius: Optional[float] = None,
-               **kwargs) -> np.ndarray:
+def flow_image(aligner, images, out: Optional[dict] = None, max_radius: Optional[float] = None, **kwargs) -> np.ndarray:
   """(N, R, R, 3) uint8 colour-coded displacement fields of the images' congealing warps."""
   out = out if out is not None else aligner.congeal(images, **kwargs)
   disp = displacement(out["grid"], aligner.size)
@@ -232,12 +250,13 @@ def draw_points(image, points, colours=None, radius: int = 2, visible=None) -> n
     if not v or not (np.isfinite(x) and np.isfinite(y)):
       continue
     xi, yi = int(round(x)), int(round(y))
-    img[max(0, yi - radius):min(h, yi + radius + 1), max(0, xi - radius):min(w, xi + radius + 1)] = c
+    img[max(0, yi - radius) : min(h, yi + radius + 1), max(0, xi - radius) : min(w, xi + radius + 1)] = c
   return img
 
 
-def correspondence_grid(images, points, colours=None, visible=None, radius: int = 2, nrow: Optional[int] = None,
-                        padding: int = 0) -> np.ndarray:
+def correspondence_grid(
+  images, points, colours=None, visible=None, radius: int = 2, nrow: Optional[int] = None, padding: int = 0
+) -> np.ndarray:
   """(N, H, W, 3) images and their (N, P, 2) matched points -> one uint8 grid, point i in colour i everywhere.
 
   nrow images a row (default: all in one row); visible is (P,) or (N, P).

@@ -12,6 +12,7 @@ training flags when present, else from --inject.
 
 OUT_DIR must not be (or hold) the checkpoint read; an unwritable OUT_DIR is a one-line error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,7 @@ from jaxgeal.convert import torch_pickle
 
 def _stylegan2(args) -> int:
   from jaxgeal.convert import stylegan2
+
   ckpt = torch_pickle.load(args.src)
   models = stylegan2.convert_checkpoint(ckpt)
   out = checkpoint.save_models(args.out_dir, models, source=str(args.src), overwrite=args.overwrite)
@@ -37,6 +39,7 @@ def _stylegan2(args) -> int:
 
 def _lpips(args) -> int:
   from jaxgeal.convert import lpips
+
   out = lpips.convert_files(args.src, args.out_dir, lin_path=args.lin, overwrite=args.overwrite)
   name = "lpips (VGG16 + linear heads)" if args.lin else "vgg_ssl (VGG16 trunk, lpips=False)"
   print(f"{name}: wrote {out}")
@@ -44,12 +47,17 @@ def _lpips(args) -> int:
 
 
 def _lpips_args(p):
-  p.add_argument("--lin", default=None, help="LPIPS v0.1 linear weights (lpips/weights/v0.1/vgg.pth, "
-                 "GANgealing's lpips_vgg_v0.1.pt); without it the trunk is saved as the 'vgg_ssl' loss")
+  p.add_argument(
+    "--lin",
+    default=None,
+    help="LPIPS v0.1 linear weights (lpips/weights/v0.1/vgg.pth, "
+    "GANgealing's lpips_vgg_v0.1.pt); without it the trunk is saved as the 'vgg_ssl' loss",
+  )
 
 
 def _gangealing(args) -> int:
   from jaxgeal.convert import gangealing
+
   ckpt = torch_pickle.load(args.src)
   models = gangealing.convert_gangealing_checkpoint(ckpt, inject_index=args.inject, flow_size=args.flow_size)
   out = checkpoint.save_models(args.out_dir, models, source=str(args.src), overwrite=args.overwrite)
@@ -61,23 +69,37 @@ def _gangealing(args) -> int:
 
 
 def _gangealing_args(p):
-  p.add_argument("--inject", type=cli.nonnegative_int, default=5,
-                 help="latent learner inject index when the checkpoint has no training flags (upstream --inject)")
-  p.add_argument("--flow_size", type=cli.positive_int, default=None,
-                 help="only for an STN without a similarity stage (its weights do not determine flow_size)")
+  p.add_argument(
+    "--inject",
+    type=cli.nonnegative_int,
+    default=5,
+    help="latent learner inject index when the checkpoint has no training flags (upstream --inject)",
+  )
+  p.add_argument(
+    "--flow_size",
+    type=cli.positive_int,
+    default=None,
+    help="only for an STN without a similarity stage (its weights do not determine flow_size)",
+  )
 
 
 # name: (function, help[, function adding extra arguments to the subparser]).
-CONVERTERS = {"stylegan2": (_stylegan2, "rosinality / GANgealing StyleGAN2 (g_ema, g, d)"),
-              "lpips": (_lpips, "perceptual loss: VGG16 (torchvision or `features` state dict, e.g. "
-                        "simclr_vgg_phase150.pt) [+ --lin LPIPS linear weights]", _lpips_args),
-              "gangealing": (_gangealing, "GANgealing checkpoint (g_ema, t, t_ema, ll[, classifier])",
-                             _gangealing_args)}
+CONVERTERS = {
+  "stylegan2": (_stylegan2, "rosinality / GANgealing StyleGAN2 (g_ema, g, d)"),
+  "lpips": (
+    _lpips,
+    "perceptual loss: VGG16 (torchvision or `features` state dict, e.g. "
+    "simclr_vgg_phase150.pt) [+ --lin LPIPS linear weights]",
+    _lpips_args,
+  ),
+  "gangealing": (_gangealing, "GANgealing checkpoint (g_ema, t, t_ema, ll[, classifier])", _gangealing_args),
+}
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m jaxgeal.convert", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m jaxgeal.convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   sub = parser.add_subparsers(dest="what", required=True)
   for name, (_, helptext, *extra_args) in CONVERTERS.items():
     p = sub.add_parser(name, help=helptext)

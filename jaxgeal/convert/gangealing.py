@@ -14,6 +14,7 @@ Each network's upstream keys are paired with our parameter paths and layouts by 
 number of ResBlocks and stages varies). The converters read the architecture from the shapes, then place every
 tensor through the map; parity tests map recorded upstream gradients back through the same maps.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,14 +29,19 @@ from jaxgeal.models import latent_learner
 
 # Upstream models/latent_learner.py::DirectionInterpolator (wpeebles/gangealing, commit
 # ffa6387c7ffd3f7de76bdc693dc2272e274e9bfd): the learned alphas and the two PCA buffers, all stored as they are.
-LATENT_LEARNER_KEYS = sdc.KeyMap("GANgealing latent learner (ll)", [
+LATENT_LEARNER_KEYS = sdc.KeyMap(
+  "GANgealing latent learner (ll)",
+  [
     ("coefficients", "params/coefficients", sdc.MATRIX),
     ("directions", "pca/directions", sdc.MATRIX),
-    ("lat_mean", "pca/lat_mean", sdc.MATRIX)])
+    ("lat_mean", "pca/lat_mean", sdc.MATRIX),
+  ],
+)
 
 
-def convert_latent_learner(sd: Mapping[str, np.ndarray], *, inject_index: int | None = None,
-                           n_latent: int | None = None) -> tuple[dict, dict]:
+def convert_latent_learner(
+  sd: Mapping[str, np.ndarray], *, inject_index: int | None = None, n_latent: int | None = None
+) -> tuple[dict, dict]:
   """`ll` state dict -> (config, variables) for `latent_learner.LatentLearner`.
 
   config: {num_heads, ndirs, style_dim} plus inject_index / n_latent when given.
@@ -45,8 +51,10 @@ def convert_latent_learner(sd: Mapping[str, np.ndarray], *, inject_index: int | 
   num_heads, ndirs = _shape(r, "coefficients", 2)
   n_directions, style_dim = _shape(r, "directions", 2)
   if n_directions != ndirs:
-    raise sdc.ConversionError(f"ll: coefficients {(num_heads, ndirs)} and directions {(n_directions, style_dim)} "
-                              "disagree on the number of directions")
+    raise sdc.ConversionError(
+      f"ll: coefficients {(num_heads, ndirs)} and directions {(n_directions, style_dim)} "
+      "disagree on the number of directions"
+    )
   config = {"num_heads": int(num_heads), "ndirs": int(ndirs), "style_dim": int(style_dim)}
   if inject_index is not None:
     config["inject_index"] = int(inject_index)
@@ -54,8 +62,10 @@ def convert_latent_learner(sd: Mapping[str, np.ndarray], *, inject_index: int | 
     config["n_latent"] = int(n_latent)
   # The variables' shapes follow from the config alone (LatentLearner's setup).
   shape = lambda *s: jax.ShapeDtypeStruct(s, np.float32)
-  expected = {"params": {"coefficients": shape(num_heads, ndirs)},
-              "pca": {"directions": shape(ndirs, style_dim), "lat_mean": shape(1, style_dim)}}
+  expected = {
+    "params": {"coefficients": shape(num_heads, ndirs)},
+    "pca": {"directions": shape(ndirs, style_dim), "lat_mean": shape(1, style_dim)},
+  }
   return config, LATENT_LEARNER_KEYS.convert(r, expected)
 
 
@@ -65,12 +75,15 @@ def build_latent_learner(config: Mapping, **overrides) -> latent_learner.LatentL
   kw.update(overrides)
   missing = [k for k in ("inject_index", "n_latent") if k not in kw]
   if missing:
-    raise ValueError(f"build_latent_learner: {missing} are not stored in the ll state dict; pass them "
-                     "(upstream: --inject, default 5, and the generator's n_latent)")
+    raise ValueError(
+      f"build_latent_learner: {missing} are not stored in the ll state dict; pass them "
+      "(upstream: --inject, default 5, and the generator's n_latent)"
+    )
   return latent_learner.LatentLearner(**kw)
 
 
 # -- spatial transformers (t, t_ema) and the cluster classifier ------------------------------------------------
+
 
 def _shape(r: sdc.StateDictReader, key: str, ndim: int | None = None) -> tuple[int, ...]:
   """Shape of `key`, read without taking the tensor; absent keys and wrong ranks are refused by name."""
@@ -96,22 +109,28 @@ def _trunk_rules(prefix: str, path: str, downsampling: Sequence[bool]) -> list:
   one in the halving ResBlocks; a ResBlock's skip has neither bias nor activation. upstream
   models/stylegan2/networks.py::ConvLayer, ResBlock (wpeebles/gangealing, ffa6387c7ffd3f7de76bdc693dc2272e274e9bfd).
   """
-  rules = [(f"{prefix}convs.0.0.weight", f"{path}convs_0/conv/weight", sdc.CONV),
-           (f"{prefix}convs.0.1.bias", f"{path}convs_0/activate/bias", sdc.VECTOR)]
+  rules = [
+    (f"{prefix}convs.0.0.weight", f"{path}convs_0/conv/weight", sdc.CONV),
+    (f"{prefix}convs.0.1.bias", f"{path}convs_0/activate/bias", sdc.VECTOR),
+  ]
   for j, down in enumerate(downsampling, 1):
     key, sub, o = f"{prefix}convs.{j}.", f"{path}convs_{j}/", int(down)
-    rules += [(f"{key}conv1.0.weight", f"{sub}conv1/conv/weight", sdc.CONV),
-              (f"{key}conv1.1.bias", f"{sub}conv1/activate/bias", sdc.VECTOR),
-              (f"{key}conv2.{o}.weight", f"{sub}conv2/conv/weight", sdc.CONV),
-              (f"{key}conv2.{o + 1}.bias", f"{sub}conv2/activate/bias", sdc.VECTOR),
-              (f"{key}skip.{o}.weight", f"{sub}skip/conv/weight", sdc.CONV)]
+    rules += [
+      (f"{key}conv1.0.weight", f"{sub}conv1/conv/weight", sdc.CONV),
+      (f"{key}conv1.1.bias", f"{sub}conv1/activate/bias", sdc.VECTOR),
+      (f"{key}conv2.{o}.weight", f"{sub}conv2/conv/weight", sdc.CONV),
+      (f"{key}conv2.{o + 1}.bias", f"{sub}conv2/activate/bias", sdc.VECTOR),
+      (f"{key}skip.{o}.weight", f"{sub}skip/conv/weight", sdc.CONV),
+    ]
     if down:
       rules += [(f"{key}conv2.0.kernel", None, sdc.BUFFER), (f"{key}skip.0.kernel", None, sdc.BUFFER)]
-  rules += [(f"{prefix}final_conv.0.weight", f"{path}final_conv/conv/weight", sdc.CONV),
-            (f"{prefix}final_conv.1.bias", f"{path}final_conv/activate/bias", sdc.VECTOR),
-            # BilinearDownsample's tent kernels, present when supersize > size (upstream ignores them on load).
-            (f"{prefix}input_downsample.kernel_horz", None, sdc.BUFFER),
-            (f"{prefix}input_downsample.kernel_vert", None, sdc.BUFFER)]
+  rules += [
+    (f"{prefix}final_conv.0.weight", f"{path}final_conv/conv/weight", sdc.CONV),
+    (f"{prefix}final_conv.1.bias", f"{path}final_conv/activate/bias", sdc.VECTOR),
+    # BilinearDownsample's tent kernels, present when supersize > size (upstream ignores them on load).
+    (f"{prefix}input_downsample.kernel_horz", None, sdc.BUFFER),
+    (f"{prefix}input_downsample.kernel_vert", None, sdc.BUFFER),
+  ]
   return rules
 
 
@@ -123,17 +142,21 @@ def _stn_rules(transform: str, flow_size: int, flow_downsample: int, prefix: str
   rules += [(f"{head}warper.blur_filter", None, sdc.BUFFER), (f"{head}rebias", None, sdc.BUFFER)]
   if transform == "similarity":
     # final_linear reads the 4x4 features flattened (C, H, W); warp_head.linear is a plain nn.Linear (Flax Dense).
-    rules += [(f"{prefix}final_linear.weight", f"{path}final_linear/weight", sdc.DENSE_CHW4),
-              (f"{prefix}final_linear.bias", f"{path}final_linear/bias", sdc.VECTOR),
-              (f"{head}linear.weight", f"{sub}linear/kernel", sdc.DENSE),
-              (f"{head}linear.bias", f"{sub}linear/bias", sdc.VECTOR),
-              (f"{head}one_hot", None, sdc.BUFFER)]
+    rules += [
+      (f"{prefix}final_linear.weight", f"{path}final_linear/weight", sdc.DENSE_CHW4),
+      (f"{prefix}final_linear.bias", f"{path}final_linear/bias", sdc.VECTOR),
+      (f"{head}linear.weight", f"{sub}linear/kernel", sdc.DENSE),
+      (f"{head}linear.bias", f"{sub}linear/bias", sdc.VECTOR),
+      (f"{head}one_hot", None, sdc.BUFFER),
+    ]
   else:
     # flow_out / mask_out are Sequential(EqualConv2d, ReLU, EqualConv2d): indices 0 and 2.
     for name in ("flow_out.0", "flow_out.2", "mask_out.0", "mask_out.2"):
       ours = name.replace(".", "_")
-      rules += [(f"{head}{name}.weight", f"{sub}{ours}/weight", sdc.CONV),
-                (f"{head}{name}.bias", f"{sub}{ours}/bias", sdc.VECTOR)]
+      rules += [
+        (f"{head}{name}.weight", f"{sub}{ours}/weight", sdc.CONV),
+        (f"{head}{name}.bias", f"{sub}{ours}/bias", sdc.VECTOR),
+      ]
   return rules
 
 
@@ -146,8 +169,9 @@ def stn_keys(config: Mapping) -> sdc.KeyMap:
   if len(transforms) == 1:
     rules = _stn_rules(transforms[0], fs, fd, "", "params/")
   else:
-    rules = [rule for i, t in enumerate(transforms)
-             for rule in _stn_rules(t, fs, fd, f"stns.{i}.", f"params/stns_{i}/")]
+    rules = [
+      rule for i, t in enumerate(transforms) for rule in _stn_rules(t, fs, fd, f"stns.{i}.", f"params/stns_{i}/")
+    ]
   return sdc.KeyMap(f"GANgealing STN {transforms}", rules)
 
 
@@ -155,15 +179,19 @@ def classifier_keys(config: Mapping) -> sdc.KeyMap:
   """Upstream `classifier` (models/cluster_classifier.py::ResnetClassifier) keys <-> our params for a classifier
   config: the similarity STN's trunk, then `to_logits` (EqualLinear over (C, H, W)-flattened 4x4 features)."""
   rules = _trunk_rules("", "params/", trunk_downsampling("similarity", int(config["size"])))
-  rules += [("to_logits.weight", "params/to_logits/weight", sdc.DENSE_CHW4),
-            ("to_logits.bias", "params/to_logits/bias", sdc.VECTOR)]
+  rules += [
+    ("to_logits.weight", "params/to_logits/weight", sdc.DENSE_CHW4),
+    ("to_logits.bias", "params/to_logits/bias", sdc.VECTOR),
+  ]
   return sdc.KeyMap("GANgealing cluster classifier", rules)
 
 
 def _merge_channels(table: dict, res: int, width: int, what: str):
   if table.setdefault(int(res), int(width)) != int(width):
-    raise sdc.ConversionError(f"{what}: resolution {res} has width {table[res]} in one layer and {width} in "
-                              "another; upstream builds every layer from one channel table")
+    raise sdc.ConversionError(
+      f"{what}: resolution {res} has width {table[res]} in one layer and {width} in "
+      "another; upstream builds every layer from one channel table"
+    )
 
 
 def _supersize(r: sdc.StateDictReader, prefix: str, flow_size: int) -> int | None:
@@ -207,23 +235,37 @@ def _stn_config(r: sdc.StateDictReader, prefix: str, flow_size: int | None) -> d
     num_heads = _shape(r, f"{prefix}warp_head.flow_out.2.weight", 4)[0] // 2
     mask = _shape(r, f"{prefix}warp_head.mask_out.2.weight", 4)[0]
     flow_downsample = int(round(math.sqrt(mask // (9 * max(num_heads, 1)))))
-    if num_heads < 1 or flow_downsample & (flow_downsample - 1) or flow_downsample ** 2 * 9 * num_heads != mask \
-        or downs != trunk_downsampling("flow", 16, flow_downsample):
-      raise sdc.ConversionError(f"{what}: mask_out.2 ({mask} channels), {num_heads} heads and the ResBlocks' "
-                                f"downsampling {downs} do not form a flow STN (4 ResBlocks, the first "
-                                "log2(flow_downsample) downsampling)")
+    if (
+      num_heads < 1
+      or flow_downsample & (flow_downsample - 1)
+      or flow_downsample**2 * 9 * num_heads != mask
+      or downs != trunk_downsampling("flow", 16, flow_downsample)
+    ):
+      raise sdc.ConversionError(
+        f"{what}: mask_out.2 ({mask} channels), {num_heads} heads and the ResBlocks' "
+        f"downsampling {downs} do not form a flow STN (4 ResBlocks, the first "
+        "log2(flow_downsample) downsampling)"
+      )
     if flow_size is None:
-      raise sdc.ConversionError(f"{what}: a lone flow STN does not store flow_size in its weights; pass "
-                                "flow_size (upstream --flow_size)")
+      raise sdc.ConversionError(
+        f"{what}: a lone flow STN does not store flow_size in its weights; pass flow_size (upstream --flow_size)"
+      )
   else:
-    raise sdc.ConversionError(f"{what}: no warp head (`{prefix}warp_head.linear.weight` or "
-                              f"`{prefix}warp_head.flow_out.0.weight`)")
+    raise sdc.ConversionError(
+      f"{what}: no warp head (`{prefix}warp_head.linear.weight` or `{prefix}warp_head.flow_out.0.weight`)"
+    )
   table = {}
   for j, width in widths.items():
-    _merge_channels(table, flow_size // 2 ** j, width, what)
+    _merge_channels(table, flow_size // 2**j, width, what)
   _merge_channels(table, 4, c4, what)
-  return {"transform": transform, "flow_size": flow_size, "supersize": _supersize(r, prefix, flow_size),
-          "channels": table, "num_heads": int(num_heads), "flow_downsample": flow_downsample}
+  return {
+    "transform": transform,
+    "flow_size": flow_size,
+    "supersize": _supersize(r, prefix, flow_size),
+    "channels": table,
+    "num_heads": int(num_heads),
+    "flow_downsample": flow_downsample,
+  }
 
 
 def _expected_variables(module, size: int) -> dict:
@@ -231,8 +273,9 @@ def _expected_variables(module, size: int) -> dict:
   return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, size, size, 3))))
 
 
-def convert_stn(sd: Mapping[str, np.ndarray], *, flow_size: int | None = None,
-                supersize: int | None = None) -> tuple[dict, dict]:
+def convert_stn(
+  sd: Mapping[str, np.ndarray], *, flow_size: int | None = None, supersize: int | None = None
+) -> tuple[dict, dict]:
   """`t` / `t_ema` state dict (ComposedSTN with `stns.i.` prefixes, or one SpatialTransformer) -> (config,
   variables) for `jaxgeal.models.stn.from_config`.
 
@@ -243,14 +286,16 @@ def convert_stn(sd: Mapping[str, np.ndarray], *, flow_size: int | None = None,
   placed by `stn_keys(config)`, which refuses unknown, missing and misshapen keys by name.
   """
   from jaxgeal.models import stn as stn_lib
+
   r = sdc.StateDictReader(sd, "GANgealing STN")
   n_stages = sdc.count_indexed(r, "stns")
   cfgs = []
-  for prefix in ([f"stns.{i}." for i in range(n_stages)] if n_stages else [""]):
+  for prefix in [f"stns.{i}." for i in range(n_stages)] if n_stages else [""]:
     cfgs.append(_stn_config(r, prefix, cfgs[0]["flow_size"] if cfgs else flow_size))
   if flow_size is not None and cfgs[0]["flow_size"] != flow_size:
-    raise sdc.ConversionError(f"GANgealing STN: its similarity trunk regresses at {cfgs[0]['flow_size']}, "
-                              f"not the flow_size {flow_size} given")
+    raise sdc.ConversionError(
+      f"GANgealing STN: its similarity trunk regresses at {cfgs[0]['flow_size']}, not the flow_size {flow_size} given"
+    )
   table = {}
   for c in cfgs:
     for res, width in c["channels"].items():
@@ -263,10 +308,16 @@ def convert_stn(sd: Mapping[str, np.ndarray], *, flow_size: int | None = None,
     raise sdc.ConversionError(f"GANgealing STN: stages disagree on supersize: {sorted(stored)}")
   fs = cfgs[0]["flow_size"]
   flow_downsample = next((c["flow_downsample"] for c in cfgs if c["flow_downsample"]), 8)
-  config = {"transforms": [c["transform"] for c in cfgs], "flow_size": fs,
-            "supersize": int(supersize or (stored.pop() if stored else fs)),
-            "channels": [[res, table[res]] for res in sorted(table)], "num_heads": cfgs[0]["num_heads"],
-            "flow_downsample": flow_downsample, "blur_kernel": [1, 3, 3, 1], "antialias": True}
+  config = {
+    "transforms": [c["transform"] for c in cfgs],
+    "flow_size": fs,
+    "supersize": int(supersize or (stored.pop() if stored else fs)),
+    "channels": [[res, table[res]] for res in sorted(table)],
+    "num_heads": cfgs[0]["num_heads"],
+    "flow_downsample": flow_downsample,
+    "blur_kernel": [1, 3, 3, 1],
+    "antialias": True,
+  }
   expected = _expected_variables(stn_lib.from_config(config), fs)
   return config, stn_keys(config).convert(r, expected)
 
@@ -275,6 +326,7 @@ def convert_classifier(sd: Mapping[str, np.ndarray], *, supersize: int | None = 
   """`classifier` state dict (upstream ResnetClassifier) -> (config, variables) for
   `jaxgeal.models.cluster_classifier.from_config`; num_classes = K * (1 + flips) read from `to_logits`."""
   from jaxgeal.models import cluster_classifier
+
   what = "GANgealing cluster classifier"
   r = sdc.StateDictReader(sd, what)
   downs, widths, c4 = _trunk(r, "", what)
@@ -283,11 +335,14 @@ def convert_classifier(sd: Mapping[str, np.ndarray], *, supersize: int | None = 
   size = 4 * 2 ** len(downs)
   table = {}
   for j, width in widths.items():
-    _merge_channels(table, size // 2 ** j, width, what)
+    _merge_channels(table, size // 2**j, width, what)
   _merge_channels(table, 4, c4, what)
-  config = {"size": size, "supersize": int(supersize or _supersize(r, "", size) or size),
-            "channels": [[res, table[res]] for res in sorted(table)],
-            "num_classes": _shape(r, "to_logits.weight", 2)[0]}
+  config = {
+    "size": size,
+    "supersize": int(supersize or _supersize(r, "", size) or size),
+    "channels": [[res, table[res]] for res in sorted(table)],
+    "num_classes": _shape(r, "to_logits.weight", 2)[0],
+  }
   expected = _expected_variables(cluster_classifier.from_config(config), size)
   return config, classifier_keys(config).convert(r, expected)
 
@@ -296,8 +351,7 @@ def convert_classifier(sd: Mapping[str, np.ndarray], *, supersize: int | None = 
 _TRAINING_STATE = ("t_optim", "t_sched", "ll_optim", "ll_sched", "cls_optim", "cls_sched", "args")
 
 
-def convert_gangealing_checkpoint(ckpt: Mapping, *, inject_index: int = 5,
-                                  flow_size: int | None = None) -> dict:
+def convert_gangealing_checkpoint(ckpt: Mapping, *, inject_index: int = 5, flow_size: int | None = None) -> dict:
   """A GANgealing (or cluster-classifier) checkpoint -> {name: (kind, config, variables)}.
 
   Networks: g_ema ("generator"), t and t_ema ("stn"), ll ("latent_learner"), classifier
@@ -306,10 +360,10 @@ def convert_gangealing_checkpoint(ckpt: Mapping, *, inject_index: int = 5,
   default is 5); n_latent is the generator's. Optimiser / scheduler states are not converted.
   """
   from jaxgeal.convert import stylegan2 as convert_g
+
   if not isinstance(ckpt, Mapping) or not any(k in ckpt for k in ("t_ema", "t", "ll", "classifier")):
     keys = sorted(ckpt)[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__
-    raise sdc.ConversionError(f"not a GANgealing checkpoint: expected keys t_ema / t / ll / classifier, "
-                              f"found {keys}")
+    raise sdc.ConversionError(f"not a GANgealing checkpoint: expected keys t_ema / t / ll / classifier, found {keys}")
   unknown = sorted(set(ckpt) - {"g_ema", "t", "t_ema", "ll", "classifier", *_TRAINING_STATE})
   if unknown:
     raise sdc.ConversionError(f"GANgealing checkpoint: entries not understood: {unknown}")
@@ -325,8 +379,7 @@ def convert_gangealing_checkpoint(ckpt: Mapping, *, inject_index: int = 5,
     if name in ckpt:
       out[name] = ("stn",) + convert_stn(ckpt[name], flow_size=flow_size)
   if "ll" in ckpt:
-    out["ll"] = ("latent_learner",) + convert_latent_learner(ckpt["ll"], inject_index=inject_index,
-                                                             n_latent=n_latent)
+    out["ll"] = ("latent_learner",) + convert_latent_learner(ckpt["ll"], inject_index=inject_index, n_latent=n_latent)
   if "classifier" in ckpt:
     out["classifier"] = ("cluster_classifier",) + convert_classifier(ckpt["classifier"])
   return out

@@ -10,6 +10,7 @@ them; converters use it forwards and gradient checks use it backwards.
 `StateDictReader` tracks which keys were used so that a converter can refuse a checkpoint with keys it does
 not understand (upstream loads some modules with strict=False and silently ignores wrong keys; we do not).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,11 +58,13 @@ class StateDictReader:
   def check_all_used(self):
     left = sorted(set(self.sd) - self.used)
     if left:
-      raise ConversionError(f"{self.what}: {len(left)} keys were not understood: {left[:10]}"
-                            + (" ..." if len(left) > 10 else ""))
+      raise ConversionError(
+        f"{self.what}: {len(left)} keys were not understood: {left[:10]}" + (" ..." if len(left) > 10 else "")
+      )
 
 
 # -- layout helpers -------------------------------------------------------------------------------------------
+
 
 def dense(w: np.ndarray) -> np.ndarray:
   """(out, in) -> (in, out)."""
@@ -91,6 +94,7 @@ def nchw(x: np.ndarray) -> np.ndarray:
 
 # -- layer converters (rosinality module layouts) -------------------------------------------------------------
 
+
 def equal_linear(r: StateDictReader, prefix: str, bias: bool = True) -> dict:
   out = {"weight": dense(r.take(f"{prefix}.weight", 2))}
   if bias:
@@ -98,8 +102,9 @@ def equal_linear(r: StateDictReader, prefix: str, bias: bool = True) -> dict:
   return out
 
 
-def conv_layer(r: StateDictReader, prefix: str, downsample: bool = False, activate: bool = True,
-               bias: bool = True) -> dict:
+def conv_layer(
+  r: StateDictReader, prefix: str, downsample: bool = False, activate: bool = True, bias: bool = True
+) -> dict:
   """ConvLayer = Sequential([Blur] (downsample only), EqualConv2d, [FusedLeakyReLU])."""
   i = 0
   if downsample:
@@ -115,28 +120,28 @@ def conv_layer(r: StateDictReader, prefix: str, downsample: bool = False, activa
 
 def res_block(r: StateDictReader, prefix: str, downsample: bool = True) -> dict:
   return {
-      "conv1": conv_layer(r, f"{prefix}.conv1"),
-      "conv2": conv_layer(r, f"{prefix}.conv2", downsample=downsample),
-      "skip": conv_layer(r, f"{prefix}.skip", downsample=downsample, activate=False, bias=False),
+    "conv1": conv_layer(r, f"{prefix}.conv1"),
+    "conv2": conv_layer(r, f"{prefix}.conv2", downsample=downsample),
+    "skip": conv_layer(r, f"{prefix}.skip", downsample=downsample, activate=False, bias=False),
   }
 
 
 def modulated_conv(r: StateDictReader, prefix: str) -> dict:
   r.skip([f"{prefix}.blur.kernel"])
-  return {"weight": modconv(r.take(f"{prefix}.weight", 5)),
-          "modulation": equal_linear(r, f"{prefix}.modulation")}
+  return {"weight": modconv(r.take(f"{prefix}.weight", 5)), "modulation": equal_linear(r, f"{prefix}.modulation")}
 
 
 def styled_conv(r: StateDictReader, prefix: str) -> dict:
-  return {"conv": modulated_conv(r, f"{prefix}.conv"),
-          "noise": {"weight": r.take(f"{prefix}.noise.weight", 1)},
-          "activate": {"bias": r.take(f"{prefix}.activate.bias", 1)}}
+  return {
+    "conv": modulated_conv(r, f"{prefix}.conv"),
+    "noise": {"weight": r.take(f"{prefix}.noise.weight", 1)},
+    "activate": {"bias": r.take(f"{prefix}.activate.bias", 1)},
+  }
 
 
 def to_rgb(r: StateDictReader, prefix: str) -> dict:
   r.skip([f"{prefix}.upsample.kernel"])
-  return {"conv": modulated_conv(r, f"{prefix}.conv"),
-          "bias": r.take(f"{prefix}.bias", 4).reshape(-1)}
+  return {"conv": modulated_conv(r, f"{prefix}.conv"), "bias": r.take(f"{prefix}.bias", 4).reshape(-1)}
 
 
 def count_indexed(r: StateDictReader, prefix: str) -> int:
@@ -149,12 +154,14 @@ def count_indexed(r: StateDictReader, prefix: str) -> int:
 
 # -- key <-> parameter path maps ------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """How one tensor's upstream layout relates to ours; both directions use only array methods, so they work on
   numpy arrays, jax arrays and (under `jax.eval_shape`) abstract values alike."""
+
   name: str
-  ndim: int | None                     # upstream rank (None: any)
+  ndim: int | None  # upstream rank (None: any)
   to_ours: Callable[[Any], Any]
   to_upstream: Callable[[Any], Any]
 
@@ -163,16 +170,22 @@ VECTOR = Layout("vector", 1, lambda x: x, lambda x: x)
 MATRIX = Layout("matrix, same layout", 2, lambda x: x, lambda x: x)
 DENSE = Layout("dense (out, in) -> (in, out)", 2, lambda x: x.T, lambda x: x.T)
 CONV = Layout("conv OIHW -> HWIO", 4, lambda x: x.transpose(2, 3, 1, 0), lambda x: x.transpose(3, 2, 0, 1))
-MODCONV = Layout("modulated conv (1, O, I, k, k) -> (k, k, I, O)", 5, lambda x: x[0].transpose(2, 3, 1, 0),
-                 lambda x: x.transpose(3, 2, 0, 1)[None])
+MODCONV = Layout(
+  "modulated conv (1, O, I, k, k) -> (k, k, I, O)",
+  5,
+  lambda x: x[0].transpose(2, 3, 1, 0),
+  lambda x: x.transpose(3, 2, 0, 1)[None],
+)
 NCHW = Layout("NCHW -> NHWC", 4, lambda x: x.transpose(0, 2, 3, 1), lambda x: x.transpose(0, 3, 1, 2))
 RGB_BIAS = Layout("(1, C, 1, 1) -> (C,)", 4, lambda x: x.reshape(-1), lambda x: x.reshape(1, -1, 1, 1))
 # A dense layer reading a (C, 4, 4) map flattened NCHW upstream and NHWC here: rows regrouped from (C, H, W)
 # to (H, W, C) order.
 DENSE_CHW4 = Layout(
-    "dense over NCHW-flattened (C, 4, 4) -> over NHWC-flattened", 2,
-    lambda x: x.reshape(x.shape[0], -1, 4, 4).transpose(2, 3, 1, 0).reshape(-1, x.shape[0]),
-    lambda x: x.reshape(4, 4, -1, x.shape[-1]).transpose(3, 2, 0, 1).reshape(x.shape[-1], -1))
+  "dense over NCHW-flattened (C, 4, 4) -> over NHWC-flattened",
+  2,
+  lambda x: x.reshape(x.shape[0], -1, 4, 4).transpose(2, 3, 1, 0).reshape(-1, x.shape[0]),
+  lambda x: x.reshape(4, 4, -1, x.shape[-1]).transpose(3, 2, 0, 1).reshape(x.shape[-1], -1),
+)
 BUFFER = Layout("constant buffer rebuilt from the config (not a parameter)", None, lambda x: x, lambda x: x)
 
 
@@ -186,8 +199,9 @@ class KeyMap:
 
   def __init__(self, what: str, rules: Sequence[tuple[str, str | None, Layout]]):
     self.what = what
-    self.rules = [(self._regex(key), None if path is None else self._regex(path), key, path, layout)
-                  for key, path, layout in rules]
+    self.rules = [
+      (self._regex(key), None if path is None else self._regex(path), key, path, layout) for key, path, layout in rules
+    ]
 
   @staticmethod
   def _regex(template: str):
@@ -220,13 +234,15 @@ class KeyMap:
       node = node[part]
     return layout.to_upstream(node)
 
-  def convert(self, r: StateDictReader, expected: Mapping, optional: Callable[[tuple[str, ...]], bool]
-              = lambda path: False) -> dict:
+  def convert(
+    self, r: StateDictReader, expected: Mapping, optional: Callable[[tuple[str, ...]], bool] = lambda path: False
+  ) -> dict:
     """Every key of `r` placed at its path in our layout, checked against `expected` (a variables tree of
     shapes, e.g. from `jax.eval_shape` of the model's init): missing, unknown and misshapen keys are refused by
     their upstream name. Paths for which `optional(path)` holds may be absent."""
-    flat_expected = {tuple(str(getattr(k, "key", k)) for k in kp): leaf.shape
-                     for kp, leaf in _leaves_with_path(expected)}
+    flat_expected = {
+      tuple(str(getattr(k, "key", k)) for k in kp): leaf.shape for kp, leaf in _leaves_with_path(expected)
+    }
     out, unknown, placed = {}, [], set()
     for key in r.sd:
       try:
@@ -251,12 +267,15 @@ class KeyMap:
       placed.add(path)
     missing = [p for p in flat_expected if p not in placed and not optional(p)]
     if missing:
-      raise ConversionError(f"{r.what}: missing key {self.key(missing[0])!r}"
-                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+      raise ConversionError(
+        f"{r.what}: missing key {self.key(missing[0])!r}"
+        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+      )
     r.check_all_used()
     return out
 
 
 def _leaves_with_path(tree):
   import jax  # pylint: disable=g-import-not-at-top
+
   return jax.tree_util.tree_leaves_with_path(tree)

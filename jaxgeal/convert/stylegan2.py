@@ -9,6 +9,7 @@ demodulation in fp32, so it needs no parameter).
 (rosinality/stylegan2-pytorch, model.py, commit bef283a1c24087da704d16c30abc8e36e63efa0e) with our parameter
 path and layout; the converters below and the parity tests' gradient checks both go through them.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -24,17 +25,25 @@ from jaxgeal.models import stylegan2
 def _generator_rules():
   """rosinality Generator: style.{i} EqualLinear; StyledConv = conv (ModulatedConv2d, with a `blur` buffer when
   upsampling) + noise + activate; ToRGB = conv + bias (+ `upsample` buffer); noises.noise_{i} buffers."""
-  rules = [("style.{i}.weight", "params/style_{i}/weight", sdc.DENSE),
-           ("style.{i}.bias", "params/style_{i}/bias", sdc.VECTOR),
-           ("input.input", "params/input", sdc.NCHW),
-           ("noises.noise_{i}", "noises/noise_{i}", sdc.NCHW)]
+  rules = [
+    ("style.{i}.weight", "params/style_{i}/weight", sdc.DENSE),
+    ("style.{i}.bias", "params/style_{i}/bias", sdc.VECTOR),
+    ("input.input", "params/input", sdc.NCHW),
+    ("noises.noise_{i}", "noises/noise_{i}", sdc.NCHW),
+  ]
+
   def modulated(module):
-    return [(f"{module}.conv.weight", "conv.weight", sdc.MODCONV),
-            (f"{module}.conv.modulation.weight", "conv.modulation.weight", sdc.DENSE),
-            (f"{module}.conv.modulation.bias", "conv.modulation.bias", sdc.VECTOR)]
+    return [
+      (f"{module}.conv.weight", "conv.weight", sdc.MODCONV),
+      (f"{module}.conv.modulation.weight", "conv.modulation.weight", sdc.DENSE),
+      (f"{module}.conv.modulation.bias", "conv.modulation.bias", sdc.VECTOR),
+    ]
+
   for module in ("conv1", "convs.{i}"):
-    rules += modulated(module) + [(f"{module}.noise.weight", "noise.weight", sdc.VECTOR),
-                                  (f"{module}.activate.bias", "activate.bias", sdc.VECTOR)]
+    rules += modulated(module) + [
+      (f"{module}.noise.weight", "noise.weight", sdc.VECTOR),
+      (f"{module}.activate.bias", "activate.bias", sdc.VECTOR),
+    ]
   for module in ("to_rgb1", "to_rgbs.{i}"):
     rules += modulated(module) + [(f"{module}.bias", "bias", sdc.RGB_BIAS)]
   # Blur kernels of the upsampling convs (the even entries of `convs`) and of the ToRGB skip upsampling.
@@ -45,21 +54,23 @@ def _generator_rules():
 def _discriminator_rules():
   """rosinality Discriminator: ConvLayer is a Sequential ([Blur] when downsampling, EqualConv2d,
   FusedLeakyReLU); ResBlock = conv1 + conv2 (downsampling) + skip (downsampling, no bias, no activation)."""
-  rules = [("convs.0.0.weight", "params/convs_0/conv/weight", sdc.CONV),
-           ("convs.0.1.bias", "params/convs_0/activate/bias", sdc.VECTOR),
-           ("convs.{i}.conv1.0.weight", "params/convs_{i}/conv1/conv/weight", sdc.CONV),
-           ("convs.{i}.conv1.1.bias", "params/convs_{i}/conv1/activate/bias", sdc.VECTOR),
-           ("convs.{i}.conv2.0.kernel", None, sdc.BUFFER),
-           ("convs.{i}.conv2.1.weight", "params/convs_{i}/conv2/conv/weight", sdc.CONV),
-           ("convs.{i}.conv2.2.bias", "params/convs_{i}/conv2/activate/bias", sdc.VECTOR),
-           ("convs.{i}.skip.0.kernel", None, sdc.BUFFER),
-           ("convs.{i}.skip.1.weight", "params/convs_{i}/skip/conv/weight", sdc.CONV),
-           ("final_conv.0.weight", "params/final_conv/conv/weight", sdc.CONV),
-           ("final_conv.1.bias", "params/final_conv/activate/bias", sdc.VECTOR),
-           ("final_linear.0.weight", "params/final_linear_0/weight", sdc.DENSE_CHW4),
-           ("final_linear.0.bias", "params/final_linear_0/bias", sdc.VECTOR),
-           ("final_linear.1.weight", "params/final_linear_1/weight", sdc.DENSE),
-           ("final_linear.1.bias", "params/final_linear_1/bias", sdc.VECTOR)]
+  rules = [
+    ("convs.0.0.weight", "params/convs_0/conv/weight", sdc.CONV),
+    ("convs.0.1.bias", "params/convs_0/activate/bias", sdc.VECTOR),
+    ("convs.{i}.conv1.0.weight", "params/convs_{i}/conv1/conv/weight", sdc.CONV),
+    ("convs.{i}.conv1.1.bias", "params/convs_{i}/conv1/activate/bias", sdc.VECTOR),
+    ("convs.{i}.conv2.0.kernel", None, sdc.BUFFER),
+    ("convs.{i}.conv2.1.weight", "params/convs_{i}/conv2/conv/weight", sdc.CONV),
+    ("convs.{i}.conv2.2.bias", "params/convs_{i}/conv2/activate/bias", sdc.VECTOR),
+    ("convs.{i}.skip.0.kernel", None, sdc.BUFFER),
+    ("convs.{i}.skip.1.weight", "params/convs_{i}/skip/conv/weight", sdc.CONV),
+    ("final_conv.0.weight", "params/final_conv/conv/weight", sdc.CONV),
+    ("final_conv.1.bias", "params/final_conv/activate/bias", sdc.VECTOR),
+    ("final_linear.0.weight", "params/final_linear_0/weight", sdc.DENSE_CHW4),
+    ("final_linear.0.bias", "params/final_linear_0/bias", sdc.VECTOR),
+    ("final_linear.1.weight", "params/final_linear_1/weight", sdc.DENSE),
+    ("final_linear.1.bias", "params/final_linear_1/bias", sdc.VECTOR),
+  ]
   return rules
 
 
@@ -67,7 +78,7 @@ def _module_rule(key: str, sub: str | None, layout: sdc.Layout):
   """A rule whose path is the key's module (a list index `name.{i}` becomes `name_{i}`) + `sub`."""
   if sub is None or "/" in sub:
     return key, sub, layout
-  module = key[:-len(sub) - 1]
+  module = key[: -len(sub) - 1]
   return key, "params/" + module.replace(".{i}", "_{i}") + "/" + sub.replace(".", "/"), layout
 
 
@@ -82,24 +93,33 @@ def generator_config(sd: Mapping[str, np.ndarray]) -> dict:
   while r.has(f"style.{n_mlp + 1}.weight"):
     n_mlp += 1
   if n_mlp == 0:
-    raise sdc.ConversionError("StyleGAN2 generator: no mapping layers `style.1.weight` found; is this a "
-                              "rosinality generator state dict (g_ema)?")
+    raise sdc.ConversionError(
+      "StyleGAN2 generator: no mapping layers `style.1.weight` found; is this a "
+      "rosinality generator state dict (g_ema)?"
+    )
   style_dim = int(r.sd["style.1.weight"].shape[1])
   n_rgb = sdc.count_indexed(r, "to_rgbs")
   size = 2 ** (n_rgb + 2)
   channels = [(4, int(r.take("input.input").shape[1]))]
   for j in range(n_rgb):
     channels.append((2 ** (j + 3), int(r.take(f"convs.{2 * j}.conv.weight").shape[1])))
-  return {"size": size, "style_dim": style_dim, "n_mlp": n_mlp, "channels": channels,
-          "lr_mlp": 0.01, "blur_kernel": [1, 3, 3, 1]}
+  return {
+    "size": size,
+    "style_dim": style_dim,
+    "n_mlp": n_mlp,
+    "channels": channels,
+    "lr_mlp": 0.01,
+    "blur_kernel": [1, 3, 3, 1],
+  }
 
 
 def convert_generator(sd: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
   """Returns (config, variables) with variables = {'params': ..., 'noises': ...}."""
   config = generator_config(sd)
   G = build_generator(config)
-  expected = jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0), jnp.zeros((1, config["style_dim"])),
-                                           randomize_noise=False))
+  expected = jax.eval_shape(
+    lambda: G.init(jax.random.PRNGKey(0), jnp.zeros((1, config["style_dim"])), randomize_noise=False)
+  )
   r = sdc.StateDictReader(sd, "StyleGAN2 generator")
   # Checkpoints saved without the noise buffers (rare) get fresh ones at load time instead.
   variables = GENERATOR_KEYS.convert(r, expected, optional=lambda path: path[0] == "noises")
@@ -110,17 +130,18 @@ def convert_generator(sd: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
 def discriminator_config(sd: Mapping[str, np.ndarray]) -> dict:
   r = sdc.StateDictReader(sd, "StyleGAN2 discriminator")
   if not r.has("convs.0.0.weight") or not r.has("final_linear.1.weight"):
-    raise sdc.ConversionError("StyleGAN2 discriminator: missing `convs.0.0.weight` / `final_linear.1.weight`; "
-                              "is this a rosinality discriminator state dict (d)?")
+    raise sdc.ConversionError(
+      "StyleGAN2 discriminator: missing `convs.0.0.weight` / `final_linear.1.weight`; "
+      "is this a rosinality discriminator state dict (d)?"
+    )
   n_blocks = sdc.count_indexed(r, "convs") - 1
   size = 2 ** (n_blocks + 2)
   channels = [(size, int(r.sd["convs.0.0.weight"].shape[0]))]
   for j in range(1, n_blocks + 1):
-    channels.append((size // 2 ** j, int(r.sd[f"convs.{j}.conv2.1.weight"].shape[0])))
+    channels.append((size // 2**j, int(r.sd[f"convs.{j}.conv2.1.weight"].shape[0])))
   c4 = int(r.sd["final_conv.0.weight"].shape[0])
   stddev_feat = int(r.sd["final_conv.0.weight"].shape[1]) - channels[-1][1]
-  return {"size": size, "channels": sorted(channels), "stddev_feat": stddev_feat, "c4": c4,
-          "blur_kernel": [1, 3, 3, 1]}
+  return {"size": size, "channels": sorted(channels), "stddev_feat": stddev_feat, "c4": c4, "blur_kernel": [1, 3, 3, 1]}
 
 
 def convert_discriminator(sd: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
@@ -136,16 +157,25 @@ def convert_discriminator(sd: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
 
 
 def build_generator(config: Mapping, **overrides) -> stylegan2.Generator:
-  kw = dict(size=config["size"], style_dim=config["style_dim"], n_mlp=config["n_mlp"],
-            channels=tuple(tuple(c) for c in config["channels"]), lr_mlp=config.get("lr_mlp", 0.01),
-            blur_kernel=tuple(config.get("blur_kernel", (1, 3, 3, 1))))
+  kw = dict(
+    size=config["size"],
+    style_dim=config["style_dim"],
+    n_mlp=config["n_mlp"],
+    channels=tuple(tuple(c) for c in config["channels"]),
+    lr_mlp=config.get("lr_mlp", 0.01),
+    blur_kernel=tuple(config.get("blur_kernel", (1, 3, 3, 1))),
+  )
   kw.update(overrides)
   return stylegan2.Generator(**kw)
 
 
 def build_discriminator(config: Mapping, **overrides) -> stylegan2.Discriminator:
-  kw = dict(size=config["size"], channels=tuple(tuple(c) for c in config["channels"]),
-            stddev_feat=config.get("stddev_feat", 1), blur_kernel=tuple(config.get("blur_kernel", (1, 3, 3, 1))))
+  kw = dict(
+    size=config["size"],
+    channels=tuple(tuple(c) for c in config["channels"]),
+    stddev_feat=config.get("stddev_feat", 1),
+    blur_kernel=tuple(config.get("blur_kernel", (1, 3, 3, 1))),
+  )
   kw.update(overrides)
   return stylegan2.Discriminator(**kw)
 
@@ -166,6 +196,7 @@ def convert_checkpoint(ckpt: Mapping) -> dict:
     out["d"] = ("discriminator",) + convert_discriminator(ckpt["d"])
   if not out:
     keys = sorted(ckpt)[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__
-    raise sdc.ConversionError(f"no StyleGAN2 weights found: expected keys 'g_ema', 'g' or 'd' "
-                              f"(or a bare generator state dict); found {keys}")
+    raise sdc.ConversionError(
+      f"no StyleGAN2 weights found: expected keys 'g_ema', 'g' or 'd' (or a bare generator state dict); found {keys}"
+    )
   return out

@@ -46,6 +46,7 @@ Errors: `FileNotFoundError`; `CheckpointFormatError` (not a torch checkpoint, tr
 storage record, out-of-bounds view, over the memory limits above) and `UnsafeCheckpointError` (refused
 global), ValueErrors naming the file.
 """
+
 from __future__ import annotations
 
 import collections
@@ -82,29 +83,57 @@ class _Bad(Exception):
 
 # torch storage classes and dtypes -> numpy dtype names. bfloat16 comes from ml_dtypes (a jax dependency).
 _STORAGE_DTYPES = {
-    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
-    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16",
-    "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
-    "ComplexFloatStorage": "complex64", "ComplexDoubleStorage": "complex128",
+  "FloatStorage": "float32",
+  "DoubleStorage": "float64",
+  "HalfStorage": "float16",
+  "BFloat16Storage": "bfloat16",
+  "LongStorage": "int64",
+  "IntStorage": "int32",
+  "ShortStorage": "int16",
+  "CharStorage": "int8",
+  "ByteStorage": "uint8",
+  "BoolStorage": "bool",
+  "ComplexFloatStorage": "complex64",
+  "ComplexDoubleStorage": "complex128",
 }
 _TORCH_DTYPES = {
-    "float32": "float32", "float": "float32", "float64": "float64", "double": "float64",
-    "float16": "float16", "half": "float16", "bfloat16": "bfloat16", "int64": "int64", "long": "int64",
-    "int32": "int32", "int": "int32", "int16": "int16", "short": "int16", "int8": "int8", "uint8": "uint8",
-    "uint16": "uint16", "uint32": "uint32", "uint64": "uint64", "bool": "bool",
-    "complex64": "complex64", "cfloat": "complex64", "complex128": "complex128", "cdouble": "complex128",
+  "float32": "float32",
+  "float": "float32",
+  "float64": "float64",
+  "double": "float64",
+  "float16": "float16",
+  "half": "float16",
+  "bfloat16": "bfloat16",
+  "int64": "int64",
+  "long": "int64",
+  "int32": "int32",
+  "int": "int32",
+  "int16": "int16",
+  "short": "int16",
+  "int8": "int8",
+  "uint8": "uint8",
+  "uint16": "uint16",
+  "uint32": "uint32",
+  "uint64": "uint64",
+  "bool": "bool",
+  "complex64": "complex64",
+  "cfloat": "complex64",
+  "complex128": "complex128",
+  "cdouble": "complex128",
 }
 
 
 def _np_dtype(name: str) -> np.dtype:
   if name == "bfloat16":
     import ml_dtypes  # pylint: disable=g-import-not-at-top  (only needed for bf16 checkpoints)
+
     return np.dtype(ml_dtypes.bfloat16)
   return np.dtype(name)
 
 
 class _Inert:
   """Base of the objects the allow-list hands to the unpickler: immutable, and BUILD on them fails."""
+
   __slots__ = ("name",)
 
   def __init__(self, name: str):
@@ -122,6 +151,7 @@ class _Inert:
 
 class _SafeCallable(_Inert):
   """An allow-listed callable global, mapped to our own re-implementation."""
+
   __slots__ = ("_fn",)
 
   def __init__(self, name: str, fn: Callable[..., Any]):
@@ -134,6 +164,7 @@ class _SafeCallable(_Inert):
 
 class _StorageType(_Inert):
   """`torch.FloatStorage` & co. (dtype set) or `torch.UntypedStorage` (dtype None: bytes)."""
+
   __slots__ = ("dtype",)
 
   def __init__(self, name: str, dtype: Optional[np.dtype]):
@@ -143,11 +174,13 @@ class _StorageType(_Inert):
 
 class _DtypeMarker(_StorageType):
   """A torch dtype global (`torch.float16`), as passed to `_rebuild_tensor_v3`."""
+
   __slots__ = ()
 
 
 class _StorageRef:
   """Where a storage's bytes live: record `key`, bytes [start, start + length), element type."""
+
   __slots__ = ("key", "dtype", "start", "length")
 
   def __init__(self, key: str, dtype: Optional[np.dtype], start: int, length: int):
@@ -173,8 +206,8 @@ class _Tensors:
   def __init__(self, max_bytes: int, file_size: int):
     self.jobs: list[tuple[_StorageRef, int, tuple[int, ...], np.ndarray]] = []
     self.max_bytes, self.file_size = max_bytes, file_size
-    self.allocated = 0   # bytes of all tensors so far (limit max_bytes)
-    self.repeated = 0    # bytes of the tensors that repeat storage elements (limit: the file's size)
+    self.allocated = 0  # bytes of all tensors so far (limit max_bytes)
+    self.repeated = 0  # bytes of the tensors that repeat storage elements (limit: the file's size)
 
   def new(self, storage, offset, size, stride, dtype: Optional[np.dtype]) -> np.ndarray:
     if not isinstance(storage, _StorageRef):
@@ -197,13 +230,17 @@ class _Tensors:
       if numel > last - offset + 1:
         self.repeated += nbytes
         if self.repeated > self.file_size:
-          raise _Bad(f"{view} repeats storage elements (a stride 0 or overlapping strides): copying it out "
-                     f"takes {nbytes} bytes ({self.repeated} for all such views), more than the file's "
-                     f"{self.file_size} bytes; refused as a memory bomb")
+          raise _Bad(
+            f"{view} repeats storage elements (a stride 0 or overlapping strides): copying it out "
+            f"takes {nbytes} bytes ({self.repeated} for all such views), more than the file's "
+            f"{self.file_size} bytes; refused as a memory bomb"
+          )
     self.allocated += nbytes
     if self.allocated > self.max_bytes:
-      raise _Bad(f"{view} needs {nbytes} bytes of {dtype}, taking the tensors read to {self.allocated} bytes, "
-                 f"over the limit of {self.max_bytes} (torch_pickle.load(..., max_bytes=N) raises it)")
+      raise _Bad(
+        f"{view} needs {nbytes} bytes of {dtype}, taking the tensors read to {self.allocated} bytes, "
+        f"over the limit of {self.max_bytes} (torch_pickle.load(..., max_bytes=N) raises it)"
+      )
     out = np.empty(size, dtype)
     self.jobs.append((storage, offset, stride, out))
     return out
@@ -229,8 +266,9 @@ class _Tensors:
     src_dtype = out.dtype.newbyteorder(">") if byteorder == "big" and out.dtype.itemsize > 1 else out.dtype
     flat = np.frombuffer(buf, src_dtype, count=ref.length // out.dtype.itemsize, offset=ref.start)
     # Bounds were checked in `new`, so this strided view stays inside `flat`.
-    view = np.lib.stride_tricks.as_strided(flat[offset:], out.shape,
-                                           [s * out.dtype.itemsize for s in stride], writeable=False)
+    view = np.lib.stride_tricks.as_strided(
+      flat[offset:], out.shape, [s * out.dtype.itemsize for s in stride], writeable=False
+    )
     out[...] = view
 
 
@@ -245,13 +283,11 @@ def _allowed_globals(tensors: _Tensors) -> dict[tuple[str, str], Any]:
   def rebuild_tensor(storage, storage_offset, size, stride):
     return tensors.new(storage, storage_offset, size, stride, None)
 
-  def rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                        metadata=None):
+  def rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     del requires_grad, backward_hooks, metadata  # Autograd state has no meaning for arrays.
     return tensors.new(storage, storage_offset, size, stride, None)
 
-  def rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype,
-                        metadata=None):
+  def rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
     del requires_grad, backward_hooks, metadata
     if not isinstance(dtype, _DtypeMarker):
       raise _Bad(f"_rebuild_tensor_v3 got dtype {dtype!r}, expected a torch dtype")
@@ -272,10 +308,14 @@ def _allowed_globals(tensors: _Tensors) -> dict[tuple[str, str], Any]:
   add(tu, "_rebuild_tensor_v2", _SafeCallable("torch._utils._rebuild_tensor_v2", rebuild_tensor_v2))
   add(tu, "_rebuild_tensor_v3", _SafeCallable("torch._utils._rebuild_tensor_v3", rebuild_tensor_v3))
   add(tu, "_rebuild_parameter", _SafeCallable("torch._utils._rebuild_parameter", rebuild_parameter))
-  add(tu, "_rebuild_parameter_with_state",
-      _SafeCallable("torch._utils._rebuild_parameter_with_state", rebuild_parameter))
-  add(("torch._tensor",), "_rebuild_from_type_v2",
-      _SafeCallable("torch._tensor._rebuild_from_type_v2", rebuild_from_type_v2))
+  add(
+    tu, "_rebuild_parameter_with_state", _SafeCallable("torch._utils._rebuild_parameter_with_state", rebuild_parameter)
+  )
+  add(
+    ("torch._tensor",),
+    "_rebuild_from_type_v2",
+    _SafeCallable("torch._tensor._rebuild_from_type_v2", rebuild_from_type_v2),
+  )
   add(("torch",), "Tensor", _Inert("torch.Tensor"))
   add(("torch.nn.parameter",), "Parameter", _Inert("torch.nn.parameter.Parameter"))
   for name, dtype in _STORAGE_DTYPES.items():
@@ -302,8 +342,11 @@ def _allowed_globals(tensors: _Tensors) -> dict[tuple[str, str], Any]:
   np_core = ("numpy.core.multiarray", "numpy._core.multiarray")
   add(np_core, "scalar", _SafeCallable("numpy.core.multiarray.scalar", _numpy_scalar))
   add(np_core, "_reconstruct", _SafeCallable("numpy.core.multiarray._reconstruct", _numpy_reconstruct))
-  add(("numpy.core.numeric", "numpy._core.numeric"), "_frombuffer",
-      _SafeCallable("numpy.core.numeric._frombuffer", _numpy_frombuffer))  # Protocol 5 arrays.
+  add(
+    ("numpy.core.numeric", "numpy._core.numeric"),
+    "_frombuffer",
+    _SafeCallable("numpy.core.numeric._frombuffer", _numpy_frombuffer),
+  )  # Protocol 5 arrays.
   add(("numpy",), "ndarray", _NDARRAY)
   add(("numpy",), "dtype", _SafeCallable("numpy.dtype", _numpy_dtype))
   return allowed
@@ -329,6 +372,7 @@ def _byte_string(cls):
     if isinstance(data, int):  # bytes(n) would allocate n zero bytes: never written by pickle.
       raise _Bad(f"{cls.__name__}({data}) is not allowed")
     return cls(data, *args)
+
   return make
 
 
@@ -381,15 +425,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
     obj = self._allowed.get((module, name))
     if obj is None:
       raise UnsafeCheckpointError(
-          f"{self._path}: refused to load global '{module}.{name}' from {self._record}: only tensors, "
-          "storages, containers, argparse.Namespace and numpy scalars are allowed in a checkpoint")
+        f"{self._path}: refused to load global '{module}.{name}' from {self._record}: only tensors, "
+        "storages, containers, argparse.Namespace and numpy scalars are allowed in a checkpoint"
+      )
     return obj
 
   def persistent_load(self, pid):
     if self._storage is None:
       raise _Bad(f"unexpected persistent id {pid!r:.80}")
-    if (not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage"
-        or type(pid[1]) is not _StorageType):  # pylint: disable=unidiomatic-typecheck  (not a dtype)
+    # An exact type check: a dtype marker (a _StorageType subclass) is not a storage.
+    is_storage = isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and type(pid[1]) is _StorageType
+    if not is_storage:
       raise _Bad(f"unsupported persistent id {pid!r:.120} (only tensor storages are supported)")
     return self._storage(pid)
 
@@ -412,8 +458,10 @@ def _storage_ref(pid, legacy: bool, available: Callable[[str], int], max_bytes: 
   itemsize = stype.dtype.itemsize if stype.dtype is not None else 1
   declared = numel * itemsize
   if declared > max_bytes:
-    raise _Bad(f"storage {key!r} declares {declared} bytes, over the limit of {max_bytes} "
-               "(torch_pickle.load(..., max_bytes=N) raises it)")
+    raise _Bad(
+      f"storage {key!r} declares {declared} bytes, over the limit of {max_bytes} "
+      "(torch_pickle.load(..., max_bytes=N) raises it)"
+    )
   if declared > available(key):
     raise _Bad(f"storage {key!r} declares {declared} bytes, but the file has room for only {available(key)}")
   view = pid[5] if legacy and len(pid) > 5 else None
@@ -431,20 +479,22 @@ def _load_zip(path: pathlib.Path, max_bytes: int) -> Any:
   try:
     archive = zipfile.ZipFile(path)
   except (zipfile.BadZipFile, OSError, ValueError) as e:
-    raise CheckpointFormatError(f"{path}: starts like a zip archive but cannot be opened as one ({e}); "
-                                "the file is truncated or corrupt") from None
+    raise CheckpointFormatError(
+      f"{path}: starts like a zip archive but cannot be opened as one ({e}); the file is truncated or corrupt"
+    ) from None
   with archive:
     names = archive.namelist()
     # torch reads the folder of the first record; fall back to the one `<folder>/data.pkl` there is.
     first = names[0].split("/")[0] if names else ""
     candidates = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
-    pkl = f"{first}/data.pkl" if f"{first}/data.pkl" in names else (
-        candidates[0] if len(candidates) == 1 else None)
+    pkl = f"{first}/data.pkl" if f"{first}/data.pkl" in names else (candidates[0] if len(candidates) == 1 else None)
     if pkl is None:
       hint = " (a TorchScript archive?)" if any(n.endswith("constants.pkl") for n in names) else ""
-      raise CheckpointFormatError(f"{path}: zip archive without a '<folder>/data.pkl' record, so not a "
-                                  f"torch.save checkpoint{hint}; records: {names[:5]}")
-    prefix = pkl[:-len("data.pkl")]
+      raise CheckpointFormatError(
+        f"{path}: zip archive without a '<folder>/data.pkl' record, so not a "
+        f"torch.save checkpoint{hint}; records: {names[:5]}"
+      )
+    prefix = pkl[: -len("data.pkl")]
     byteorder = "little"
     if f"{prefix}byteorder" in names:
       byteorder = archive.read(f"{prefix}byteorder").decode("ascii", "replace").strip()
@@ -454,12 +504,14 @@ def _load_zip(path: pathlib.Path, max_bytes: int) -> Any:
     def record_size(key):
       name = f"{prefix}data/{key}"
       try:
-        size = archive.getinfo(name).file_size   # declared in the archive, checked by zipfile while reading
+        size = archive.getinfo(name).file_size  # declared in the archive, checked by zipfile while reading
       except KeyError:
         raise _Bad(f"missing storage record {name!r}") from None
       if size > max_bytes:
-        raise _Bad(f"storage record {name!r} holds {size} bytes, over the limit of {max_bytes} "
-                   "(torch_pickle.load(..., max_bytes=N) raises it)")
+        raise _Bad(
+          f"storage record {name!r} holds {size} bytes, over the limit of {max_bytes} "
+          "(torch_pickle.load(..., max_bytes=N) raises it)"
+        )
       return size
 
     def read(key):
@@ -478,8 +530,9 @@ def _load_zip(path: pathlib.Path, max_bytes: int) -> Any:
       data = archive.read(pkl)
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointFormatError(f"{path}: record {pkl!r} is corrupt ({type(e).__name__}: {e})") from None
-    result = _unpickle(io.BytesIO(data), path, pkl, allowed,
-                       lambda pid: _storage_ref(pid, False, record_size, max_bytes))
+    result = _unpickle(
+      io.BytesIO(data), path, pkl, allowed, lambda pid: _storage_ref(pid, False, record_size, max_bytes)
+    )
     tensors.fill(read, byteorder, path)
   return result
 
@@ -492,8 +545,11 @@ def _load_legacy(path: pathlib.Path, head: bytes, max_bytes: int) -> Any:
     except Exception:  # pylint: disable=broad-except
       magic = None
     if magic != _LEGACY_MAGIC:
-      kind = "a tar archive (torch < 0.1.10 format, unsupported)" if tarfile.is_tarfile(path) else (
-          f"neither a zip archive (torch >= 1.6) nor a legacy torch pickle; it starts with {head[:8]!r}")
+      kind = (
+        "a tar archive (torch < 0.1.10 format, unsupported)"
+        if tarfile.is_tarfile(path)
+        else (f"neither a zip archive (torch >= 1.6) nor a legacy torch pickle; it starts with {head[:8]!r}")
+      )
       raise CheckpointFormatError(f"{path}: not a PyTorch checkpoint: {kind}")
     protocol = _unpickle(f, path, "protocol version", no_globals)
     if protocol != _LEGACY_PROTOCOL:
@@ -526,8 +582,9 @@ def _load_legacy(path: pathlib.Path, head: bytes, max_bytes: int) -> Any:
       numel = int.from_bytes(header, "little", signed=True)
       spans[key] = (f.tell(), numel * itemsizes[key])
       if len(header) < 8 or numel < 0 or sum(spans[key]) > file_size:
-        raise CheckpointFormatError(f"{path}: truncated: storage {key!r} ends past the end of the file "
-                                    f"({file_size} bytes)")
+        raise CheckpointFormatError(
+          f"{path}: truncated: storage {key!r} ends past the end of the file ({file_size} bytes)"
+        )
       f.seek(sum(spans[key]))
 
     def read(key):

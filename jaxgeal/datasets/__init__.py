@@ -44,8 +44,13 @@ Per dataset (metadata.json beside the records, `keypoints.dataset_metadata`):
 Bad images: unreadable files are skipped, logged and listed in the build report; more than
 `max_bad_fraction` (default 1%) of them fails the build (`TooManyBadImagesError`).
 """
-from jaxgeal.datasets.base import (BuildReport, MissingDataError, TooManyBadImagesError,  # noqa: F401
-                                   DEFAULT_MAX_BAD_FRACTION)
+
+from jaxgeal.datasets.base import (
+  BuildReport,
+  MissingDataError,
+  TooManyBadImagesError,  # noqa: F401
+  DEFAULT_MAX_BAD_FRACTION,
+)
 from jaxgeal.datasets.cub import build_cub  # noqa: F401
 from jaxgeal.datasets.image_folder import build_image_folder  # noqa: F401
 from jaxgeal.datasets.keypoints import KeypointDataset, open_keypoint_dataset  # noqa: F401

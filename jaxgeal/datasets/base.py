@@ -21,6 +21,7 @@ every remaining image is still read, so the error counts all bad images (and nam
 is in the log) and one pass finds everything to fix. A failed build leaves no directory it created behind;
 directories that existed before are never removed.
 """
+
 from __future__ import annotations
 
 import collections
@@ -60,12 +61,13 @@ class MissingDataError(FileNotFoundError):
 @dataclasses.dataclass
 class BuildReport:
   """What a build produced: where, how many examples per split, and which source images were skipped."""
-  path: str                                   # The dataset directory (`.../<builder>/<config>/<version>`).
+
+  path: str  # The dataset directory (`.../<builder>/<config>/<version>`).
   num_examples: dict[str, int]
-  num_candidates: int                         # Source images looked at.
-  bad_images: list[tuple[str, str]]           # (name, error) of every skipped image.
+  num_candidates: int  # Source images looked at.
+  bad_images: list[tuple[str, str]]  # (name, error) of every skipped image.
   warnings: list[str] = dataclasses.field(default_factory=list)
-  reused: bool = False                        # True: an existing dataset was found and not rebuilt.
+  reused: bool = False  # True: an existing dataset was found and not rebuilt.
 
   def to_json(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -80,8 +82,10 @@ class BuildReport:
 
   def summary(self) -> str:
     counts = ", ".join(f"{k}: {v}" for k, v in self.num_examples.items())
-    lines = [f"{self.path}: {counts} examples from {self.num_candidates} images"
-             + (" (existing dataset reused)" if self.reused else "")]
+    lines = [
+      f"{self.path}: {counts} examples from {self.num_candidates} images"
+      + (" (existing dataset reused)" if self.reused else "")
+    ]
     if self.bad_images:
       lines.append(f"{len(self.bad_images)} unreadable image(s) skipped:")
       lines += [f"  {name}: {err}" for name, err in self.bad_images[:_MAX_LISTED]]
@@ -122,9 +126,10 @@ class BadImageTracker:
     more = len(self.bad) - _MAX_LISTED
     listed += f"\n  ... and {more} more (each named in the warnings above)" if more > 0 else ""
     raise TooManyBadImagesError(
-        f"{len(self.bad)} of {self.total} images are unreadable, more than max_bad_fraction="
-        f"{self.max_bad_fraction:g} allows; nothing was built:\n{listed}\n"
-        "Fix or remove these files, or raise max_bad_fraction (--max_bad_fraction) to accept the loss.")
+      f"{len(self.bad)} of {self.total} images are unreadable, more than max_bad_fraction="
+      f"{self.max_bad_fraction:g} allows; nothing was built:\n{listed}\n"
+      "Fix or remove these files, or raise max_bad_fraction (--max_bad_fraction) to accept the loss."
+    )
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -150,13 +155,15 @@ def encode_image(image: np.ndarray, image_format: str = "png", jpeg_quality: int
   return buf.getvalue()
 
 
-def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], num_workers: int
-                ) -> Iterator[tuple[Any, Any, BaseException | None]]:
+def ordered_map(
+  fn: Callable[[Any], Any], items: Iterable[Any], num_workers: int
+) -> Iterator[tuple[Any, Any, BaseException | None]]:
   """Yields (item, fn(item), None) or (item, None, error) in input order, `num_workers` threads at a time.
 
   Threads suffice: PIL releases the GIL while decoding, resampling and encoding. At most 4 * num_workers
   items are in flight, so memory stays bounded on million-image builds.
   """
+
   def call(item):
     try:
       return fn(item), None
@@ -193,6 +200,7 @@ def mirror_permutation(names: Sequence[str]) -> list[int]:
 @dataclasses.dataclass(eq=False)
 class PreparedConfig(tfds.core.BuilderConfig):
   """Options shared by all builders. `name` is derived from the options that change the data."""
+
   name: str = ""
   size: int = 256
   pad: str = "center"
@@ -231,6 +239,7 @@ class PreparedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   Builders are not registered in tfds' global registry (names could clash with tfds' own `lsun` etc.); build
   them with `build()` and read them with `jaxgeal.datasets.reader.open_dataset(path)`.
   """
+
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First jaxgeal release."}
   BUILDER_CONFIG_CLS = PreparedConfig
@@ -269,8 +278,12 @@ class PreparedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   # --- tfds plumbing ----------------------------------------------------------------------------------------
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=self.__doc__, features=tfds.features.FeaturesDict(self._features()),
-        metadata=tfds.core.MetadataDict(), disable_shuffling=True)
+      builder=self,
+      description=self.__doc__,
+      features=tfds.features.FeaturesDict(self._features()),
+      metadata=tfds.core.MetadataDict(),
+      disable_shuffling=True,
+    )
 
   def _image_feature(self, square: bool | None = None) -> tfds.features.Image:
     """The image feature; its shape is static where the pad mode (or `square=True`) gives size x size."""
@@ -298,8 +311,10 @@ class PreparedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self.info.metadata.update(self._extra_metadata())
     self.info.metadata["options"] = cfg.options()
     self.info.metadata["build_report"] = {
-        "num_candidates": self._report_candidates, "bad_images": [list(b) for b in self._report_bad],
-        "warnings": list(self._report_warnings)}
+      "num_candidates": self._report_candidates,
+      "bad_images": [list(b) for b in self._report_bad],
+      "warnings": list(self._report_warnings),
+    }
 
   def warn(self, message: str):
     log.warning("%s", message)
@@ -309,16 +324,23 @@ class PreparedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return encode_image(image, self.builder_config.image_format, self.builder_config.jpeg_quality)
 
 
-def build(builder_cls: type[PreparedBuilder], config: PreparedConfig, manual_dir: str | os.PathLike,
-          out_dir: str | os.PathLike, *, overwrite: bool = False) -> BuildReport:
+def build(
+  builder_cls: type[PreparedBuilder],
+  config: PreparedConfig,
+  manual_dir: str | os.PathLike,
+  out_dir: str | os.PathLike,
+  *,
+  overwrite: bool = False,
+) -> BuildReport:
   """Builds (or, unless `overwrite`, reuses) `builder_cls(config)` from `manual_dir` into `out_dir`.
 
   The dataset lands in `out_dir/<builder name>/<config name>/<version>/` (`BuildReport.path`).
   """
   manual_dir = pathlib.Path(manual_dir).expanduser()
   if not manual_dir.is_dir():
-    raise MissingDataError(f"{manual_dir} does not exist or is not a directory.\n"
-                           f"{builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    raise MissingDataError(
+      f"{manual_dir} does not exist or is not a directory.\n{builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+    )
   if not any(manual_dir.iterdir()):  # tfds would fail with an AssertionError.
     raise MissingDataError(f"{manual_dir} is empty: no images found.\n{builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
   builder = builder_cls(config=config, data_dir=os.fspath(out_dir), file_format=FILE_FORMAT)
@@ -336,8 +358,7 @@ def build(builder_cls: type[PreparedBuilder], config: PreparedConfig, manual_dir
     raise
 
 
-def _build(builder: PreparedBuilder, config: PreparedConfig, manual_dir: pathlib.Path, overwrite: bool
-           ) -> BuildReport:
+def _build(builder: PreparedBuilder, config: PreparedConfig, manual_dir: pathlib.Path, overwrite: bool) -> BuildReport:
   reused = builder.is_prepared() and not overwrite
   if reused:
     # Options outside the config name (a glob, max_images, ...) could differ: never hand back the wrong data.
@@ -345,16 +366,22 @@ def _build(builder: PreparedBuilder, config: PreparedConfig, manual_dir: pathlib
     stored = dict(tfds.builder_from_directory(builder.data_dir).info.metadata or {}).get("options")
     wanted = _jsonable(config.options())
     if stored is not None and {**stored, "max_bad_fraction": None} != {**wanted, "max_bad_fraction": None}:
-      raise ValueError(f"{builder.data_dir} was built with options {stored}, not {wanted}; "
-                       "pass overwrite=True (--overwrite) or choose another output directory.")
+      raise ValueError(
+        f"{builder.data_dir} was built with options {stored}, not {wanted}; "
+        "pass overwrite=True (--overwrite) or choose another output directory."
+      )
   else:
-    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
-            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    mode = (
+      tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+      if overwrite
+      else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    )
     # tfds creates an (unused) downloads folder; keep it out of the user's output directory.
     with tempfile.TemporaryDirectory(prefix="jaxgeal_tfds_") as tmp:
       builder.download_and_prepare(
-          download_dir=tmp,
-          download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir), download_mode=mode))
+        download_dir=tmp,
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir), download_mode=mode),
+      )
   report = report_from_directory(builder.data_dir, reused=reused)
   log.info("%s", report.summary())
   return report
@@ -370,6 +397,10 @@ def report_from_directory(path: str | os.PathLike, reused: bool = False) -> Buil
   meta = dict(builder.info.metadata or {})
   rep = meta.get("build_report", {})
   return BuildReport(
-      path=os.fspath(path), num_examples={k: v.num_examples for k, v in builder.info.splits.items()},
-      num_candidates=rep.get("num_candidates", 0), bad_images=[tuple(b) for b in rep.get("bad_images", [])],
-      warnings=list(rep.get("warnings", [])), reused=reused)
+    path=os.fspath(path),
+    num_examples={k: v.num_examples for k, v in builder.info.splits.items()},
+    num_candidates=rep.get("num_candidates", 0),
+    bad_images=[tuple(b) for b in rep.get("bad_images", [])],
+    warnings=list(rep.get("warnings", [])),
+    reused=reused,
+  )

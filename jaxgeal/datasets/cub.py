@@ -18,6 +18,7 @@ Coordinates in these files (and in the .mat) are 1-based, as CMR/ACSM/upstream r
 get pixel-centre coordinates. The mirror permutation comes from the part names (left <-> right), which gives
 upstream's [0, 1, 2, 3, 4, 5, 10, 11, 12, 9, 6, 7, 8, 13, 14].
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,23 @@ import numpy as np
 
 from jaxgeal.datasets import base, keypoints, preprocessing
 
-PART_NAMES = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
-              "right eye", "right leg", "right wing", "tail", "throat")
+PART_NAMES = (
+  "back",
+  "beak",
+  "belly",
+  "breast",
+  "crown",
+  "forehead",
+  "left eye",
+  "left leg",
+  "left wing",
+  "nape",
+  "right eye",
+  "right leg",
+  "right wing",
+  "tail",
+  "throat",
+)
 SPLITS = ("train", "test", "acsm_val")
 ACSM_PAD_FRACTION = 0.05
 
@@ -85,7 +101,7 @@ def read_cub(root: pathlib.Path) -> dict[str, Any]:
     x, y, w, h = (float(v) for v in r[1:5])
     boxes[int(r[0])] = np.asarray([x - 1, y - 1, x - 1 + w - 1, y - 1 + h - 1])
   names_file = root / "parts" / "parts.txt"
-  part_names = ([" ".join(r[1:]) for r in _table(names_file)] if names_file.is_file() else list(PART_NAMES))
+  part_names = [" ".join(r[1:]) for r in _table(names_file)] if names_file.is_file() else list(PART_NAMES)
   parts = {i: np.zeros((len(part_names), 3)) for i in paths}
   for r in _table(root / "parts" / "part_locs.txt"):
     parts[int(r[0])][int(r[1]) - 1] = [float(r[2]) - 1, float(r[3]) - 1, float(r[4])]
@@ -121,6 +137,7 @@ def read_acsm_split(mat_path: pathlib.Path) -> list[tuple[int, np.ndarray]]:
 
 class JaxgealCub(base.PreparedBuilder, skip_registration=True):
   """CUB-200-2011 key points, pre-processed as upstream GANgealing's prepare_data.py --cub_acsm."""
+
   name = "jaxgeal_cub"
   BUILDER_CONFIG_CLS = CubConfig
   MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
@@ -142,7 +159,7 @@ class JaxgealCub(base.PreparedBuilder, skip_registration=True):
     else:
       items = [(i, cub["boxes"][i]) for i in sorted(cub["paths"]) if cub["train"][i] == (cfg.split == "train")]
     if cfg.max_images is not None:
-      items = items[:cfg.max_images]
+      items = items[: cfg.max_images]
     return {cfg.split: (root, cub, items)}
 
   def _num_candidates(self, source) -> int:
@@ -168,8 +185,16 @@ class JaxgealCub(base.PreparedBuilder, skip_registration=True):
       encoded, affine, orig_hw, out_hw = result
       parts = cub["parts"][image_id]
       yield keypoints.make_example(
-          image=encoded, image_hw=out_hw, name=cub["paths"][image_id], keypoints=parts[:, :2],
-          visibility=parts[:, 2] > 0, bbox=box, affine=affine, original_hw=orig_hw, threshold="image")
+        image=encoded,
+        image_hw=out_hw,
+        name=cub["paths"][image_id],
+        keypoints=parts[:, :2],
+        visibility=parts[:, 2] > 0,
+        bbox=box,
+        affine=affine,
+        original_hw=orig_hw,
+        threshold="image",
+      )
       self._count += 1
 
   def _extra_metadata(self) -> dict[str, Any]:
@@ -182,14 +207,26 @@ class JaxgealCub(base.PreparedBuilder, skip_registration=True):
       trg = (src + rng.integers(1, n, cfg.num_pairs)) % n  # Uniform over the other images.
       pairs = np.stack([src, trg], 1).tolist()
     return keypoints.dataset_metadata(
-        keypoint_names=self._part_names, permutation=base.mirror_permutation(self._part_names),
-        pairs={cfg.split: pairs}, threshold="image")
+      keypoint_names=self._part_names,
+      permutation=base.mirror_permutation(self._part_names),
+      pairs={cfg.split: pairs},
+      threshold="image",
+    )
 
 
-def build_cub(manual_dir: str | os.PathLike, out_dir: str | os.PathLike, split: str = "acsm_val",
-              size: int = 256, pad: str = "bbox", *, acsm_mat: str | os.PathLike | None = None,
-              overwrite: bool = False, **options) -> base.BuildReport:
+def build_cub(
+  manual_dir: str | os.PathLike,
+  out_dir: str | os.PathLike,
+  split: str = "acsm_val",
+  size: int = 256,
+  pad: str = "bbox",
+  *,
+  acsm_mat: str | os.PathLike | None = None,
+  overwrite: bool = False,
+  **options,
+) -> base.BuildReport:
   """Builds `out_dir/jaxgeal_cub/<split>_<size>_<pad>/1.0.0` from a CUB_200_2011 folder."""
-  config = CubConfig(split=split, size=size, pad=pad, acsm_mat=None if acsm_mat is None else os.fspath(acsm_mat),
-                     **options)
+  config = CubConfig(
+    split=split, size=size, pad=pad, acsm_mat=None if acsm_mat is None else os.fspath(acsm_mat), **options
+  )
   return base.build(JaxgealCub, config, manual_dir, out_dir, overwrite=overwrite)

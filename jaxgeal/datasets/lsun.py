@@ -14,6 +14,7 @@ The records are `jaxgeal_image_folder`'s: image (pre-processed, default center c
 relative path). Unreadable images are skipped and reported as everywhere (see `jaxgeal.datasets.base`);
 upstream also skips corrupt LSUN images, but silently.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,14 +38,20 @@ def import_lmdb():
   try:
     import lmdb  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise ImportError("reading an LSUN LMDB needs the optional package lmdb: pip install 'jaxgeal[lsun]' "
-                      "(or pip install lmdb), or export the images to a folder first") from e
+    raise ImportError(
+      "reading an LSUN LMDB needs the optional package lmdb: pip install 'jaxgeal[lsun]' "
+      "(or pip install lmdb), or export the images to a folder first"
+    ) from e
   return lmdb
 
 
 def find_lmdb(manual_dir: pathlib.Path, category: str) -> pathlib.Path | None:
-  for candidate in (manual_dir, manual_dir / category, manual_dir / f"{category}_train_lmdb",
-                    manual_dir / f"{category}_lmdb"):
+  for candidate in (
+    manual_dir,
+    manual_dir / category,
+    manual_dir / f"{category}_train_lmdb",
+    manual_dir / f"{category}_lmdb",
+  ):
     if (candidate / "data.mdb").is_file():
       return candidate
   return None
@@ -83,6 +90,7 @@ class LmdbSource:
 
 class JaxgealLsun(base.PreparedBuilder, skip_registration=True):
   """One LSUN category, pre-processed as upstream GANgealing's prepare_data.py (center crop by default)."""
+
   name = "jaxgeal_lsun"
   BUILDER_CONFIG_CLS = LsunConfig
   MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
@@ -98,9 +106,10 @@ class JaxgealLsun(base.PreparedBuilder, skip_registration=True):
     folder = manual_dir / cfg.category if (manual_dir / cfg.category).is_dir() else manual_dir
     files = image_folder.find_images(folder)
     if not files:
-      raise base.MissingDataError(f"no LSUN {cfg.category!r} LMDB (data.mdb) or images found in {manual_dir}.\n"
-                                  + INSTRUCTIONS)
-    files = files[:cfg.max_images] if cfg.max_images is not None else files
+      raise base.MissingDataError(
+        f"no LSUN {cfg.category!r} LMDB (data.mdb) or images found in {manual_dir}.\n" + INSTRUCTIONS
+      )
+    files = files[: cfg.max_images] if cfg.max_images is not None else files
     return {"train": [(p.relative_to(folder).as_posix(), p) for p in files]}
 
   def _examples(self, source, tracker: base.BadImageTracker) -> Iterator[dict[str, Any]]:
@@ -108,8 +117,17 @@ class JaxgealLsun(base.PreparedBuilder, skip_registration=True):
     yield from image_folder.image_examples(self, source, load, tracker)
 
 
-def build_lsun(manual_dir: str | os.PathLike, out_dir: str | os.PathLike, category: str, size: int = 256,
-               pad: str = "center", *, overwrite: bool = False, **options) -> base.BuildReport:
+def build_lsun(
+  manual_dir: str | os.PathLike,
+  out_dir: str | os.PathLike,
+  category: str,
+  size: int = 256,
+  pad: str = "center",
+  *,
+  overwrite: bool = False,
+  **options,
+) -> base.BuildReport:
   """Builds `out_dir/jaxgeal_lsun/<category>_<size>_<pad>/1.0.0` from the user's LSUN download."""
-  return base.build(JaxgealLsun, LsunConfig(category=category, size=size, pad=pad, **options), manual_dir,
-                    out_dir, overwrite=overwrite)
+  return base.build(
+    JaxgealLsun, LsunConfig(category=category, size=size, pad=pad, **options), manual_dir, out_dir, overwrite=overwrite
+  )

@@ -13,6 +13,7 @@ data you downloaded (each subcommand's --help says which layout). Each dataset g
 many unreadable images fails listing how many (and the first ten) and leaves no directory it created; an
 existing dataset is only rebuilt with --overwrite. Errors (bad paths, unwritable --out) are one line on stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,37 +40,62 @@ def _common(p: argparse.ArgumentParser, pads, default_pad: str):
   p.add_argument("--size", type=_sizes, default=[256], help="output size(s), comma separated (default 256)")
   p.add_argument("--pad", choices=pads, default=default_pad, help=f"crop / pad mode (default {default_pad})")
   p.add_argument("--format", choices=base.IMAGE_FORMATS, default="png", help="stored image format (default png)")
-  p.add_argument("--max_images", "--max-images", type=cli.positive_int, default=None,
-                 help="keep only the first N")
-  p.add_argument("--max_bad_fraction", "--max-bad-fraction", type=cli.fraction, default=base.DEFAULT_MAX_BAD_FRACTION,
-                 help="fail if more than this fraction of images is unreadable (default 0.01)")
-  p.add_argument("--n_worker", "--num-workers", dest="num_workers", type=cli.positive_int, default=None,
-                 help="decoding threads (default min(8, CPUs))")
+  p.add_argument("--max_images", "--max-images", type=cli.positive_int, default=None, help="keep only the first N")
+  p.add_argument(
+    "--max_bad_fraction",
+    "--max-bad-fraction",
+    type=cli.fraction,
+    default=base.DEFAULT_MAX_BAD_FRACTION,
+    help="fail if more than this fraction of images is unreadable (default 0.01)",
+  )
+  p.add_argument(
+    "--n_worker",
+    "--num-workers",
+    dest="num_workers",
+    type=cli.positive_int,
+    default=None,
+    help="decoding threads (default min(8, CPUs))",
+  )
   p.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
 
 
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m jaxgeal.datasets.prepare", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m jaxgeal.datasets.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   sub = p.add_subparsers(dest="kind", required=True, metavar="{folder,lsun,spair,cub}")
-  f = sub.add_parser("folder", help="any folder of images (recursive)", description=image_folder.__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+  f = sub.add_parser(
+    "folder",
+    help="any folder of images (recursive)",
+    description=image_folder.__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   _common(f, preprocessing.PAD_MODES, "center")
   f.add_argument("--pattern", default=None, help="glob relative to --path instead of the extension search")
-  ls = sub.add_parser("lsun", help="an LSUN category (LMDB or exported images)", description=lsun.__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+  ls = sub.add_parser(
+    "lsun",
+    help="an LSUN category (LMDB or exported images)",
+    description=lsun.__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   _common(ls, preprocessing.PAD_MODES, "center")
   ls.add_argument("--category", "--lsun_category", required=True, help="e.g. cat, dog, horse, church_outdoor")
-  sp = sub.add_parser("spair", help="SPair-71k pairs of one category", description=spair.__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+  sp = sub.add_parser(
+    "spair",
+    help="SPair-71k pairs of one category",
+    description=spair.__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   _common(sp, preprocessing.PAD_MODES, "border")
   sp.add_argument("--category", "--spair_category", required=True, help="e.g. cat, dog, bicycle, tvmonitor")
   sp.add_argument("--split", "--spair_split", choices=list(spair.SPLITS), default="test")
-  cb = sub.add_parser("cub", help="CUB-200-2011 key points", description=cub.__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+  cb = sub.add_parser(
+    "cub", help="CUB-200-2011 key points", description=cub.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   _common(cb, ("bbox",) + preprocessing.PAD_MODES, "bbox")
-  cb.add_argument("--split", choices=cub.SPLITS, default=None,
-                  help="acsm_val (default when --acsm_mat is given), train or test")
+  cb.add_argument(
+    "--split", choices=cub.SPLITS, default=None, help="acsm_val (default when --acsm_mat is given), train or test"
+  )
   cb.add_argument("--acsm_mat", "--acsm-mat", default=None, help="ACSM's val_cub_cleaned.mat (split acsm_val)")
   cb.add_argument("--cub_acsm", action="store_true", help="upstream's flag: split acsm_val with the bbox crop")
   cb.add_argument("--num_pairs", "--num-pairs", type=cli.nonnegative_int, default=0, help="store N seeded random pairs")
@@ -77,15 +103,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> list[base.BuildReport]:
-  options = {"image_format": args.format, "max_images": args.max_images, "max_bad_fraction": args.max_bad_fraction,
-             "overwrite": args.overwrite}
+  options = {
+    "image_format": args.format,
+    "max_images": args.max_images,
+    "max_bad_fraction": args.max_bad_fraction,
+    "overwrite": args.overwrite,
+  }
   if args.num_workers is not None:
     options["num_workers"] = args.num_workers
   reports = []
   for size in args.size:
     if args.kind == "folder":
-      reports.append(image_folder.build_image_folder(args.path, args.out, size, args.pad, pattern=args.pattern,
-                                                     **options))
+      reports.append(
+        image_folder.build_image_folder(args.path, args.out, size, args.pad, pattern=args.pattern, **options)
+      )
     elif args.kind == "lsun":
       reports.append(lsun.build_lsun(args.path, args.out, args.category, size, args.pad, **options))
     elif args.kind == "spair":
@@ -93,8 +124,11 @@ def run(args: argparse.Namespace) -> list[base.BuildReport]:
     else:
       split = args.split or ("acsm_val" if args.acsm_mat or args.cub_acsm else "test")
       pad = "bbox" if args.cub_acsm else args.pad
-      reports.append(cub.build_cub(args.path, args.out, split, size, pad, acsm_mat=args.acsm_mat,
-                                   num_pairs=args.num_pairs, **options))
+      reports.append(
+        cub.build_cub(
+          args.path, args.out, split, size, pad, acsm_mat=args.acsm_mat, num_pairs=args.num_pairs, **options
+        )
+      )
   return reports
 
 

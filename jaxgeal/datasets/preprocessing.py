@@ -24,6 +24,7 @@ Modes, all producing uint8 (H, W, 3) arrays (upstream semantics and rounding kep
     resized to size x size.
 Resampling is PIL's LANCZOS (= the `Image.ANTIALIAS` upstream uses), on uint8 RGB.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,6 +43,7 @@ SQUARE_MODES = ("center", "zero", "border")  # Modes whose output is always size
 @dataclasses.dataclass(frozen=True)
 class Affine:
   """Axis-aligned map of pixel-centre points: x' = scale[0] * x + offset[0], y' = scale[1] * y + offset[1]."""
+
   scale: tuple[float, float] = (1.0, 1.0)
   offset: tuple[float, float] = (0.0, 0.0)
 
@@ -145,8 +147,9 @@ def preprocess(image: np.ndarray, size: int, pad: str):
   else:
     new_w, new_h = max(1, _round_half_even(size * w / h)), size
   image, t_resize = resize(image, new_w, new_h)
-  image, t_pad = crop(image, -((size - new_w) // 2), -((size - new_h) // 2), size, size,
-                      fill="zero" if pad == "zero" else "edge")
+  image, t_pad = crop(
+    image, -((size - new_w) // 2), -((size - new_h) // 2), size, size, fill="zero" if pad == "zero" else "edge"
+  )
   return image, t_resize.then(t_pad)
 
 

@@ -6,6 +6,7 @@ source (len, [i], __getitems__) over tfds' `ArrayRecordDataSource`. Images come 
 arrays, decoded here with PIL (tfds is told to skip image decoding); `repr` names the dataset and split but
 no absolute path, so a grain iterator state saved on one machine restores on another.
 """
+
 from __future__ import annotations
 
 import os
@@ -101,6 +102,7 @@ class PreparedDataSource:
     return f"PreparedDataSource({name}, split={self.split!r}, num_records={self._length})"
 
 
-def open_dataset(name_or_dir: str | os.PathLike, split: str | None = None,
-                 data_dir: str | os.PathLike | None = None) -> PreparedDataSource:
+def open_dataset(
+  name_or_dir: str | os.PathLike, split: str | None = None, data_dir: str | os.PathLike | None = None
+) -> PreparedDataSource:
   return PreparedDataSource(resolve_dataset_dir(name_or_dir, data_dir), split)

@@ -19,6 +19,7 @@ The mirror permutation is upstream's, defined for bicycle, cat, dog and tvmonito
 test split; elsewhere (other categories, or a split that keeps other slots) it is stored as None and the
 build report says so: an evaluator must not flip-permute such a dataset.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,10 +36,10 @@ SPLITS = {"trn": "train", "val": "validation", "test": "test"}  # SPair name -> 
 
 # Upstream's mirror permutations, over the key point slots kept for the test split (see module docstring).
 PERMUTATIONS = {
-    "bicycle": [0, 1, 3, 2, 4, 5, 7, 6, 8, 10, 9, 11],
-    "cat": [1, 0, 3, 2, 5, 4, 7, 6, 8, 10, 9, 12, 11, 13, 14],
-    "dog": [1, 0, 3, 2, 5, 4, 6, 7, 8, 10, 9, 12, 11, 13, 14, 15],
-    "tvmonitor": [2, 1, 0, 7, 6, 5, 4, 3, 10, 9, 8, 15, 14, 13, 12, 11],
+  "bicycle": [0, 1, 3, 2, 4, 5, 7, 6, 8, 10, 9, 11],
+  "cat": [1, 0, 3, 2, 5, 4, 7, 6, 8, 10, 9, 12, 11, 13, 14],
+  "dog": [1, 0, 3, 2, 5, 4, 6, 7, 8, 10, 9, 12, 11, 13, 14, 15],
+  "tvmonitor": [2, 1, 0, 7, 6, 5, 4, 3, 10, 9, 8, 15, 14, 13, 12, 11],
 }
 
 INSTRUCTIONS = """\
@@ -66,17 +67,18 @@ def spair_root(manual_dir: pathlib.Path) -> pathlib.Path:
   for root in (manual_dir, manual_dir / "SPair-71k"):
     if (root / "PairAnnotation").is_dir() and (root / "JPEGImages").is_dir():
       return root
-  raise base.MissingDataError(f"{manual_dir} is not an SPair-71k folder (no PairAnnotation/ and JPEGImages/).\n"
-                              + INSTRUCTIONS)
+  raise base.MissingDataError(
+    f"{manual_dir} is not an SPair-71k folder (no PairAnnotation/ and JPEGImages/).\n" + INSTRUCTIONS
+  )
 
 
 @dataclasses.dataclass
 class _Pair:
   name: str
-  images: tuple[str, str]             # Image file names (src, trg).
+  images: tuple[str, str]  # Image file names (src, trg).
   kps: tuple[np.ndarray, np.ndarray]  # (K, 2) raw pixel points at `ids`.
   boxes: tuple[np.ndarray, np.ndarray]
-  ids: np.ndarray                     # (K,) key point slots.
+  ids: np.ndarray  # (K,) key point slots.
 
 
 def read_pairs(root: pathlib.Path, category: str, split: str) -> tuple[list[_Pair], list[str]]:
@@ -92,11 +94,15 @@ def read_pairs(root: pathlib.Path, category: str, split: str) -> tuple[list[_Pai
     if int(d.get("mirror", 0)):
       mirrored.append(f.stem)  # Upstream asserts there are none; their images would need flipping.
       continue
-    pairs.append(_Pair(
-        name=f.stem, images=(d["src_imname"], d["trg_imname"]),
+    pairs.append(
+      _Pair(
+        name=f.stem,
+        images=(d["src_imname"], d["trg_imname"]),
         kps=tuple(np.asarray(d[k], np.float64).reshape(-1, 2) for k in ("src_kps", "trg_kps")),
         boxes=(np.asarray(d["src_bndbox"], np.float64), np.asarray(d["trg_bndbox"], np.float64)),
-        ids=np.asarray([int(i) for i in d["kps_ids"]], np.int64)))
+        ids=np.asarray([int(i) for i in d["kps_ids"]], np.int64),
+      )
+    )
   return pairs, mirrored
 
 
@@ -111,6 +117,7 @@ def num_slots(root: pathlib.Path, category: str, pairs: list[_Pair]) -> tuple[in
 
 class JaxgealSpair(base.PreparedBuilder, skip_registration=True):
   """SPair-71k pairs of one category and split, as upstream GANgealing prepares them for PCK-Transfer."""
+
   name = "jaxgeal_spair"
   BUILDER_CONFIG_CLS = SpairConfig
   MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
@@ -127,7 +134,7 @@ class JaxgealSpair(base.PreparedBuilder, skip_registration=True):
     if not pairs:
       raise ValueError(f"SPair {cfg.category}/{cfg.split}: every pair is mirrored, nothing to build")
     if cfg.max_images is not None:
-      pairs = pairs[:max(1, cfg.max_images // 2)]
+      pairs = pairs[: max(1, cfg.max_images // 2)]
     slots, warning = num_slots(root, cfg.category, pairs)
     if warning:
       self.warn(warning)
@@ -171,8 +178,16 @@ class JaxgealSpair(base.PreparedBuilder, skip_registration=True):
         kps[rows] = p.kps[side]
         vis[rows] = True
         yield keypoints.make_example(
-            image=encoded, image_hw=out_hw, name=f"{cfg.category}/{p.images[side]}", keypoints=kps, visibility=vis,
-            bbox=p.boxes[side], affine=affine, original_hw=orig_hw, threshold="bbox")
+          image=encoded,
+          image_hw=out_hw,
+          name=f"{cfg.category}/{p.images[side]}",
+          keypoints=kps,
+          visibility=vis,
+          bbox=p.boxes[side],
+          affine=affine,
+          original_hw=orig_hw,
+          threshold="bbox",
+        )
       kept_pairs.append([2 * len(kept_pairs), 2 * len(kept_pairs) + 1])
     if dropped:
       self.warn(f"{len(dropped)} pair(s) dropped because an image was unreadable, e.g. {dropped[:5]}")
@@ -182,18 +197,33 @@ class JaxgealSpair(base.PreparedBuilder, skip_registration=True):
     cfg = self.builder_config
     perm = PERMUTATIONS.get(cfg.category)
     if perm is not None and len(perm) != len(self._kept):
-      self.warn(f"upstream's {cfg.category} mirror permutation has {len(perm)} slots but split {cfg.split!r} "
-                f"keeps {len(self._kept)}; permutation stored as None")
+      self.warn(
+        f"upstream's {cfg.category} mirror permutation has {len(perm)} slots but split {cfg.split!r} "
+        f"keeps {len(self._kept)}; permutation stored as None"
+      )
       perm = None
     elif perm is None:
       self.warn(f"no mirror permutation known for SPair category {cfg.category!r}; stored as None")
     return keypoints.dataset_metadata(
-        keypoint_names=[str(int(s)) for s in self._kept], permutation=perm,
-        pairs={SPLITS[cfg.split]: self._pairs}, threshold="bbox", extra={"keypoint_ids": self._kept.tolist()})
+      keypoint_names=[str(int(s)) for s in self._kept],
+      permutation=perm,
+      pairs={SPLITS[cfg.split]: self._pairs},
+      threshold="bbox",
+      extra={"keypoint_ids": self._kept.tolist()},
+    )
 
 
-def build_spair(manual_dir: str | os.PathLike, out_dir: str | os.PathLike, category: str, split: str = "test",
-                size: int = 256, pad: str = "border", *, overwrite: bool = False, **options) -> base.BuildReport:
+def build_spair(
+  manual_dir: str | os.PathLike,
+  out_dir: str | os.PathLike,
+  category: str,
+  split: str = "test",
+  size: int = 256,
+  pad: str = "border",
+  *,
+  overwrite: bool = False,
+  **options,
+) -> base.BuildReport:
   """Builds `out_dir/jaxgeal_spair/<category>_<split>_<size>_<pad>/1.0.0` from an SPair-71k folder."""
   config = SpairConfig(category=category, split=split, size=size, pad=pad, **options)
   return base.build(JaxgealSpair, config, manual_dir, out_dir, overwrite=overwrite)

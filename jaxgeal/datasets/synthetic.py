@@ -32,6 +32,7 @@ canonical key point i to annotated key point i, so transferring A -> canonical -
 Randomness is deterministic per (seed, index) and every random number is drawn whatever the options, so
 changing an option (e.g. `deformation=0`, `mirror=True`, another `size`) changes only what it names.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -48,11 +49,37 @@ from jaxgeal import images as image_io
 from jaxgeal.evaluation import pck
 
 KEYPOINT_NAMES = (
-    "left_ear_tip", "right_ear_tip", "forehead", "left_eye_outer", "left_eye", "right_eye",
-    "right_eye_outer", "left_cheek", "right_cheek", "nose", "left_mouth_corner", "right_mouth_corner", "chin")
-CANONICAL_KEYPOINTS = np.array([
-    (-0.55, -0.88), (0.55, -0.88), (0.0, -0.50), (-0.37, -0.05), (-0.24, -0.05), (0.24, -0.05),
-    (0.37, -0.05), (-0.62, 0.05), (0.62, 0.05), (0.0, 0.17), (-0.16, 0.30), (0.16, 0.30), (0.0, 0.60)])
+  "left_ear_tip",
+  "right_ear_tip",
+  "forehead",
+  "left_eye_outer",
+  "left_eye",
+  "right_eye",
+  "right_eye_outer",
+  "left_cheek",
+  "right_cheek",
+  "nose",
+  "left_mouth_corner",
+  "right_mouth_corner",
+  "chin",
+)
+CANONICAL_KEYPOINTS = np.array(
+  [
+    (-0.55, -0.88),
+    (0.55, -0.88),
+    (0.0, -0.50),
+    (-0.37, -0.05),
+    (-0.24, -0.05),
+    (0.24, -0.05),
+    (0.37, -0.05),
+    (-0.62, 0.05),
+    (0.62, 0.05),
+    (0.0, 0.17),
+    (-0.16, 0.30),
+    (0.16, 0.30),
+    (0.0, 0.60),
+  ]
+)
 MIRROR_PERMUTATION = np.array([1, 0, 2, 6, 5, 4, 3, 8, 7, 9, 11, 10, 12])
 CATEGORY = "synthetic_heads"
 
@@ -69,6 +96,7 @@ class Warp:
   Unmirrored: `image = centre + scale * R(angle) q` where `canonical = q + sum_k amp_k sin(freq_k . q + phase_k)`.
   Mirrored: `flip o (that) o reflect`, with `flip(x, y) = (size - 1 - x, y)` and `reflect(x, y) = (-x, y)`.
   """
+
   size: int
   angle: float  # Radians.
   scale: float  # Pixels per canonical unit.
@@ -118,20 +146,33 @@ class Warp:
 
   def canonical_grid(self) -> np.ndarray:
     """(size, size, 2) canonical coordinates of every pixel centre (the dense inverse warp)."""
-    ys, xs = np.mgrid[0:self.size, 0:self.size].astype(np.float64)
+    ys, xs = np.mgrid[0 : self.size, 0 : self.size].astype(np.float64)
     return self.to_canonical(np.stack([xs, ys], -1))
 
   def to_json(self) -> dict:
-    return dict(size=self.size, angle=self.angle, scale=self.scale, centre=list(self.centre),
-                freqs=self.freqs.tolist(), phases=self.phases.tolist(), amps=self.amps.tolist(),
-                mirrored=self.mirrored)
+    return dict(
+      size=self.size,
+      angle=self.angle,
+      scale=self.scale,
+      centre=list(self.centre),
+      freqs=self.freqs.tolist(),
+      phases=self.phases.tolist(),
+      amps=self.amps.tolist(),
+      mirrored=self.mirrored,
+    )
 
   @classmethod
   def from_json(cls, d: dict) -> "Warp":
-    return cls(size=int(d["size"]), angle=float(d["angle"]), scale=float(d["scale"]),
-               centre=tuple(float(v) for v in d["centre"]), freqs=np.asarray(d["freqs"], np.float64),
-               phases=np.asarray(d["phases"], np.float64), amps=np.asarray(d["amps"], np.float64),
-               mirrored=bool(d["mirrored"]))
+    return cls(
+      size=int(d["size"]),
+      angle=float(d["angle"]),
+      scale=float(d["scale"]),
+      centre=tuple(float(v) for v in d["centre"]),
+      freqs=np.asarray(d["freqs"], np.float64),
+      phases=np.asarray(d["phases"], np.float64),
+      amps=np.asarray(d["amps"], np.float64),
+      mirrored=bool(d["mirrored"]),
+    )
 
 
 def transfer_points(warp_a: Warp, warp_b: Warp, points) -> np.ndarray:
@@ -171,10 +212,15 @@ def _draw(rng) -> dict:
   r["patch"], r["bow"] = _colour(rng, (0.0, 0.6), (0.05, 0.4)), _colour(rng, (0.7, 1.0), (0.7, 1.0))
   r["texture_kind"] = rng.integers(4)  # plain, stripes, spots, noise
   r["texture_strength"] = rng.uniform(0.4, 0.9)
-  r["stripe"] = (rng.uniform(9, 18), rng.uniform(-0.5, 0.5) + np.pi / 2, rng.uniform(0, 2 * np.pi),
-                 rng.uniform(-0.3, 0.4))
-  r["spots"] = np.concatenate([rng.uniform([-0.6, -0.8], [0.6, 0.55], (_MAX_SPOTS, 2)),
-                               rng.uniform(0.04, 0.13, (_MAX_SPOTS, 1))], 1)
+  r["stripe"] = (
+    rng.uniform(9, 18),
+    rng.uniform(-0.5, 0.5) + np.pi / 2,
+    rng.uniform(0, 2 * np.pi),
+    rng.uniform(-0.3, 0.4),
+  )
+  r["spots"] = np.concatenate(
+    [rng.uniform([-0.6, -0.8], [0.6, 0.55], (_MAX_SPOTS, 2)), rng.uniform(0.04, 0.13, (_MAX_SPOTS, 1))], 1
+  )
   r["fur_noise"] = rng.uniform(0, 1, (7, 7, 1)).astype(np.float32)
   r["light"] = rng.uniform(-0.35, 0.35, 2)
   # Background (image units: fractions of the image size).
@@ -183,12 +229,25 @@ def _draw(rng) -> dict:
   r["bg_noise"] = rng.uniform(-1, 1, (rng.integers(3, 9),) * 2 + (3,)).astype(np.float32)
   r["bg_noise_amp"] = rng.uniform(0.0, 0.3)
   r["num_clutter"] = rng.integers(0, _MAX_CLUTTER + 1)
-  r["clutter"] = [(rng.integers(2), rng.uniform(0, 1, 2), rng.uniform(0.04, 0.25, 2), rng.uniform(0, np.pi),
-                   _colour(rng, (0.0, 1.0), (0.1, 1.0))) for _ in range(_MAX_CLUTTER)]
+  r["clutter"] = [
+    (
+      rng.integers(2),
+      rng.uniform(0, 1, 2),
+      rng.uniform(0.04, 0.25, 2),
+      rng.uniform(0, np.pi),
+      _colour(rng, (0.0, 1.0), (0.1, 1.0)),
+    )
+    for _ in range(_MAX_CLUTTER)
+  ]
   # Occluder (a bar in front of the object).
   r["occluder_u"] = rng.uniform()
-  r["occluder"] = (1, rng.uniform(0.3, 0.7, 2), np.array([rng.uniform(0.2, 0.45), rng.uniform(0.03, 0.07)]),
-                   rng.uniform(0, np.pi), _colour(rng, (0.0, 1.0), (0.1, 1.0)))
+  r["occluder"] = (
+    1,
+    rng.uniform(0.3, 0.7, 2),
+    np.array([rng.uniform(0.2, 0.45), rng.uniform(0.03, 0.07)]),
+    rng.uniform(0, np.pi),
+    _colour(rng, (0.0, 1.0), (0.1, 1.0)),
+  )
   # Close-up or full view (drawn last: options added later must not reshuffle the draws above).
   r["closeup_u"] = rng.uniform()
   return r
@@ -198,8 +257,9 @@ def _draw(rng) -> dict:
 _POSE_DRAWS = ("mirror_u", "angle_u", "scale_u", "shift_u", "freqs", "phases", "amp_dirs", "closeup_u")
 
 
-def _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored,
-               rotation_offset=0.0, clockwise_prob=0.5) -> Warp:
+def _make_warp(
+  r, size, deformation, max_rotation, scale_range, max_translation, mirrored, rotation_offset=0.0, clockwise_prob=0.5
+) -> Warp:
   if rotation_offset:
     # Two rotation modes: the uniform number u in [-1, 1] below b = 1 - 2 clockwise_prob picks the negative
     # mode, above it the positive one; its distance from b (rescaled to [0, 1]) is the angle within
@@ -218,8 +278,16 @@ def _make_warp(r, size, deformation, max_rotation, scale_range, max_translation,
   # Amplitudes scaled so that sum_k |amp_k| |freq_k| <= deformation: the Lipschitz bound of the field.
   weights = r["amp_dirs"] / np.linalg.norm(r["freqs"], axis=1, keepdims=True)
   norm = np.sum(np.linalg.norm(r["amp_dirs"], axis=1))
-  return Warp(size=size, angle=float(angle), scale=float(scale), centre=(float(centre[0]), float(centre[1])),
-              freqs=r["freqs"], phases=r["phases"], amps=deformation * weights / norm, mirrored=bool(mirrored))
+  return Warp(
+    size=size,
+    angle=float(angle),
+    scale=float(scale),
+    centre=(float(centre[0]), float(centre[1])),
+    freqs=r["freqs"],
+    phases=r["phases"],
+    amps=deformation * weights / norm,
+    mirrored=bool(mirrored),
+  )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -300,21 +368,34 @@ def _shade_head(x, y, r, asymmetric):
   ex, ey = ax - 0.24, y + 0.05
   e2 = ex * ex + ey * ey
   paint((ex / 0.13) ** 2 + (ey / 0.10) ** 2 <= 1, _SCLERA)
-  paint(e2 <= 0.075 ** 2, _IRIS)
-  paint(e2 <= 0.04 ** 2, _PUPIL)
+  paint(e2 <= 0.075**2, _IRIS)
+  paint(e2 <= 0.04**2, _PUPIL)
   hx = np.where(x < 0, x + 0.21, x - 0.27)  # Highlight up-right of each pupil (same side in both eyes).
-  paint(hx * hx + (y + 0.08) ** 2 <= 0.022 ** 2, _HIGHLIGHT)
+  paint(hx * hx + (y + 0.08) ** 2 <= 0.022**2, _HIGHLIGHT)
   paint(_ellipse(x, y, 0.0, 0.17, 0.085, 0.06), _NOSE)
   rho = np.sqrt((x / 0.16) ** 2 + ((y - 0.30) / 0.10) ** 2)
   paint((np.abs(rho - 1) <= 0.2) & (y >= 0.30) | ((ax <= 0.012) & (y >= 0.2) & (y <= 0.40)), _MOUTH)
   if asymmetric:
     bow = _triangle(x, y, ((-0.28, -0.47), (-0.45, -0.58), (-0.45, -0.36))) | _triangle(
-        x, y, ((-0.28, -0.47), (-0.11, -0.58), (-0.11, -0.36)))
+      x, y, ((-0.28, -0.47), (-0.11, -0.58), (-0.11, -0.36))
+    )
     paint(bow, _BOW)
     silhouette |= bow
-  palette = np.stack([r["fur"], r["inner_ear"], r["muzzle"], r["patch"], np.full(3, 0.96, np.float32),
-                      r["iris"], np.full(3, 0.03, np.float32), np.ones(3, np.float32), r["nose"],
-                      r["nose"] * 0.5, r["bow"]])
+  palette = np.stack(
+    [
+      r["fur"],
+      r["inner_ear"],
+      r["muzzle"],
+      r["patch"],
+      np.full(3, 0.96, np.float32),
+      r["iris"],
+      np.full(3, 0.03, np.float32),
+      np.ones(3, np.float32),
+      r["nose"],
+      r["nose"] * 0.5,
+      r["bow"],
+    ]
+  )
   col = palette[label]
   fur = np.flatnonzero(silhouette & (label == _FUR))
   t = _fur_texture(x[fur], y[fur], r)[:, None]
@@ -332,7 +413,7 @@ def _background(r, size: int, ss: int, u, v):
   rows = np.tensordot(wt, r["bg_noise"], axes=(1, 0))  # (y, i, c)
   noise = np.matmul(wt[None], rows).reshape(-1, 3)  # (y, x, c)
   col = r["bg1"] * (1 - w) + r["bg2"] * w + np.float32(r["bg_noise_amp"]) * noise
-  shapes = r["clutter"][:r["num_clutter"]]
+  shapes = r["clutter"][: r["num_clutter"]]
   if shapes:
     label = np.full(len(u), -1, np.int8)
     for i, shape in enumerate(shapes):
@@ -370,13 +451,28 @@ def _box(a, size, ss):
   return a.reshape(size, ss, size, ss, -1).mean(axis=(1, 3))
 
 
-def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = None, mirror_prob: float = 0.5,
-           deformation: float = 0.3, max_rotation: float = 20.0, scale_range: Sequence[float] = (0.30, 0.42),
-           max_translation: float = 0.08, asymmetric: bool = True, occluder_prob: float = 0.0,
-           max_clutter: int = _MAX_CLUTTER, closeup_prob: float = 0.0, closeup_scale: Sequence[float] = (0.60, 0.80),
-           rotation_offset: float = 0.0, clockwise_prob: float = 0.5,
-           appearance_of: Optional[Sequence[int]] = None, supersample: int = 2,
-           shader: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict:
+def render(
+  seed: int,
+  index: int,
+  size: int = 64,
+  *,
+  mirror: Optional[bool] = None,
+  mirror_prob: float = 0.5,
+  deformation: float = 0.3,
+  max_rotation: float = 20.0,
+  scale_range: Sequence[float] = (0.30, 0.42),
+  max_translation: float = 0.08,
+  asymmetric: bool = True,
+  occluder_prob: float = 0.0,
+  max_clutter: int = _MAX_CLUTTER,
+  closeup_prob: float = 0.0,
+  closeup_scale: Sequence[float] = (0.60, 0.80),
+  rotation_offset: float = 0.0,
+  clockwise_prob: float = 0.5,
+  appearance_of: Optional[Sequence[int]] = None,
+  supersample: int = 2,
+  shader: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+) -> dict:
   """Render image `index` of the category drawn with `seed`.
 
   Args:
@@ -428,8 +524,9 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
   mirrored = (r["mirror_u"] < mirror_prob) if mirror is None else bool(mirror)
   if r["closeup_u"] < closeup_prob:
     scale_range = closeup_scale
-  warp = _make_warp(r, size, deformation, max_rotation, scale_range, max_translation, mirrored, rotation_offset,
-                    clockwise_prob)
+  warp = _make_warp(
+    r, size, deformation, max_rotation, scale_range, max_translation, mirrored, rotation_offset, clockwise_prob
+  )
   # Everything is drawn unmirrored; a mirrored render is the flip of it (see the module docstring).
   plain = dataclasses.replace(warp, mirrored=False)
   x, y = _sample_grid(size, supersample)
@@ -463,13 +560,18 @@ def render(seed: int, index: int, size: int = 64, *, mirror: Optional[bool] = No
     keypoints = mirror_keypoints(keypoints, size)
     visibility = visibility[MIRROR_PERMUTATION]
     bbox = np.array([size - 1 - bbox[2], bbox[1], size - 1 - bbox[0], bbox[3]])
-  return dict(image=np.ascontiguousarray(image, np.float32), keypoints=keypoints.astype(np.float32),
-              visibility=visibility, bbox=bbox.astype(np.float32), mask=np.ascontiguousarray(mask),
-              mirrored=mirrored, warp=warp)
+  return dict(
+    image=np.ascontiguousarray(image, np.float32),
+    keypoints=keypoints.astype(np.float32),
+    visibility=visibility,
+    bbox=bbox.astype(np.float32),
+    mask=np.ascontiguousarray(mask),
+    mirrored=mirrored,
+    warp=warp,
+  )
 
 
-def make_dataset(n: int, size: int = 64, seed: int = 0, *, num_pairs: Optional[int] = None,
-                 **render_kwargs) -> dict:
+def make_dataset(n: int, size: int = 64, seed: int = 0, *, num_pairs: Optional[int] = None, **render_kwargs) -> dict:
   """Render images 0..n-1 of `seed` in the key point structure of `jaxgeal.datasets` (as SPair / CUB).
 
   Returns dict(images (n, size, size, 3) float32 in [-1, 1], keypoints (n, P, 2) float32, visibility (n, P)
@@ -489,20 +591,20 @@ def make_dataset(n: int, size: int = 64, seed: int = 0, *, num_pairs: Optional[i
   src = prng.integers(0, n, m)
   pairs = np.stack([src, (src + prng.integers(1, n, m)) % n], 1).astype(np.int32)
   return dict(
-      images=np.stack([it["image"] for it in items]),
-      keypoints=np.stack([it["keypoints"] for it in items]),
-      visibility=np.stack([it["visibility"] for it in items]),
-      bbox=bbox,
-      pck_threshold=np.maximum(bbox[:, 2] - bbox[:, 0], bbox[:, 3] - bbox[:, 1]).astype(np.float32),
-      threshold="bbox",
-      mirrored=np.array([it["mirrored"] for it in items]),
-      masks=np.stack([it["mask"] for it in items]),
-      pairs=pairs,
-      permutation=MIRROR_PERMUTATION.astype(np.int32),
-      keypoint_names=list(KEYPOINT_NAMES),
-      canonical_keypoints=CANONICAL_KEYPOINTS.copy(),
-      category=CATEGORY,
-      warps=[it["warp"] for it in items],
+    images=np.stack([it["image"] for it in items]),
+    keypoints=np.stack([it["keypoints"] for it in items]),
+    visibility=np.stack([it["visibility"] for it in items]),
+    bbox=bbox,
+    pck_threshold=np.maximum(bbox[:, 2] - bbox[:, 0], bbox[:, 3] - bbox[:, 1]).astype(np.float32),
+    threshold="bbox",
+    mirrored=np.array([it["mirrored"] for it in items]),
+    masks=np.stack([it["mask"] for it in items]),
+    pairs=pairs,
+    permutation=MIRROR_PERMUTATION.astype(np.int32),
+    keypoint_names=list(KEYPOINT_NAMES),
+    canonical_keypoints=CANONICAL_KEYPOINTS.copy(),
+    category=CATEGORY,
+    warps=[it["warp"] for it in items],
   )
 
 

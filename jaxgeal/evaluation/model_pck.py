@@ -18,6 +18,7 @@ Square images of another size are resized here, their key points, boxes and thre
 centres at integers: x -> (x + 0.5) s - 0.5); non-square images must be prepared first (`python -m
 jaxgeal.datasets.prepare`, which pads or crops as upstream and moves the annotations with the pixels).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -30,11 +31,19 @@ from jaxgeal.evaluation import pck
 def transfer_functions(aligner, flip: bool = True):
   """(transfer_fn, flip_fn) for `pck.pck_transfer`; flip_fn is None without flip inference."""
   from jaxgeal.align import Aligner  # pylint: disable=g-import-not-at-top
+
   flips = flip and (aligner.flip or aligner.num_heads > 1)
   runner = aligner
   if flips and aligner.num_heads == 1:
-    runner = Aligner(aligner.stn, aligner.variables, aligner.config, iters=aligner.iters,
-                     padding_mode=aligner.padding_mode, flip=False, batch_size=aligner.batch_size)
+    runner = Aligner(
+      aligner.stn,
+      aligner.variables,
+      aligner.config,
+      iters=aligner.iters,
+      padding_mode=aligner.padding_mode,
+      flip=False,
+      batch_size=aligner.batch_size,
+    )
 
   def transfer_fn(images_a, images_b, kps_a):
     return runner.transfer_points(np.asarray(images_a), np.asarray(images_b), np.asarray(kps_a))
@@ -58,11 +67,13 @@ def fit_to_model(dataset, size: int) -> dict:
   """The dataset with (N, size, size, 3) images; square images of another size are resized (bicubic) and
   their annotations scaled. Raises ValueError naming the first non-square image."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   ds = dict(pck.as_dataset(dataset))
   images = ds.get("images")
   if images is None:
-    raise ValueError("running a model needs the images: annotations with image 'file' entries or a prepared "
-                     "key point dataset")
+    raise ValueError(
+      "running a model needs the images: annotations with image 'file' entries or a prepared key point dataset"
+    )
   names = ds.get("files") or [f"image {i}" for i in range(len(images))]
   kps, vis = pck.keypoints_and_visibility(ds)
   ds["keypoints"], ds["visibility"] = np.where(vis[..., None], kps, np.nan), vis
@@ -75,9 +86,11 @@ def fit_to_model(dataset, size: int) -> dict:
     h, w = im.shape[:2]
     sizes.append((h, w))
     if h != w:
-      raise ValueError(f"{names[i]} is {h}x{w}: the model takes square {size}x{size} images. Prepare the "
-                       f"dataset at {size} px first (python -m jaxgeal.datasets.prepare ... --size {size}), which "
-                       "pads or crops as upstream and moves the key points with the pixels")
+      raise ValueError(
+        f"{names[i]} is {h}x{w}: the model takes square {size}x{size} images. Prepare the "
+        f"dataset at {size} px first (python -m jaxgeal.datasets.prepare ... --size {size}), which "
+        "pads or crops as upstream and moves the key points with the pixels"
+      )
     if h != size:
       pil = Image.fromarray(np.clip(np.rint((im + 1) * 127.5), 0, 255).astype(np.uint8))
       im = np.asarray(pil.resize((size, size), Image.BICUBIC), np.float32) / 127.5 - 1.0
@@ -88,9 +101,19 @@ def fit_to_model(dataset, size: int) -> dict:
   return ds
 
 
-def evaluate_model(aligner, dataset, alphas: Sequence[float] = pck.DEFAULT_ALPHAS, pairs: Optional[str] = None,
-                   num_pairs: Optional[int] = None, both_ways: bool = False, num_bootstrap: int = 0,
-                   seed: int = 0, threshold: Optional[str] = None, flip: bool = True, progress: bool = False) -> dict:
+def evaluate_model(
+  aligner,
+  dataset,
+  alphas: Sequence[float] = pck.DEFAULT_ALPHAS,
+  pairs: Optional[str] = None,
+  num_pairs: Optional[int] = None,
+  both_ways: bool = False,
+  num_bootstrap: int = 0,
+  seed: int = 0,
+  threshold: Optional[str] = None,
+  flip: bool = True,
+  progress: bool = False,
+) -> dict:
   """PCK-Transfer of `aligner` on `dataset` (a mapping with images, a `KeypointDataset`, or
   `pck.load_annotations(..., load_images=True)`); pairs default to the dataset's fixed pairs, else random.
   The result also records the model's test-time settings (`model_settings`)."""
@@ -100,6 +123,7 @@ def evaluate_model(aligner, dataset, alphas: Sequence[float] = pck.DEFAULT_ALPHA
   bar = None
   if progress:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
     rows = len(pck.sample_pairs(len(ds["keypoints"]), pairs, ds.get("pairs"), num_pairs, seed))
     bar, inner = tqdm(total=rows * (2 if both_ways else 1), desc="PCK-Transfer", unit="pair"), transfer_fn
 
@@ -107,30 +131,58 @@ def evaluate_model(aligner, dataset, alphas: Sequence[float] = pck.DEFAULT_ALPHA
       out = inner(images_a, images_b, kps_a)
       bar.update(len(kps_a))
       return out
+
   try:
-    res = pck.pck_transfer(transfer_fn, ds, alphas, pairs=pairs, num_pairs=num_pairs, both_ways=both_ways,
-                           num_bootstrap=num_bootstrap, seed=seed, threshold=threshold, flip_fn=flip_fn,
-                           batch_size=aligner.batch_size)
+    res = pck.pck_transfer(
+      transfer_fn,
+      ds,
+      alphas,
+      pairs=pairs,
+      num_pairs=num_pairs,
+      both_ways=both_ways,
+      num_bootstrap=num_bootstrap,
+      seed=seed,
+      threshold=threshold,
+      flip_fn=flip_fn,
+      batch_size=aligner.batch_size,
+    )
   finally:
     if bar is not None:
       bar.close()
-  res["model_settings"] = {"input_size": int(aligner.size), "transforms": list(aligner.transforms),
-                           "iters": int(aligner.iters), "padding_mode": aligner.padding_mode,
-                           "flip": flip_fn is not None, "num_heads": int(aligner.num_heads)}
+  res["model_settings"] = {
+    "input_size": int(aligner.size),
+    "transforms": list(aligner.transforms),
+    "iters": int(aligner.iters),
+    "padding_mode": aligner.padding_mode,
+    "flip": flip_fn is not None,
+    "num_heads": int(aligner.num_heads),
+  }
   return res
 
 
 def run_cli(args) -> dict:
   """`python -m jaxgeal.evaluation.pck --model DIR (--annotations A | --dataset D)`: the results JSON."""
   from jaxgeal.align import Aligner  # pylint: disable=g-import-not-at-top
+
   aligner = Aligner.load(args.model, iters=args.iters, padding_mode=args.padding_mode, flip=not args.no_flip)
   if args.dataset:
     from jaxgeal.datasets import keypoints  # pylint: disable=g-import-not-at-top
+
     dataset, source = keypoints.open_keypoint_dataset(args.dataset, args.split), str(args.dataset)
   else:
     dataset, source = pck.load_annotations(args.annotations, load_images=True), str(args.annotations)
-  res = evaluate_model(aligner, dataset, args.alphas, pairs=args.pairs, num_pairs=args.num_pck_pairs,
-                       both_ways=args.transfer_both_ways, num_bootstrap=args.num_bootstrap, seed=args.seed,
-                       threshold=args.threshold, flip=not args.no_flip, progress=True)
+  res = evaluate_model(
+    aligner,
+    dataset,
+    args.alphas,
+    pairs=args.pairs,
+    num_pairs=args.num_pck_pairs,
+    both_ways=args.transfer_both_ways,
+    num_bootstrap=args.num_bootstrap,
+    seed=args.seed,
+    threshold=args.threshold,
+    flip=not args.no_flip,
+    progress=True,
+  )
   res.update(model=str(args.model), dataset=source)
   return res

@@ -33,6 +33,7 @@ without images, `pairs` (M, 2) fixed source/target indices, `permutation` (P,) m
 mirrored[permutation]), `keypoint_names`. Its JSON form (`save_annotations` / `load_annotations`; invisible
 key points as null) is what the CLI reads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,10 @@ def flip_annotations(keypoints, visibility, flips, width, permutation=None):
   keypoints, visibility = np.asarray(keypoints), np.asarray(visibility, bool)
   if flips.shape[0] != keypoints.shape[0]:
     raise ValueError(f"flips must have one entry per image: {flips.shape[0]} vs {keypoints.shape[0]}")
-  return (np.where(flips[:, None, None], mirror_keypoints(keypoints, width, permutation), keypoints),
-          np.where(flips[:, None], mirror_visibility(visibility, permutation), visibility))
+  return (
+    np.where(flips[:, None, None], mirror_keypoints(keypoints, width, permutation), keypoints),
+    np.where(flips[:, None], mirror_visibility(visibility, permutation), visibility),
+  )
 
 
 def flip_images(images, flips) -> np.ndarray:
@@ -161,14 +164,20 @@ def as_dataset(dataset) -> Mapping[str, Any]:
   if isinstance(dataset, Mapping):
     return dataset
   if hasattr(dataset, "annotations") and hasattr(dataset, "pairs"):
-    return dict(dataset.annotations(), images=_RecordImages(dataset), pairs=dataset.pairs,
-                permutation=getattr(dataset, "permutation", None), threshold=getattr(dataset, "threshold", None),
-                keypoint_names=getattr(dataset, "keypoint_names", None))
+    return dict(
+      dataset.annotations(),
+      images=_RecordImages(dataset),
+      pairs=dataset.pairs,
+      permutation=getattr(dataset, "permutation", None),
+      threshold=getattr(dataset, "threshold", None),
+      keypoint_names=getattr(dataset, "keypoint_names", None),
+    )
   raise TypeError(f"expected a mapping of annotation arrays or a KeypointDataset, got {type(dataset).__name__}")
 
 
-def sample_pairs(num_images: int, mode: str = "random", fixed_pairs=None, num_pairs: Optional[int] = None,
-                 seed: int = 0) -> np.ndarray:
+def sample_pairs(
+  num_images: int, mode: str = "random", fixed_pairs=None, num_pairs: Optional[int] = None, seed: int = 0
+) -> np.ndarray:
   """(M, 2) source/target image indices.
 
   'fixed': the given pairs in order (all by default; cycled if more are asked for, like upstream's infinite
@@ -188,12 +197,20 @@ def sample_pairs(num_images: int, mode: str = "random", fixed_pairs=None, num_pa
     raise ValueError("random pairs need at least 2 images")
   total = num_images // 2 if num_pairs is None else int(num_pairs)
   rng, per_perm = np.random.default_rng(seed), num_images // 2
-  perms = [rng.permutation(num_images)[:2 * per_perm].reshape(-1, 2) for _ in range(-(-total // per_perm))]
+  perms = [rng.permutation(num_images)[: 2 * per_perm].reshape(-1, 2) for _ in range(-(-total // per_perm))]
   return np.concatenate(perms)[:total] if perms else np.zeros((0, 2), np.int64)
 
 
-def score(predicted, target, visible, thresholds, alphas: Sequence[float] = DEFAULT_ALPHAS, groups=None,
-          num_bootstrap: int = 0, seed: int = 0) -> dict:
+def score(
+  predicted,
+  target,
+  visible,
+  thresholds,
+  alphas: Sequence[float] = DEFAULT_ALPHAS,
+  groups=None,
+  num_bootstrap: int = 0,
+  seed: int = 0,
+) -> dict:
   """Pooled PCK of R transfers: predicted / target (R, P, 2), visible (R, P), thresholds (R,) in pixels.
 
   Non-finite predictions count as wrong. `groups` (R,) assigns transfers to bootstrap units (default: each
@@ -203,8 +220,7 @@ def score(predicted, target, visible, thresholds, alphas: Sequence[float] = DEFA
   predicted, target = np.asarray(predicted, np.float64), np.asarray(target, np.float64)
   visible = np.asarray(visible, bool)
   if predicted.shape != target.shape or predicted.shape[:2] != visible.shape:
-    raise ValueError(f"shape mismatch: predicted {predicted.shape}, target {target.shape}, "
-                     f"visible {visible.shape}")
+    raise ValueError(f"shape mismatch: predicted {predicted.shape}, target {target.shape}, visible {visible.shape}")
   if num_bootstrap == 1 or num_bootstrap < 0:
     raise ValueError(f"num_bootstrap must be 0 (off) or at least 2, got {num_bootstrap}")
   alphas = np.asarray(alphas, np.float64).reshape(-1)
@@ -238,10 +254,19 @@ def _gather(images, idx):
   return images[idx] if isinstance(images, np.ndarray) else np.stack([np.asarray(images[int(i)]) for i in idx])
 
 
-def pck_transfer(transfer_fn: TransferFn, dataset: Mapping[str, Any], alphas: Sequence[float] = DEFAULT_ALPHAS,
-                 pairs: str = "fixed", num_pairs: Optional[int] = None, both_ways: bool = False,
-                 num_bootstrap: int = 0, seed: int = 0, threshold: Optional[str] = None,
-                 flip_fn: Optional[Callable[[Any], Any]] = None, batch_size: int = 50) -> dict:
+def pck_transfer(
+  transfer_fn: TransferFn,
+  dataset: Mapping[str, Any],
+  alphas: Sequence[float] = DEFAULT_ALPHAS,
+  pairs: str = "fixed",
+  num_pairs: Optional[int] = None,
+  both_ways: bool = False,
+  num_bootstrap: int = 0,
+  seed: int = 0,
+  threshold: Optional[str] = None,
+  flip_fn: Optional[Callable[[Any], Any]] = None,
+  batch_size: int = 50,
+) -> dict:
   """PCK-Transfer of `transfer_fn` on `dataset` (structure in the module docstring). JSON-serialisable result.
 
   Args:
@@ -276,7 +301,7 @@ def pck_transfer(transfer_fn: TransferFn, dataset: Mapping[str, Any], alphas: Se
   predicted, targets = np.empty((len(rows),) + kps.shape[1:]), np.empty((len(rows),) + kps.shape[1:])
   visible = np.empty((len(rows), kps.shape[1]), bool)
   for start in range(0, len(rows), batch_size):
-    a, b = rows[start:start + batch_size, 0], rows[start:start + batch_size, 1]
+    a, b = rows[start : start + batch_size, 0], rows[start : start + batch_size, 1]
     images_a, images_b = _gather(images, a), _gather(images, b)
     kps_a, vis_a, kps_b, vis_b = sources[a], vis[a], kps[b], vis[b]
     if flip_fn is not None:  # Evaluate the mirrored images with their own (mirrored) annotations.
@@ -287,18 +312,32 @@ def pck_transfer(transfer_fn: TransferFn, dataset: Mapping[str, Any], alphas: Se
     pred = np.asarray(transfer_fn(images_a, images_b, kps_a))
     if pred.shape != (len(a),) + kps.shape[1:]:
       raise ValueError(f"transfer_fn returned {pred.shape}, expected {(len(a),) + kps.shape[1:]}")
-    predicted[start:start + len(a)], targets[start:start + len(a)] = pred, kps_b
-    visible[start:start + len(a)] = vis_a & vis_b
+    predicted[start : start + len(a)], targets[start : start + len(a)] = pred, kps_b
+    visible[start : start + len(a)] = vis_a & vis_b
   out = score(predicted, targets, visible, thr[rows[:, 1]], alphas, groups, num_bootstrap, seed)
-  out.update(num_pairs=int(len(pair_list)), alphas=[float(a) for a in alphas], threshold=threshold, pairs=pairs,
-             both_ways=bool(both_ways), flip_inference=flip_fn is not None, num_bootstrap=int(num_bootstrap),
-             seed=int(seed))
+  out.update(
+    num_pairs=int(len(pair_list)),
+    alphas=[float(a) for a in alphas],
+    threshold=threshold,
+    pairs=pairs,
+    both_ways=bool(both_ways),
+    flip_inference=flip_fn is not None,
+    num_bootstrap=int(num_bootstrap),
+    seed=int(seed),
+  )
   return out
 
 
-def evaluate_predictions(dataset: Mapping[str, Any], rows, predicted, alphas: Sequence[float] = DEFAULT_ALPHAS,
-                         threshold: Optional[str] = None, num_bootstrap: int = 0, seed: int = 0,
-                         flips=None) -> dict:
+def evaluate_predictions(
+  dataset: Mapping[str, Any],
+  rows,
+  predicted,
+  alphas: Sequence[float] = DEFAULT_ALPHAS,
+  threshold: Optional[str] = None,
+  num_bootstrap: int = 0,
+  seed: int = 0,
+  flips=None,
+) -> dict:
   """PCK of precomputed transfers: `rows` (R, 2) source/target indices, `predicted` (R, P, 2) in the targets.
 
   `flips` (R, 2) bool, if given, says which of source / target the method mirrored; the predictions are then
@@ -313,8 +352,9 @@ def evaluate_predictions(dataset: Mapping[str, Any], rows, predicted, alphas: Se
   if rows.ndim != 2 or rows.shape[1] != 2 or (rows.size and (rows.min() < 0 or rows.max() >= len(kps))):
     raise ValueError(f"pairs must be (R, 2) source/target indices in [0, {len(kps)}), got {rows.shape} array")
   if predicted.shape != (len(rows),) + kps.shape[1:]:
-    raise ValueError(f"predicted key points {predicted.shape} do not match {len(rows)} pairs x {kps.shape[1]} "
-                     "key points x 2")
+    raise ValueError(
+      f"predicted key points {predicted.shape} do not match {len(rows)} pairs x {kps.shape[1]} key points x 2"
+    )
   has_bbox = dataset.get("pck_threshold") is not None or dataset.get("bbox") is not None
   threshold = threshold or dataset.get("threshold") or ("bbox" if has_bbox else "image")
   thr = image_thresholds(dataset, threshold)
@@ -329,8 +369,13 @@ def evaluate_predictions(dataset: Mapping[str, Any], rows, predicted, alphas: Se
     kps_b, vis_b = flip_annotations(kps_b, vis_b, flips[:, 1], widths[rows[:, 1]], perm)
   groups = np.unique(np.sort(rows, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
   out = score(predicted, kps_b, vis_a & vis_b, thr[rows[:, 1]], alphas, groups, num_bootstrap, seed)
-  out.update(num_pairs=int(groups.max() + 1) if len(groups) else 0, alphas=[float(a) for a in alphas],
-             threshold=threshold, num_bootstrap=int(num_bootstrap), seed=int(seed))
+  out.update(
+    num_pairs=int(groups.max() + 1) if len(groups) else 0,
+    alphas=[float(a) for a in alphas],
+    threshold=threshold,
+    num_bootstrap=int(num_bootstrap),
+    seed=int(seed),
+  )
   return out
 
 
@@ -343,8 +388,10 @@ def annotations_to_json(dataset: Mapping[str, Any], image_files: Optional[Sequen
     sizes = [np.shape(im)[:2] for im in dataset["images"]]
   entries = []
   for i in range(n):
-    e = {"keypoints": [[float(x), float(y)] if v else None for (x, y), v in zip(kps[i], vis[i])],
-         "visibility": [bool(v) for v in vis[i]]}
+    e = {
+      "keypoints": [[float(x), float(y)] if v else None for (x, y), v in zip(kps[i], vis[i])],
+      "visibility": [bool(v) for v in vis[i]],
+    }
     if image_files is not None:
       e["file"] = str(image_files[i])
     if sizes is not None:
@@ -398,6 +445,7 @@ def load_annotations(path, load_images: bool = False) -> dict:
     ds["files"] = [str(path.parent / e["file"]) for e in entries]
     if load_images:
       from jaxgeal import images as image_io  # pylint: disable=g-import-not-at-top
+
       images = [image_io.load_image(f) for f in ds["files"]]
       same = len({im.shape for im in images}) == 1
       ds["images"] = np.stack(images) if same else images  # A list when the sizes differ (SPair originals).
@@ -432,8 +480,10 @@ def load_predictions(path):
     data = json.loads(path.read_text())
   missing = {"pairs", "keypoints"} - set(data)
   if missing:
-    raise ValueError(f"{path} lacks {sorted(missing)}: a predictions file holds 'pairs' (R, 2) source/target "
-                     "image indices and 'keypoints' (R, P, 2), each source's key points predicted in its target")
+    raise ValueError(
+      f"{path} lacks {sorted(missing)}: a predictions file holds 'pairs' (R, 2) source/target "
+      "image indices and 'keypoints' (R, P, 2), each source's key points predicted in its target"
+    )
   rows, kps = np.asarray(data["pairs"], np.int64).reshape(-1, 2), data["keypoints"]
   if not isinstance(kps, np.ndarray):  # JSON: null marks a key point the method could not transfer.
     kps = [[[np.nan, np.nan] if k is None else k for k in r] for r in kps]
@@ -445,60 +495,98 @@ def load_predictions(path):
 
 
 def format_results(results: Mapping[str, Any]) -> str:
-  parts = [f"PCK-Transfer@{a:g}: {100 * results[alpha_key(a)]:.2f}%"
-           + (f" (std {100 * results[alpha_key(a) + '_std']:.2f})" if alpha_key(a) + "_std" in results else "")
-           for a in results["alphas"]]
+  parts = [
+    f"PCK-Transfer@{a:g}: {100 * results[alpha_key(a)]:.2f}%"
+    + (f" (std {100 * results[alpha_key(a) + '_std']:.2f})" if alpha_key(a) + "_std" in results else "")
+    for a in results["alphas"]
+  ]
   return " | ".join(parts) + f"  [{results['num_pairs']} pairs, {results['num_keypoints']} key points]"
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
-      prog="python -m jaxgeal.evaluation.pck", description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog="A GANgealing model directory (--model) is run on the annotated images and scored. Any other\n"
-             "method: write the pairs to predict (--write_pairs), predict them, then score the predictions\n"
-             "(--predictions). From Python: jaxgeal.evaluation.pck.pck_transfer(transfer_fn, dataset).")
+    prog="python -m jaxgeal.evaluation.pck",
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog="A GANgealing model directory (--model) is run on the annotated images and scored. Any other\n"
+    "method: write the pairs to predict (--write_pairs), predict them, then score the predictions\n"
+    "(--predictions). From Python: jaxgeal.evaluation.pck.pck_transfer(transfer_fn, dataset).",
+  )
   parser.add_argument("--annotations", help="annotations JSON, or a folder holding annotations.json")
-  parser.add_argument("--dataset", help="instead of --annotations: a prepared key point dataset (name or folder; "
-                      "python -m jaxgeal.datasets.prepare), with --split")
+  parser.add_argument(
+    "--dataset",
+    help="instead of --annotations: a prepared key point dataset (name or folder; "
+    "python -m jaxgeal.datasets.prepare), with --split",
+  )
   parser.add_argument("--split", default=None, help="split of --dataset (default: its only / test split)")
   parser.add_argument("--model", help="GANgealing model directory (t_ema) to run on the images and score")
-  parser.add_argument("--no_flip", "--no_flip_inference", action="store_true",
-                      help="for --model: no flip inference (app. B.4; upstream --no_flip_inference)")
-  parser.add_argument("--iters", type=cli.positive_int, default=None, help="for --model: similarity STN iterations "
-                      "(default: the model's test setting)")
+  parser.add_argument(
+    "--no_flip",
+    "--no_flip_inference",
+    action="store_true",
+    help="for --model: no flip inference (app. B.4; upstream --no_flip_inference)",
+  )
+  parser.add_argument(
+    "--iters",
+    type=cli.positive_int,
+    default=None,
+    help="for --model: similarity STN iterations (default: the model's test setting)",
+  )
   parser.add_argument("--padding_mode", default=None, help="for --model: default the model's test setting")
-  parser.add_argument("--predictions", help="npz/json with 'pairs' (R, 2), 'keypoints' (R, P, 2) and optionally "
-                      "'flips' (R, 2) (source / target mirrored by the method) to score")
+  parser.add_argument(
+    "--predictions",
+    help="npz/json with 'pairs' (R, 2), 'keypoints' (R, P, 2) and optionally "
+    "'flips' (R, 2) (source / target mirrored by the method) to score",
+  )
   parser.add_argument("--write_pairs", help="write the pairs to predict (JSON) instead of scoring")
-  parser.add_argument("--alphas", type=cli.positive_float, nargs="+", default=list(DEFAULT_ALPHAS), help="PCK thresholds")
-  parser.add_argument("--threshold", choices=["bbox", "image"], default=None,
-                      help="PCK unit: max bbox side (SPair) or max image side (CUB); default: bbox if annotated")
-  parser.add_argument("--pairs", choices=["fixed", "random"], default=None,
-                      help="for --write_pairs / --model: the annotated pairs or random ones (default: fixed if "
-                      "annotated)")
-  parser.add_argument("--num_pck_pairs", type=cli.positive_int, default=None, help="for --write_pairs / --model: how many pairs")
+  parser.add_argument(
+    "--alphas", type=cli.positive_float, nargs="+", default=list(DEFAULT_ALPHAS), help="PCK thresholds"
+  )
+  parser.add_argument(
+    "--threshold",
+    choices=["bbox", "image"],
+    default=None,
+    help="PCK unit: max bbox side (SPair) or max image side (CUB); default: bbox if annotated",
+  )
+  parser.add_argument(
+    "--pairs",
+    choices=["fixed", "random"],
+    default=None,
+    help="for --write_pairs / --model: the annotated pairs or random ones (default: fixed if annotated)",
+  )
+  parser.add_argument(
+    "--num_pck_pairs", type=cli.positive_int, default=None, help="for --write_pairs / --model: how many pairs"
+  )
   parser.add_argument("--transfer_both_ways", action="store_true", help="for --write_pairs / --model: also B -> A")
-  parser.add_argument("--num_bootstrap", type=cli.nonnegative_int, default=0, help="bootstrap resamples for standard deviations")
+  parser.add_argument(
+    "--num_bootstrap", type=cli.nonnegative_int, default=0, help="bootstrap resamples for standard deviations"
+  )
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", help="also write the results JSON here")
   args = parser.parse_args(argv)
   if sum(a is not None for a in (args.predictions, args.write_pairs, args.model)) != 1:
-    parser.error("give exactly one of --model (run and score it), --predictions (score them) or --write_pairs "
-                 "(list the pairs to predict)")
+    parser.error(
+      "give exactly one of --model (run and score it), --predictions (score them) or --write_pairs "
+      "(list the pairs to predict)"
+    )
   if (args.annotations is None) == (args.dataset is None):
     parser.error("give exactly one of --annotations (JSON) or --dataset (a prepared key point dataset)")
   if args.dataset and not args.model:
     parser.error("--dataset works with --model; with --predictions or --write_pairs use --annotations")
   try:
-    inputs = [f for d in (args.annotations, args.predictions, args.dataset, args.model)
-              if d and pathlib.Path(d).exists() for f in cli.files_under(d)]
+    inputs = [
+      f
+      for d in (args.annotations, args.predictions, args.dataset, args.model)
+      if d and pathlib.Path(d).exists()
+      for f in cli.files_under(d)
+    ]
     for what, path in (("--out", args.out), ("--write_pairs", args.write_pairs)):
       if path:
         cli.check_output_file(path, what)
     cli.check_outputs([args.out, args.write_pairs], inputs)
     if args.model:
       from jaxgeal.evaluation import model_pck  # pylint: disable=g-import-not-at-top
+
       results = model_pck.run_cli(args)
     else:
       dataset = load_annotations(args.annotations)
@@ -511,8 +599,9 @@ def main(argv=None) -> int:
         print(f"wrote {len(rows)} {mode} pairs to {args.write_pairs}", file=sys.stderr)
         return 0
       rows, predicted, flips = load_predictions(args.predictions)
-      results = evaluate_predictions(dataset, rows, predicted, args.alphas, args.threshold, args.num_bootstrap,
-                                     args.seed, flips)
+      results = evaluate_predictions(
+        dataset, rows, predicted, args.alphas, args.threshold, args.num_bootstrap, args.seed, flips
+      )
     text = json.dumps(results, indent=1)
     if args.out:
       pathlib.Path(args.out).write_text(text)

@@ -22,6 +22,7 @@ stand-in where no pretrained VGG can be loaded, and `equivariance_loss`, a term 
 undo random similarities of its input (R M(Rx) = M(x)), which the demo weights in because the alignment loss
 alone left most of the rotation uncorrected.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -99,6 +100,7 @@ class LocalContrastDistance:
   did with MSE). Normalising local mean and contrast keeps edges and parts (the structure LPIPS/VGG features
   respond to) and removes the smooth colour field, as SSIM's structure term does.
   """
+
   sigma: float = flax.struct.field(pytree_node=False, default=2.0)
   eps: float = flax.struct.field(pytree_node=False, default=1e-2)
   scales: int = flax.struct.field(pytree_node=False, default=2)
@@ -109,8 +111,10 @@ class LocalContrastDistance:
 
   def __call__(self, x: Array, y: Array) -> Array:
     if x.shape[1] % 2 ** (self.scales - 1) or x.shape[2] % 2 ** (self.scales - 1):
-      raise ValueError(f"LocalContrastDistance with {self.scales} scales needs sides divisible by "
-                       f"{2 ** (self.scales - 1)}, got {x.shape[1]}x{x.shape[2]}")
+      raise ValueError(
+        f"LocalContrastDistance with {self.scales} scales needs sides divisible by "
+        f"{2 ** (self.scales - 1)}, got {x.shape[1]}x{x.shape[2]}"
+      )
     total = 0.0
     for i in range(self.scales):
       if i:
@@ -120,8 +124,7 @@ class LocalContrastDistance:
     return total / self.scales
 
 
-def random_similarity(key: jax.Array, n: int, max_rotation: float, max_log_scale: float,
-                      max_shift: float) -> jax.Array:
+def random_similarity(key: jax.Array, n: int, max_rotation: float, max_log_scale: float, max_shift: float) -> jax.Array:
   """(n, 2, 3) similarity matrices with rotation (radians), log scale and shift (normalised coordinates, each
   axis) drawn uniformly from [-max, max]."""
   kr, ks, kt = jax.random.split(key, 3)
@@ -132,9 +135,18 @@ def random_similarity(key: jax.Array, n: int, max_rotation: float, max_log_scale
   return jnp.stack([jnp.stack([cos, -sin, t[:, 0]], -1), jnp.stack([sin, cos, t[:, 1]], -1)], -2)
 
 
-def equivariance_loss(predict: Callable, x: Array, key: jax.Array, *, max_rotation: float,
-                      max_log_scale: float, max_shift: float, padding_mode: str = "border",
-                      matrices: Array | None = None, zoom_neutral: bool = False) -> jax.Array:
+def equivariance_loss(
+  predict: Callable,
+  x: Array,
+  key: jax.Array,
+  *,
+  max_rotation: float,
+  max_log_scale: float,
+  max_shift: float,
+  padding_mode: str = "border",
+  matrices: Array | None = None,
+  zoom_neutral: bool = False,
+) -> jax.Array:
   """Equivariance of the similarity STN (a jaxgeal addition, not part of the paper's objective).
 
   Resample each x with a random similarity R (x'(p) = x(R p)); congealing x' must land where congealing x
@@ -172,17 +184,30 @@ def equivariance_loss(predict: Callable, x: Array, key: jax.Array, *, max_rotati
 
 
 def _regularised(perceptual: Array, flow: Array | None, tv_weight: float, fi_weight: float) -> dict:
-  if flow is None:   # similarity-only STN: no residual flow, nothing to regularise
+  if flow is None:  # similarity-only STN: no residual flow, nothing to regularise
     zero = jnp.zeros((), perceptual.dtype)
     return {"total": perceptual, "perceptual": perceptual, "tv": zero, "flow_identity": zero, "delta_flow": None}
   tv = total_variation_loss(flow)
   fi = flow_identity_loss(flow)
-  return {"total": perceptual + tv_weight * tv + fi_weight * fi, "perceptual": perceptual, "tv": tv,
-          "flow_identity": fi, "delta_flow": flow}
+  return {
+    "total": perceptual + tv_weight * tv + fi_weight * fi,
+    "perceptual": perceptual,
+    "tv": tv,
+    "flow_identity": fi,
+    "delta_flow": flow,
+  }
 
 
-def gangealing_loss(run_stn: Callable, distance: Callable, x: Array, x_full: Array | None, target: Array, *,
-                    tv_weight: float, fi_weight: float) -> dict:
+def gangealing_loss(
+  run_stn: Callable,
+  distance: Callable,
+  x: Array,
+  x_full: Array | None,
+  target: Array,
+  *,
+  tv_weight: float,
+  fi_weight: float,
+) -> dict:
   """Unimodal GANgealing loss (one target).
 
   Args:
@@ -198,9 +223,18 @@ def gangealing_loss(run_stn: Callable, distance: Callable, x: Array, x_full: Arr
   return dict(_regularised(perceptual, out.flow, tv_weight, fi_weight), aligned_pred=out.image)
 
 
-def gangealing_cluster_loss(run_stn: Callable, distance: Callable, x: Array, x_full: Array | None,
-                            target: Array, *, num_heads: int, flips: bool, tv_weight: float,
-                            fi_weight: float) -> dict:
+def gangealing_cluster_loss(
+  run_stn: Callable,
+  distance: Callable,
+  x: Array,
+  x_full: Array | None,
+  target: Array,
+  *,
+  num_heads: int,
+  flips: bool,
+  tv_weight: float,
+  fi_weight: float,
+) -> dict:
   """Clustering loss: per sample, the minimum over K heads (x 2 with flips) of the distance to that head's
   target; TV and identity terms on the chosen residual flows only (§3.2).
 
@@ -224,5 +258,9 @@ def gangealing_cluster_loss(run_stn: Callable, distance: Callable, x: Array, x_f
   if out.flow is not None:
     flows = out.flow.reshape((n_flip, b, k) + out.flow.shape[1:])
     flow = flows[assignment // k, jnp.arange(b), assignment % k]
-  return dict(_regularised(jnp.mean(chosen), flow, tv_weight, fi_weight), distances=distances,
-              assignment=assignment, aligned_pred=out.image)
+  return dict(
+    _regularised(jnp.mean(chosen), flow, tv_weight, fi_weight),
+    distances=distances,
+    assignment=assignment,
+    aligned_pred=out.image,
+  )

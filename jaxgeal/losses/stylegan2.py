@@ -9,6 +9,7 @@ Mescheder et al. 2018 R1), as rosinality's train.py computes them.
 Functions take callables (images -> logits, latents -> images) so they stay independent of module plumbing;
 the trainer closes over params and differentiates through them (R1 and path length are second order).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -28,13 +29,18 @@ def g_nonsaturating_loss(fake_pred: jax.Array) -> jax.Array:
 def d_r1_loss(discriminator: Callable[[jax.Array], jax.Array], real_img: jax.Array):
   """R1 = mean over the batch of sum over pixels of (dD/dx)^2. Returns (penalty, real_pred)."""
   real_pred, vjp = jax.vjp(discriminator, real_img)
-  (grad,) = vjp(jnp.ones_like(real_pred))   # d sum(D(x)) / dx
+  (grad,) = vjp(jnp.ones_like(real_pred))  # d sum(D(x)) / dx
   penalty = jnp.mean(jnp.sum(jnp.square(grad).reshape(grad.shape[0], -1), axis=1))
   return penalty, real_pred
 
 
-def g_path_regularize(synthesis: Callable[[jax.Array], jax.Array], latents: jax.Array, noise: jax.Array,
-                      mean_path_length: jax.Array, decay: float = 0.01):
+def g_path_regularize(
+  synthesis: Callable[[jax.Array], jax.Array],
+  latents: jax.Array,
+  noise: jax.Array,
+  mean_path_length: jax.Array,
+  decay: float = 0.01,
+):
   """Path length regularizer.
 
   Args:
@@ -47,7 +53,7 @@ def g_path_regularize(synthesis: Callable[[jax.Array], jax.Array], latents: jax.
   """
   images, vjp = jax.vjp(synthesis, latents)
   h, w = images.shape[1], images.shape[2]
-  (grad,) = vjp(noise.astype(images.dtype) / jnp.sqrt(float(h * w)))   # J^T y, (B, n_latent, D)
+  (grad,) = vjp(noise.astype(images.dtype) / jnp.sqrt(float(h * w)))  # J^T y, (B, n_latent, D)
   path_lengths = jnp.sqrt(jnp.mean(jnp.sum(jnp.square(grad), axis=2), axis=1))
   # As upstream, the penalty is taken against the *updated* mean, with its gradient (decay * mean).
   path_mean = mean_path_length + decay * (jnp.mean(path_lengths) - mean_path_length)

@@ -11,6 +11,7 @@ compatibility). It is initialised from the similarity STN's trunk (`init_from_st
 The helpers below are the host-sync-free forms of upstream's `assign` / `run_flip*`: they return masks and
 jnp.where selections instead of boolean-indexed (dynamically shaped) batches.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
@@ -34,6 +35,7 @@ class ResnetClassifier(nn.Module):
     supersize: input resolution; larger inputs are tent-downsampled by supersize // size (as the STN).
     channels: (resolution, width) pairs; None: `stn.default_channels(channel_multiplier)`.
   """
+
   size: int = 128
   num_classes: int = 1
   supersize: Optional[int] = None
@@ -113,6 +115,9 @@ def init_from_stn(classifier_params: dict, stn_params: dict) -> dict:
 
 def from_config(config) -> ResnetClassifier:
   """The module of a converter config ({size, supersize, channels, num_classes})."""
-  return ResnetClassifier(size=config["size"], num_classes=config["num_classes"],
-                          supersize=config.get("supersize"),
-                          channels=tuple(tuple(c) for c in config["channels"]) if config.get("channels") else None)
+  return ResnetClassifier(
+    size=config["size"],
+    num_classes=config["num_classes"],
+    supersize=config.get("supersize"),
+    channels=tuple(tuple(c) for c in config["channels"]) if config.get("channels") else None,
+  )

@@ -21,6 +21,7 @@ Three parts:
 * `LatentLearner`, the Flax module for c and the W+ targets (image-major B*K rows, as upstream);
 * `kmeans_plusplus` with pluggable rendering and distance and injectable random draws.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,9 +39,11 @@ HIGHEST = jax.lax.Precision.HIGHEST  # GPUs default to TF32 for f32 matmuls (~1e
 
 # -- PCA --------------------------------------------------------------------------------------------------
 
+
 @flax.struct.dataclass
 class PCA:
   """Top-N principal directions of W: components (N, D) unit rows, mean (1, D), variances (N,)."""
+
   components: Array
   mean: Array
   explained_variance: Array
@@ -79,18 +82,18 @@ def _merge_mean(mean, comp, step):
 
 
 class CovarianceState(NamedTuple):
-  count: Array       # () float32; exact up to 2**24 samples
-  mean: Array        # (D,)
-  mean_comp: Array   # (D,) Kahan compensation of mean
-  m2: Array          # (D, D) scatter sum_i (w_i - mean)(w_i - mean)^T
+  count: Array  # () float32; exact up to 2**24 samples
+  mean: Array  # (D,)
+  mean_comp: Array  # (D,) Kahan compensation of mean
+  m2: Array  # (D, D) scatter sum_i (w_i - mean)(w_i - mean)^T
 
 
 class IncrementalState(NamedTuple):
   count: Array
   mean: Array
   mean_comp: Array
-  components: Array        # (N, D)
-  singular_values: Array   # (N,)
+  components: Array  # (N, D)
+  singular_values: Array  # (N,)
 
 
 @jax.jit
@@ -131,8 +134,9 @@ class StreamingPCA:
     if method == "covariance":
       self.state = CovarianceState(z, jnp.zeros((dim,)), jnp.zeros((dim,)), jnp.zeros((dim, dim)))
     else:
-      self.state = IncrementalState(z, jnp.zeros((dim,)), jnp.zeros((dim,)), jnp.zeros((n_components, dim)),
-                                    jnp.zeros((n_components,)))
+      self.state = IncrementalState(
+        z, jnp.zeros((dim,)), jnp.zeros((dim,)), jnp.zeros((n_components, dim)), jnp.zeros((n_components,))
+      )
 
   def update(self, batch, n_valid: int | None = None):
     """Adds the first `n_valid` rows of `batch` (B, D) (all by default). Same shape, same compiled step."""
@@ -149,17 +153,23 @@ class StreamingPCA:
       raise ValueError("StreamingPCA: need at least two samples")
     mean = self.state.mean[None]
     if self.method == "incremental":
-      return PCA(self.state.components, mean, self.state.singular_values ** 2 / (n - 1), jnp.asarray(n))
+      return PCA(self.state.components, mean, self.state.singular_values**2 / (n - 1), jnp.asarray(n))
     # D = 512: a float64 eigendecomposition on the host is cheap and avoids float32 eigh error.
     cov = np.asarray(self.state.m2, np.float64) / (n - 1)
     evals, evecs = np.linalg.eigh((cov + cov.T) / 2)
-    order = np.argsort(evals)[::-1][:self.n_components]
+    order = np.argsort(evals)[::-1][: self.n_components]
     comps = _flip_signs(jnp.asarray(evecs[:, order].T, jnp.float32))
     return PCA(comps, mean, jnp.asarray(np.maximum(evals[order], 0), jnp.float32), jnp.asarray(n))
 
 
-def fit_pca(sample_w: Callable[[Array, int], Array], key, n_components: int, num_samples: int = 1_000_000,
-            batch_size: int = 2560, method: str = "covariance") -> PCA:
+def fit_pca(
+  sample_w: Callable[[Array, int], Array],
+  key,
+  n_components: int,
+  num_samples: int = 1_000_000,
+  batch_size: int = 2560,
+  method: str = "covariance",
+) -> PCA:
   """PCA of `num_samples` draws of `sample_w(key, batch) -> (batch, D)` (e.g. a jitted mapping network).
 
   Batch i uses `fold_in(key, i)`; the last, partial batch is drawn at full size and masked, so sample_w and
@@ -201,6 +211,7 @@ def fit_pca_arrays(w, n_components: int, batch_size: int | None = None, method: 
 
 # -- the target latent(s) c -------------------------------------------------------------------------------
 
+
 def lerp(start, end, weight):
   """torch.lerp: exact at both ends (weight 0 gives start, weight 1 gives end, bit for bit)."""
   return jnp.where(weight < 0.5, start + weight * (end - start), end - (end - start) * (1 - weight))
@@ -214,6 +225,7 @@ class LatentLearner(nn.Module):
   The "pca" initialisers are random placeholders, as upstream's buffers, meant to be replaced by
   `variables_from_pca` or a converted checkpoint.
   """
+
   num_heads: int = 1
   ndirs: int = 1
   style_dim: int = 512
@@ -225,8 +237,7 @@ class LatentLearner(nn.Module):
       raise ValueError(f"LatentLearner: inject_index {self.inject_index} not in [0, {self.n_latent}]")
     self.coefficients = self.param("coefficients", nn.initializers.zeros, (self.num_heads, self.ndirs))
     rng = lambda: self.make_rng("params")
-    self.directions = self.variable("pca", "directions",
-                                    lambda: jax.random.normal(rng(), (self.ndirs, self.style_dim)))
+    self.directions = self.variable("pca", "directions", lambda: jax.random.normal(rng(), (self.ndirs, self.style_dim)))
     self.lat_mean = self.variable("pca", "lat_mean", lambda: jax.random.normal(rng(), (1, self.style_dim)))
 
   def targets(self, lat_mean=None):
@@ -253,8 +264,8 @@ class LatentLearner(nn.Module):
       raise ValueError(f"LatentLearner: expected w (B, D) or (B, {n}, D), got {w.shape}")
     b = w.shape[0]
     c = self.targets(lat_mean).astype(w.dtype)
-    w_rep = jnp.repeat(w, k, axis=0)                               # (B*K, L, D): row b*K + k holds w_b
-    c_rep = jnp.tile(c, (b, 1))[:, None]                           # (B*K, 1, D): row b*K + k holds c_k
+    w_rep = jnp.repeat(w, k, axis=0)  # (B*K, L, D): row b*K + k holds w_b
+    c_rep = jnp.tile(c, (b, 1))[:, None]  # (B*K, 1, D): row b*K + k holds c_k
     injected = (jnp.arange(n) < self.inject_index)[None, :, None]
     out = jnp.where(injected, lerp(c_rep, w_rep, psi), w_rep)
     return out.reshape(b, k, n, -1) if unfold else out
@@ -271,22 +282,31 @@ def variables_from_pca(pca: PCA, num_heads: int = 1, centroids=None) -> dict:
     coeffs = jnp.zeros((num_heads, pca.components.shape[0]), jnp.float32)
   else:
     coeffs = pca.encode(jnp.asarray(centroids, jnp.float32))
-  return {"params": {"coefficients": coeffs},
-          "pca": {"directions": jnp.asarray(pca.components, jnp.float32),
-                  "lat_mean": jnp.asarray(pca.mean, jnp.float32)}}
+  return {
+    "params": {"coefficients": coeffs},
+    "pca": {"directions": jnp.asarray(pca.components, jnp.float32), "lat_mean": jnp.asarray(pca.mean, jnp.float32)},
+  }
 
 
 # -- k-means++ initialisation of K targets ----------------------------------------------------------------
 
+
 class KMeansResult(NamedTuple):
-  indices: np.ndarray           # (K,) chosen rows of the pool, in order of choice
-  centroids: Array              # (K, D) = w[indices]
-  probabilities: list           # K - 1 arrays (N,): the D^2 distribution each later centroid was drawn from
+  indices: np.ndarray  # (K,) chosen rows of the pool, in order of choice
+  centroids: Array  # (K, D) = w[indices]
+  probabilities: list  # K - 1 arrays (N,): the D^2 distribution each later centroid was drawn from
 
 
-def kmeans_plusplus(w, render: Callable[[Array, Array], Array], distance: Callable[[Array, Array], Array],
-                    num_heads: int, *, key=None, draws: Sequence[int] | None = None,
-                    batch_size: int = 100) -> KMeansResult:
+def kmeans_plusplus(
+  w,
+  render: Callable[[Array, Array], Array],
+  distance: Callable[[Array, Array], Array],
+  num_heads: int,
+  *,
+  key=None,
+  draws: Sequence[int] | None = None,
+  batch_size: int = 100,
+) -> KMeansResult:
   """k-means++ seeding of the K cluster targets over a latent pool (upstream `kmeans_plusplus`).
 
   Points are compared as images: `render(w_batch (b, D), mean_w (1, D)) -> (b, ...)` draws the pose-only
@@ -331,7 +351,7 @@ def kmeans_plusplus(w, render: Callable[[Array, Array], Array], distance: Callab
     dists.append(jnp.concatenate(d))
     closest = jnp.min(jnp.stack(dists), axis=0)
     # D^2 weighting of Arthur & Vassilvitskii; upstream squares the (already squared-error) loss as well.
-    sq = closest ** 2
+    sq = closest**2
     probs = sq / jnp.sum(sq)
     probabilities.append(np.asarray(probs))
     chosen.append(choose(step, probs))
@@ -349,8 +369,15 @@ def pose_renderer(generator: nn.Module, variables, inject_index: int, key=None, 
   @functools.partial(jax.jit, static_argnames="randomize")
   def apply(v, w, mean_w, noise_maps, rng, randomize):
     styles = [w, jnp.broadcast_to(mean_w, w.shape)]
-    return generator.apply(v, styles, input_is_latent=True, inject_index=inject_index, noise=noise_maps,
-                           randomize_noise=randomize, rngs={"noise": rng})
+    return generator.apply(
+      v,
+      styles,
+      input_is_latent=True,
+      inject_index=inject_index,
+      noise=noise_maps,
+      randomize_noise=randomize,
+      rngs={"noise": rng},
+    )
 
   def render(w, mean_w):
     rng = jax.random.fold_in(key, calls[0]) if key is not None else jax.random.PRNGKey(0)

@@ -7,6 +7,7 @@ renaming; layouts are NHWC activations, HWIO conv weights and (in, out) dense we
 
 The STN trunks of GANgealing (§3.2) reuse ConvLayer / ResBlock / EqualLinear from here.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,11 +26,12 @@ Array = Any
 
 class EqualLinear(nn.Module):
   """Dense layer with equalised learning rate; optional fused bias + leaky ReLU ("fused_lrelu")."""
+
   in_dim: int
   out_dim: int
   bias_init: float = 0.0
   lr_mul: float = 1.0
-  activation: str | None = None   # None or "fused_lrelu"
+  activation: str | None = None  # None or "fused_lrelu"
   use_bias: bool = True
 
   @nn.compact
@@ -50,6 +52,7 @@ class EqualLinear(nn.Module):
 
 class EqualConv2d(nn.Module):
   """Conv2d with equalised learning rate; weight (k, k, in, out); explicit symmetric padding."""
+
   in_ch: int
   out_ch: int
   kernel_size: int
@@ -63,8 +66,12 @@ class EqualConv2d(nn.Module):
     weight = self.param("weight", lambda r: jax.random.normal(r, (k, k, self.in_ch, self.out_ch)))
     scale = 1.0 / math.sqrt(self.in_ch * k * k)
     y = jax.lax.conv_general_dilated(
-        x, (weight * scale).astype(x.dtype), (self.stride, self.stride), [(self.padding, self.padding)] * 2,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x,
+      (weight * scale).astype(x.dtype),
+      (self.stride, self.stride),
+      [(self.padding, self.padding)] * 2,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.out_ch,)).astype(y.dtype)
     return y
@@ -72,6 +79,7 @@ class EqualConv2d(nn.Module):
 
 class FusedLeakyReLU(nn.Module):
   """Learned bias followed by leaky ReLU(0.2) * sqrt(2)."""
+
   channels: int
 
   @nn.compact
@@ -84,6 +92,7 @@ class ConvLayer(nn.Module):
 
   Submodules: `conv` (EqualConv2d, carries the bias only when not activated) and `activate`.
   """
+
   in_ch: int
   out_ch: int
   kernel_size: int
@@ -100,8 +109,15 @@ class ConvLayer(nn.Module):
       stride, padding = 2, 0
     else:
       stride, padding = 1, self.kernel_size // 2
-    x = EqualConv2d(self.in_ch, self.out_ch, self.kernel_size, stride, padding,
-                    use_bias=self.use_bias and not self.activate, name="conv")(x)
+    x = EqualConv2d(
+      self.in_ch,
+      self.out_ch,
+      self.kernel_size,
+      stride,
+      padding,
+      use_bias=self.use_bias and not self.activate,
+      name="conv",
+    )(x)
     if self.activate:
       x = FusedLeakyReLU(self.out_ch, name="activate")(x) if self.use_bias else fused_leaky_relu(x)
     return x
@@ -109,6 +125,7 @@ class ConvLayer(nn.Module):
 
 class ResBlock(nn.Module):
   """Discriminator residual block: (conv1 3x3, conv2 3x3 [down]) + skip 1x1 [down], summed / sqrt(2)."""
+
   in_ch: int
   out_ch: int
   downsample: bool = True
@@ -117,15 +134,25 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     out = ConvLayer(self.in_ch, self.in_ch, 3, blur_kernel=self.blur_kernel, name="conv1")(x)
-    out = ConvLayer(self.in_ch, self.out_ch, 3, downsample=self.downsample, blur_kernel=self.blur_kernel,
-                    name="conv2")(out)
-    skip = ConvLayer(self.in_ch, self.out_ch, 1, downsample=self.downsample, blur_kernel=self.blur_kernel,
-                     use_bias=False, activate=False, name="skip")(x)
+    out = ConvLayer(self.in_ch, self.out_ch, 3, downsample=self.downsample, blur_kernel=self.blur_kernel, name="conv2")(
+      out
+    )
+    skip = ConvLayer(
+      self.in_ch,
+      self.out_ch,
+      1,
+      downsample=self.downsample,
+      blur_kernel=self.blur_kernel,
+      use_bias=False,
+      activate=False,
+      name="skip",
+    )(x)
     return (out + skip) / math.sqrt(2.0)
 
 
 class ModulatedConv2d(nn.Module):
   """Modulated conv (StyleGAN2 §2.2) with its style affine `modulation` (EqualLinear, bias init 1)."""
+
   in_ch: int
   out_ch: int
   kernel_size: int
@@ -142,8 +169,16 @@ class ModulatedConv2d(nn.Module):
     weight = self.param("weight", lambda r: jax.random.normal(r, (k, k, self.in_ch, self.out_ch)))
     s = EqualLinear(self.style_dim, self.in_ch, bias_init=1.0, name="modulation")(style)
     scale = 1.0 / math.sqrt(self.in_ch * k * k)
-    return mc.modulated_conv2d(x, weight * scale, s, demodulate=self.demodulate, up=self.upsample,
-                               down=self.downsample, blur_kernel=self.blur_kernel, impl=self.impl)
+    return mc.modulated_conv2d(
+      x,
+      weight * scale,
+      s,
+      demodulate=self.demodulate,
+      up=self.upsample,
+      down=self.downsample,
+      blur_kernel=self.blur_kernel,
+      impl=self.impl,
+    )
 
 
 class NoiseInjection(nn.Module):
@@ -157,6 +192,7 @@ class NoiseInjection(nn.Module):
 
 class StyledConv(nn.Module):
   """Modulated conv -> noise -> bias + leaky ReLU (noise is added before the bias, as upstream)."""
+
   in_ch: int
   out_ch: int
   kernel_size: int
@@ -168,14 +204,24 @@ class StyledConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, style, noise):
-    x = ModulatedConv2d(self.in_ch, self.out_ch, self.kernel_size, self.style_dim, self.demodulate,
-                        upsample=self.upsample, blur_kernel=self.blur_kernel, impl=self.impl, name="conv")(x, style)
+    x = ModulatedConv2d(
+      self.in_ch,
+      self.out_ch,
+      self.kernel_size,
+      self.style_dim,
+      self.demodulate,
+      upsample=self.upsample,
+      blur_kernel=self.blur_kernel,
+      impl=self.impl,
+      name="conv",
+    )(x, style)
     x = NoiseInjection(name="noise")(x, noise)
     return FusedLeakyReLU(self.out_ch, name="activate")(x)
 
 
 class ToRGB(nn.Module):
   """1x1 modulated conv to RGB without demodulation, plus the upsampled skip from the previous resolution."""
+
   in_ch: int
   style_dim: int
   upsample: bool = True

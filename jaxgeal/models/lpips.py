@@ -19,6 +19,7 @@ Parameter names follow torchvision's `features` indices so that conversion is a 
   lin{k}.model.1.weight (1, C, 1, 1) -> params/lin{k}/weight (C,)                     k = 0..4
 Images are NHWC. Dropout in front of the linear heads is inactive (upstream runs the module in eval mode).
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -35,7 +36,7 @@ Array = Any
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 # Module indices of the convolutions in `features` (each conv i is followed by its ReLU at i + 1).
 CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-CONV_CHANNELS = tuple(c for c in _VGG16_CFG if c != "M")   # Output channels of those convolutions.
+CONV_CHANNELS = tuple(c for c in _VGG16_CFG if c != "M")  # Output channels of those convolutions.
 # LPIPS slices end after these ReLUs: relu1_2 (3), relu2_2 (8), relu3_3 (15), relu4_3 (22), relu5_3 (29).
 # They are the ReLUs of these convolutions, i.e. the output of the last conv before each max-pool.
 TAP_CONVS = (2, 7, 14, 21, 28)
@@ -102,6 +103,7 @@ def upsample_bilinear(x: Array, out_hw: Sequence[int]) -> Array:
 
 class Conv3x3(nn.Module):
   """torchvision Conv2d(in, out, 3, padding=1) with bias; weight (3, 3, in, out)."""
+
   in_ch: int
   out_ch: int
   precision: Any = None
@@ -112,8 +114,14 @@ class Conv3x3(nn.Module):
     init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
     weight = self.param("weight", init, (3, 3, self.in_ch, self.out_ch))
     bias = self.param("bias", nn.initializers.zeros, (self.out_ch,))
-    y = jax.lax.conv_general_dilated(x, weight.astype(x.dtype), (1, 1), [(1, 1), (1, 1)],
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+    y = jax.lax.conv_general_dilated(
+      x,
+      weight.astype(x.dtype),
+      (1, 1),
+      [(1, 1), (1, 1)],
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      precision=self.precision,
+    )
     return y + bias.astype(y.dtype)
 
 
@@ -123,6 +131,7 @@ class VGG16Features(nn.Module):
   Max-pooling is 2x2 stride 2 with floor (odd sizes drop the last row/column, as MaxPool2d(2, 2)). The final
   max-pool (module 30) is not part of LPIPS and is not applied.
   """
+
   precision: Any = None
 
   def setup(self):
@@ -138,7 +147,7 @@ class VGG16Features(nn.Module):
   def __call__(self, x) -> tuple[Array, ...]:
     taps = []
     for i in CONV_INDICES:
-      if i in (5, 10, 17, 24):   # A MaxPool2d sits at index i - 1.
+      if i in (5, 10, 17, 24):  # A MaxPool2d sits at index i - 1.
         x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
       x = jax.nn.relu(getattr(self, f"features_{i}")(x))
       if i in TAP_CONVS:
@@ -148,6 +157,7 @@ class VGG16Features(nn.Module):
 
 class NetLinLayer(nn.Module):
   """LPIPS `NetLinLayer`: 1x1 conv C -> 1 without bias (its Dropout is inactive in eval mode)."""
+
   channels: int
 
   @nn.compact
@@ -165,6 +175,7 @@ class LPIPS(nn.Module):
     precision: `jax.lax.Precision` of the VGG convolutions (None: the backend default, which on recent GPUs
       may use reduced-precision TF32 passes for float32; pass HIGHEST for reference-exact values).
   """
+
   lpips: bool = True
   precision: Any = None
 
@@ -180,8 +191,7 @@ class LPIPS(nn.Module):
       x = 2 * x - 1
     return self.net(scaling_layer(x))
 
-  def layer_terms(self, x: Array, y: Array, normalize: bool = False,
-                  spatial: bool = False) -> list[Array]:
+  def layer_terms(self, x: Array, y: Array, normalize: bool = False, spatial: bool = False) -> list[Array]:
     """Per-layer distances: (B,) each, or (B, H, W, 1) maps upsampled to the input size if spatial."""
     b = x.shape[0]
     # One trunk pass over both images: same arithmetic per image, twice the batch for the accelerator.
@@ -198,8 +208,7 @@ class LPIPS(nn.Module):
       terms.append(upsample_bilinear(d, x.shape[1:3]) if spatial else jnp.mean(d, axis=(1, 2, 3)))
     return terms
 
-  def __call__(self, x: Array, y: Array, normalize: bool = False, spatial: bool = False,
-               ret_per_layer: bool = False):
+  def __call__(self, x: Array, y: Array, normalize: bool = False, spatial: bool = False, ret_per_layer: bool = False):
     """Distance between NHWC image batches x and y in [-1, 1] (in [0, 1] with normalize=True).
 
     Returns:
@@ -230,6 +239,7 @@ class PerceptualLoss:
   `__call__` returns `scale * distance`, (B,): for "vgg_ssl" that is GANgealing's training loss
   (LPIPS(lpips=False) / 18), for "lpips" plain LPIPS v0.1.
   """
+
   variables: Any
   module: LPIPS = flax.struct.field(pytree_node=False)
   kind: str = flax.struct.field(pytree_node=False, default="lpips")

@@ -22,6 +22,7 @@ traced, so the modules jit and differentiate without host syncs. Layout: NHWC im
 Attribute names follow upstream (`convs`, `final_conv`, `final_linear`, `warp_head`, `flow_out`, `mask_out`,
 `linear`, `stns`) so that `jaxgeal.convert.gangealing.convert_stn` is a renaming.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,19 +48,24 @@ WarpPolicy = Union[str, None, Array]
 def default_channels(channel_multiplier: float = 0.5, max_channels: int = 512) -> tuple[tuple[int, int], ...]:
   """Upstream's STN channel table {4..32: 512, 64: 256 cm, 128: 128 cm, ...} as (resolution, width) pairs."""
   table = {4: max_channels, 8: max_channels, 16: max_channels, 32: max_channels}
-  table.update({64 * 2 ** i: int(256 * channel_multiplier / 2 ** i) for i in range(5)})
+  table.update({64 * 2**i: int(256 * channel_multiplier / 2**i) for i in range(5)})
   return tuple(table.items())
 
 
 def _log2(n: int, what: str) -> int:
   log = int(round(math.log2(n)))
-  if 2 ** log != n:
+  if 2**log != n:
     raise ValueError(f"{what} must be a power of two, got {n}")
   return log
 
 
-def make_trunk(channels: Sequence[tuple[int, int]], size: int, regress_flow: bool = False,
-               flow_downsample: int = 8, blur_kernel: Sequence[int] = (1, 3, 3, 1)):
+def make_trunk(
+  channels: Sequence[tuple[int, int]],
+  size: int,
+  regress_flow: bool = False,
+  flow_downsample: int = 8,
+  blur_kernel: Sequence[int] = (1, 3, 3, 1),
+):
   """The ResNet trunk (B.1) as (convs, final_conv) modules, to be assigned in a parent's setup().
 
   convs[0] is a 1x1 ConvLayer from RGB; then one ResBlock per halving down to 4x4 (similarity STN, cluster
@@ -70,8 +76,9 @@ def make_trunk(channels: Sequence[tuple[int, int]], size: int, regress_flow: boo
   log_size = _log2(size, "flow_size")
   end_log = log_size - 4 if regress_flow else 2
   if end_log < 0:
-    raise ValueError(f"flow_size {size} is too small for a flow STN (at least 16; upstream needs >= 64 with "
-                     "its default channel table)")
+    raise ValueError(
+      f"flow_size {size} is too small for a flow STN (at least 16; upstream needs >= 64 with its default channel table)"
+    )
   log_down = _log2(flow_downsample, "flow_downsample")
   try:
     in_ch = table[size]
@@ -94,8 +101,10 @@ def downsample_input(x: Array, flow_size: int, supersize: Optional[int]) -> Arra
   stride = (supersize or x.shape[2]) // flow_size
   x = mipmap.bilinear_downsample(x, stride)
   if x.shape[1:3] != (flow_size, flow_size):
-    raise ValueError(f"input of width {x.shape[2] * stride} downsampled by supersize/flow_size = {stride} gives "
-                     f"{x.shape[1:3]}, not flow_size {flow_size}; build the STN with supersize = input size")
+    raise ValueError(
+      f"input of width {x.shape[2] * stride} downsampled by supersize/flow_size = {stride} gives "
+      f"{x.shape[1:3]}, not flow_size {flow_size}; build the STN with supersize = input size"
+    )
   return x
 
 
@@ -140,6 +149,7 @@ class STNOutput:
   intermediates: per-stage outputs of a ComposedSTN, per-iteration outputs of an iterated similarity STN
     (upstream's return_intermediates / return_sim); free under jit, unused outputs are pruned.
   """
+
   image: Array
   grid: Array
   flow: Optional[Array] = None
@@ -167,6 +177,7 @@ class FlipOutput:
   flipped: (N,) bool. tv / tv_flipped: (N,) total variation of the residual flow of x / mirror(x).
   inputs: the inputs, mirrored where chosen (one row per warp).
   """
+
   output: STNOutput
   flipped: Array
   tv: Array
@@ -179,8 +190,9 @@ def mirror(x: Array) -> Array:
   return x[:, :, ::-1]
 
 
-def _forward_with_flip(forward: Callable[..., STNOutput], x: Array, input_img_for_sampling=None,
-                       **kwargs) -> FlipOutput:
+def _forward_with_flip(
+  forward: Callable[..., STNOutput], x: Array, input_img_for_sampling=None, **kwargs
+) -> FlipOutput:
   """B.4 (unimodal test-time flips): run T on x and mirror(x), keep the one with smaller TV of the flow."""
   out = forward(x, input_img_for_sampling=input_img_for_sampling, **kwargs)
   src_f = None if input_img_for_sampling is None else mirror(input_img_for_sampling)
@@ -200,6 +212,7 @@ def _forward_with_flip(forward: Callable[..., STNOutput], x: Array, input_img_fo
 
 class _ZeroEqualConv2d(nn.Module):
   """`layers.EqualConv2d` (same params and run-time scale) initialised to zero: the identity flow (B.5)."""
+
   in_ch: int
   out_ch: int
   kernel_size: int = 3
@@ -209,13 +222,15 @@ class _ZeroEqualConv2d(nn.Module):
     k = self.kernel_size
     weight = self.param("weight", nn.initializers.zeros, (k, k, self.in_ch, self.out_ch))
     scale = 1.0 / math.sqrt(self.in_ch * k * k)
-    y = jax.lax.conv_general_dilated(x, (weight * scale).astype(x.dtype), (1, 1), [(k // 2, k // 2)] * 2,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(
+      x, (weight * scale).astype(x.dtype), (1, 1), [(k // 2, k // 2)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     return y + self.param("bias", nn.initializers.zeros, (self.out_ch,)).astype(y.dtype)
 
 
 class SimilarityHead(nn.Module):
   """Regresses K similarity matrices (eqs. 7-11) from (N, D) features; `linear` starts at zero = identity."""
+
   num_heads: int = 1
 
   @nn.compact
@@ -233,6 +248,7 @@ class SimilarityHead(nn.Module):
 
 class FlowHead(nn.Module):
   """Coarse flow + RAFT convex upsampling (B.1): two 3x3 conv pairs on the (N, fs/8, fs/8, C) features."""
+
   channels: int
   num_heads: int = 1
   flow_downsample: int = 8
@@ -269,6 +285,7 @@ class SpatialTransformer(nn.Module):
     flow_downsample: convex upsampling factor of the flow head (8).
     antialias: sample with MipmapWarp(3.5) (upstream's default) instead of plain bilinear grid_sample.
   """
+
   transform: str = "similarity"
   flow_size: int = 128
   supersize: Optional[int] = None
@@ -287,8 +304,9 @@ class SpatialTransformer(nn.Module):
     if self.transform not in ("similarity", "flow"):
       raise ValueError(f"transform must be 'similarity' or 'flow', got {self.transform!r}")
     channels = self.channels if self.channels is not None else default_channels(self.channel_multiplier)
-    self.convs, self.final_conv = make_trunk(channels, self.flow_size, self.is_flow, self.flow_downsample,
-                                             self.blur_kernel)
+    self.convs, self.final_conv = make_trunk(
+      channels, self.flow_size, self.is_flow, self.flow_downsample, self.blur_kernel
+    )
     c4 = dict(channels)[4]
     if self.is_flow:
       self.warp_head = FlowHead(c4, self.num_heads, self.flow_downsample)
@@ -346,9 +364,19 @@ class SpatialTransformer(nn.Module):
     oob = warp.warp_exceeds_image_bounds(grid, bounds)
     return STNOutput(image=image, grid=grid, flow=flow, matrix=matrix, oob=oob)
 
-  def __call__(self, x, *, output_resolution: Optional[int] = None, iters: int = 1, alpha=None,
-               padding_mode: str = "border", input_img_for_sampling=None, base_warp=None,
-               warp_policy: WarpPolicy = "cartesian", image_bounds=None) -> STNOutput:
+  def __call__(
+    self,
+    x,
+    *,
+    output_resolution: Optional[int] = None,
+    iters: int = 1,
+    alpha=None,
+    padding_mode: str = "border",
+    input_img_for_sampling=None,
+    base_warp=None,
+    warp_policy: WarpPolicy = "cartesian",
+    image_bounds=None,
+  ) -> STNOutput:
     """Regresses a warp from x and applies it to the source pixels.
 
     Args:
@@ -375,8 +403,16 @@ class SpatialTransformer(nn.Module):
     out, matrix, steps = x, base_warp, []
     for it in range(iters):
       last = it == iters - 1
-      step = self._single(out, source, heads, output_resolution if last else self.flow_size, matrix,
-                          alpha if last else None, padding_mode, image_bounds)
+      step = self._single(
+        out,
+        source,
+        heads,
+        output_resolution if last else self.flow_size,
+        matrix,
+        alpha if last else None,
+        padding_mode,
+        image_bounds,
+      )
       steps.append(step)
       out, matrix = step.image, step.matrix
       if heads is None and self.num_heads > 1:
@@ -399,6 +435,7 @@ class ComposedSTN(nn.Module):
   matrix and samples the original input; only the last stage uses alpha and output_resolution, only the first
   iterates. Attributes are those of `SpatialTransformer`, shared by all stages.
   """
+
   transforms: Sequence[str] = ("similarity", "flow")
   flow_size: int = 128
   supersize: Optional[int] = None
@@ -412,15 +449,37 @@ class ComposedSTN(nn.Module):
   def setup(self):
     kinds = list(self.transforms)
     if not kinds or "flow" in kinds[:-1] or any(t not in ("similarity", "flow") for t in kinds):
-      raise ValueError(f"ComposedSTN supports similarity stages optionally followed by one flow stage, got "
-                       f"{kinds} (as upstream, flow -> similarity and flow -> flow are not supported)")
-    self.stns = [SpatialTransformer(t, self.flow_size, self.supersize, self.channels, self.channel_multiplier,
-                                    self.num_heads, self.flow_downsample, self.blur_kernel, self.antialias)
-                 for t in kinds]
+      raise ValueError(
+        f"ComposedSTN supports similarity stages optionally followed by one flow stage, got "
+        f"{kinds} (as upstream, flow -> similarity and flow -> flow are not supported)"
+      )
+    self.stns = [
+      SpatialTransformer(
+        t,
+        self.flow_size,
+        self.supersize,
+        self.channels,
+        self.channel_multiplier,
+        self.num_heads,
+        self.flow_downsample,
+        self.blur_kernel,
+        self.antialias,
+      )
+      for t in kinds
+    ]
 
-  def __call__(self, x, *, output_resolution: Optional[int] = None, iters: int = 1, alpha=None,
-               padding_mode: str = "border", input_img_for_sampling=None,
-               warp_policy: WarpPolicy = "cartesian", image_bounds=None) -> STNOutput:
+  def __call__(
+    self,
+    x,
+    *,
+    output_resolution: Optional[int] = None,
+    iters: int = 1,
+    alpha=None,
+    padding_mode: str = "border",
+    input_img_for_sampling=None,
+    warp_policy: WarpPolicy = "cartesian",
+    image_bounds=None,
+  ) -> STNOutput:
     """The composed warp; arguments as `SpatialTransformer.__call__` (iters applies to the first stage).
 
     Returns an STNOutput whose image / grid / flow / oob are the last stage's, matrix the last similarity
@@ -435,9 +494,17 @@ class ComposedSTN(nn.Module):
     for i, stn in enumerate(self.stns):
       # After a cartesian first stage every row b*K + k continues with head k (upstream's eye(K) policy).
       policy = "cartesian" if heads is None else jax.nn.one_hot(heads, self.num_heads)
-      stage = stn(out, output_resolution=output_resolution if i == last else None, iters=iters if i == 0 else 1,
-                  alpha=alpha if i == last else None, padding_mode=padding_mode, input_img_for_sampling=source,
-                  base_warp=matrix, warp_policy=policy, image_bounds=image_bounds)
+      stage = stn(
+        out,
+        output_resolution=output_resolution if i == last else None,
+        iters=iters if i == 0 else 1,
+        alpha=alpha if i == last else None,
+        padding_mode=padding_mode,
+        input_img_for_sampling=source,
+        base_warp=matrix,
+        warp_policy=policy,
+        image_bounds=image_bounds,
+      )
       stages.append(stage)
       out, matrix = stage.image, stage.matrix
       if heads is None and self.num_heads > 1:
@@ -459,8 +526,16 @@ class ComposedSTN(nn.Module):
 
 # -- construction from configs (converter, trainer, model directories) ----------------------------------------
 
-ARCH_KEYS = ("flow_size", "supersize", "channels", "channel_multiplier", "num_heads", "flow_downsample",
-             "blur_kernel", "antialias")
+ARCH_KEYS = (
+  "flow_size",
+  "supersize",
+  "channels",
+  "channel_multiplier",
+  "num_heads",
+  "flow_downsample",
+  "blur_kernel",
+  "antialias",
+)
 
 
 def build_stn(transforms: Union[str, Sequence[str]] = ("similarity", "flow"), **kwargs) -> nn.Module:
@@ -488,19 +563,33 @@ def config_of(stn: nn.Module) -> dict:
   """JSON-able architecture config of an STN module (inverse of `from_config`)."""
   transforms = list(stn.transforms) if isinstance(stn, ComposedSTN) else [stn.transform]
   channels = stn.channels if stn.channels is not None else default_channels(stn.channel_multiplier)
-  return {"transforms": transforms, "flow_size": stn.flow_size, "supersize": stn.supersize or stn.flow_size,
-          "channels": [[int(r), int(c)] for r, c in channels if r <= stn.flow_size],
-          "num_heads": stn.num_heads, "flow_downsample": stn.flow_downsample,
-          "blur_kernel": list(stn.blur_kernel), "antialias": stn.antialias}
+  return {
+    "transforms": transforms,
+    "flow_size": stn.flow_size,
+    "supersize": stn.supersize or stn.flow_size,
+    "channels": [[int(r), int(c)] for r, c in channels if r <= stn.flow_size],
+    "num_heads": stn.num_heads,
+    "flow_downsample": stn.flow_downsample,
+    "blur_kernel": list(stn.blur_kernel),
+    "antialias": stn.antialias,
+  }
 
 
 def predict_similarity(stn: nn.Module, params, x) -> Array:
   """The first similarity stage's regressed matrices (N, K, 2, 3) for STN inputs x, without warping anything
   (what the equivariance loss compares); a flow-only STN has none."""
   if isinstance(stn, ComposedSTN):
-    first = SpatialTransformer(stn.transforms[0], stn.flow_size, stn.supersize, stn.channels,
-                               stn.channel_multiplier, stn.num_heads, stn.flow_downsample, stn.blur_kernel,
-                               stn.antialias)
+    first = SpatialTransformer(
+      stn.transforms[0],
+      stn.flow_size,
+      stn.supersize,
+      stn.channels,
+      stn.channel_multiplier,
+      stn.num_heads,
+      stn.flow_downsample,
+      stn.blur_kernel,
+      stn.antialias,
+    )
     stn, params = first, params["stns_0"]
   if stn.transform != "similarity":
     raise ValueError("predict_similarity needs an STN whose first stage is a similarity transform")

@@ -9,6 +9,7 @@ Discriminator: fromRGB, residual blocks down to 4x4, minibatch stddev, final con
 
 Models know nothing of files: `jaxgeal/convert/stylegan2.py` maps upstream state dicts onto these params.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,14 +29,13 @@ Array = Any
 def default_channels(channel_multiplier: int = 2, size: int = 1024) -> tuple[tuple[int, int], ...]:
   """rosinality's channel dict {4..32: 512, 64: 256 cm, ..., 1024: 16 cm} as hashable (res, ch) pairs."""
   cm = channel_multiplier
-  table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm,
-           1024: 16 * cm}
+  table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm, 1024: 16 * cm}
   return tuple((r, c) for r, c in table.items() if r <= size)
 
 
 def _log2(size: int) -> int:
   log = int(math.log2(size))
-  if 2 ** log != size or size < 4:
+  if 2**log != size or size < 4:
     raise ValueError(f"StyleGAN2 sizes are powers of two >= 4, got {size}")
   return log
 
@@ -51,10 +51,11 @@ def pixel_norm(x, eps: float = 1e-8):
 
 class Generator(nn.Module):
   """StyleGAN2 generator; images NHWC in roughly [-1, 1]."""
+
   size: int
   style_dim: int = 512
   n_mlp: int = 8
-  channels: Sequence[tuple[int, int]] | None = None   # (resolution, channels) pairs; None: config F (cm 2)
+  channels: Sequence[tuple[int, int]] | None = None  # (resolution, channels) pairs; None: config F (cm 2)
   channel_multiplier: int = 2
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   lr_mlp: float = 0.01
@@ -80,8 +81,10 @@ class Generator(nn.Module):
 
   def setup(self):
     d = self.style_dim
-    self.style = [layers.EqualLinear(d, d, lr_mul=self.lr_mlp, activation="fused_lrelu", name=f"style_{i + 1}")
-                  for i in range(self.n_mlp)]
+    self.style = [
+      layers.EqualLinear(d, d, lr_mul=self.lr_mlp, activation="fused_lrelu", name=f"style_{i + 1}")
+      for i in range(self.n_mlp)
+    ]
     c4 = self.channel(4)
     self.input = self.param("input", nn.initializers.normal(1.0), (1, 4, 4, c4))
     kw = dict(blur_kernel=self.blur_kernel, impl=self.modconv_impl)
@@ -90,7 +93,7 @@ class Generator(nn.Module):
     convs, to_rgbs = [], []
     in_ch = c4
     for i in range(3, self.log_size + 1):
-      out_ch = self.channel(2 ** i)
+      out_ch = self.channel(2**i)
       convs.append(layers.StyledConv(in_ch, out_ch, 3, d, upsample=True, **kw))
       convs.append(layers.StyledConv(out_ch, out_ch, 3, d, **kw))
       to_rgbs.append(layers.ToRGB(out_ch, d, **kw))
@@ -98,9 +101,10 @@ class Generator(nn.Module):
     self.convs = convs
     self.to_rgbs = to_rgbs
     # Fixed noise buffers `noises.noise_i` (used with randomize_noise=False), in their own collection.
-    self.noises = [self.variable("noises", f"noise_{i}",
-                                 lambda r=r: jax.random.normal(self.make_rng("params"), (1, r, r, 1)))
-                   for i, r in enumerate(noise_resolutions(self.size))]
+    self.noises = [
+      self.variable("noises", f"noise_{i}", lambda r=r: jax.random.normal(self.make_rng("params"), (1, r, r, 1)))
+      for i, r in enumerate(noise_resolutions(self.size))
+    ]
 
   # -- mapping ----------------------------------------------------------------------------------------------
   def mapping(self, z):
@@ -146,9 +150,19 @@ class Generator(nn.Module):
     return skip
 
   # -- the upstream-style entry point -----------------------------------------------------------------------
-  def __call__(self, styles, *, input_is_latent: bool = False, noise=None, randomize_noise: bool = True,
-               truncation: float = 1.0, truncation_latent=None, inject_index=None,
-               truncation_mode: str = "gangealing", return_latents: bool = False):
+  def __call__(
+    self,
+    styles,
+    *,
+    input_is_latent: bool = False,
+    noise=None,
+    randomize_noise: bool = True,
+    truncation: float = 1.0,
+    truncation_latent=None,
+    inject_index=None,
+    truncation_mode: str = "gangealing",
+    return_latents: bool = False,
+  ):
     """G(styles) as upstream's Generator.forward.
 
     Args:
@@ -193,6 +207,7 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
   """StyleGAN2 residual discriminator (rosinality `Discriminator`); input NHWC, output (B, 1) logits."""
+
   size: int
   channels: Sequence[tuple[int, int]] | None = None
   channel_multiplier: int = 2
@@ -215,8 +230,7 @@ class Discriminator(nn.Module):
     self.convs = convs
     c4 = self.channel(4)
     self.final_conv = layers.ConvLayer(in_ch + self.stddev_feat, c4, 3)
-    self.final_linear = [layers.EqualLinear(c4 * 4 * 4, c4, activation="fused_lrelu"),
-                         layers.EqualLinear(c4, 1)]
+    self.final_linear = [layers.EqualLinear(c4 * 4 * 4, c4, activation="fused_lrelu"), layers.EqualLinear(c4, 1)]
 
   def features(self, x):
     """Activations before minibatch stddev, (B, 4, 4, C4)."""

@@ -17,6 +17,7 @@ Differences from upstream, none of which changes a result upstream can produce:
 
 Layout: NHWC images, (B, H, W, 2) grids with align_corners=False coordinates (see `jaxgeal.ops.warp`).
 """
+
 from __future__ import annotations
 
 import math
@@ -99,11 +100,12 @@ def gaussian_stack(img: jax.Array, num_levels: int) -> jax.Array:
     # scale_factor 2**i brings the level back exactly to the padded size.
     levels.append(warp.resize_bilinear(x, scale_factor=2.0**i))
   stack = jnp.stack(levels, axis=3)
-  return stack[:, top:top + h, left:left + w]
+  return stack[:, top : top + h, left : left + w]
 
 
-def mipmap_levels(grid: jax.Array, in_hw: tuple[int, int], max_num_levels: float = 8.0,
-                  min_level: float = 0.0) -> jax.Array:
+def mipmap_levels(
+  grid: jax.Array, in_hw: tuple[int, int], max_num_levels: float = 8.0, min_level: float = 0.0
+) -> jax.Array:
   """Per output pixel mipmap level, (B, Ho, Wo): log2 of the source-pixel footprint of a grid step.
 
   Source positions use upstream's align_corners=True-style conversion (size - 1) * (g + 1) / 2 (not the
@@ -113,8 +115,7 @@ def mipmap_levels(grid: jax.Array, in_hw: tuple[int, int], max_num_levels: float
   the square root's gradient finite. level = clamp(log2(dist), 0, max_num_levels - 1), then >= min_level.
   """
   h, w = in_hw
-  coords = jnp.stack([(w - 1.0) * (grid[..., 0] + 1.0) / 2.0,
-                      (h - 1.0) * (grid[..., 1] + 1.0) / 2.0], axis=-1)
+  coords = jnp.stack([(w - 1.0) * (grid[..., 0] + 1.0) / 2.0, (h - 1.0) * (grid[..., 1] + 1.0) / 2.0], axis=-1)
   padded = jnp.pad(coords, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
   neighbours = (padded[:, 1:-1, :-2], padded[:, 1:-1, 2:], padded[:, :-2, 1:-1], padded[:, 2:, 1:-1])
   dist = [jnp.sqrt(jnp.maximum(jnp.sum((n - coords) ** 2, axis=-1), 1.0)) for n in neighbours]
@@ -122,8 +123,7 @@ def mipmap_levels(grid: jax.Array, in_hw: tuple[int, int], max_num_levels: float
   return jnp.maximum(levels, min_level)
 
 
-def sample_stack(stack: jax.Array, grid: jax.Array, levels: jax.Array,
-                 padding_mode: str = "border") -> jax.Array:
+def sample_stack(stack: jax.Array, grid: jax.Array, levels: jax.Array, padding_mode: str = "border") -> jax.Array:
   """Samples every level of a (B, H, W, L, C) stack at `grid` and blends the two levels around `levels`.
 
   All levels are folded into the channel axis so that one gather serves them all. The blend
@@ -138,14 +138,18 @@ def sample_stack(stack: jax.Array, grid: jax.Array, levels: jax.Array,
   hi = jnp.ceil(levels)
   ids = jnp.arange(num_levels, dtype=levels.dtype)
   weights = (ids == lo[..., None]) * (1.0 - frac[..., None]) + (ids == hi[..., None]) * frac[..., None]
-  out = jnp.einsum("bhwl,bhwlc->bhwc", weights.astype(sampled.dtype), sampled,
-                   precision=jax.lax.Precision.HIGHEST)
+  out = jnp.einsum("bhwl,bhwlc->bhwc", weights.astype(sampled.dtype), sampled, precision=jax.lax.Precision.HIGHEST)
   return out
 
 
-def mipmap_warp(img: jax.Array, grid: jax.Array, padding_mode: str = "border",
-                max_num_levels: float = 8.0, min_level: float = 0.0,
-                return_levels: bool = False):
+def mipmap_warp(
+  img: jax.Array,
+  grid: jax.Array,
+  padding_mode: str = "border",
+  max_num_levels: float = 8.0,
+  min_level: float = 0.0,
+  return_levels: bool = False,
+):
   """`MipmapWarp(max_num_levels)(img, grid, min_level, padding_mode)`: anti-aliased `grid_sample`.
 
   Args:

@@ -19,6 +19,7 @@ DEFAULT_IMPL is the fastest on CPU.
 Upsampling follows rosinality exactly: a stride-2 *transposed* convolution with the (unflipped) modulated
 weight, then a [1,3,3,1] blur with padding (1, 1). Downsampling: blur, then a stride-2 convolution.
 """
+
 from __future__ import annotations
 
 import jax
@@ -46,22 +47,23 @@ def conv_transpose_stride2(x, w, groups: int = 1):
   for py in range(2):
     row = []
     for px in range(2):
-      wp = w[py::2, px::2][::-1, ::-1]          # taps of this parity, flipped for correlation
+      wp = w[py::2, px::2][::-1, ::-1]  # taps of this parity, flipped for correlation
       ny, nx = wp.shape[:2]
       # Phase p has H + n_p - 1 outputs; pad every phase to H + ceil(k/2) - 1 to interleave.
       fh, fw = h + (k + 1) // 2 - 1, wd + (k + 1) // 2 - 1
-      if ny == 0 or nx == 0:                    # k = 1: odd phases receive no tap
+      if ny == 0 or nx == 0:  # k = 1: odd phases receive no tap
         y = jnp.zeros((b, fh, fw, w.shape[3]), x.dtype)
       else:
-        y = jax.lax.conv_general_dilated(x, wp, (1, 1), [(ny - 1, ny - 1), (nx - 1, nx - 1)],
-                                         dimension_numbers=_DN, feature_group_count=groups)
+        y = jax.lax.conv_general_dilated(
+          x, wp, (1, 1), [(ny - 1, ny - 1), (nx - 1, nx - 1)], dimension_numbers=_DN, feature_group_count=groups
+        )
       y = jnp.pad(y, ((0, 0), (0, fh - y.shape[1]), (0, fw - y.shape[2]), (0, 0)))
       row.append(y)
-    phases.append(jnp.stack(row, axis=3))      # (B, Hf, Wf, 2[px], C)
-  out = jnp.stack(phases, axis=2)              # (B, Hf, 2[py], Wf, 2[px], C)
+    phases.append(jnp.stack(row, axis=3))  # (B, Hf, Wf, 2[px], C)
+  out = jnp.stack(phases, axis=2)  # (B, Hf, 2[py], Wf, 2[px], C)
   bf, hf, _, wf, _, c = out.shape
   out = out.reshape(bf, 2 * hf, 2 * wf, c)
-  return out[:, :2 * h + k - 2, :2 * wd + k - 2]
+  return out[:, : 2 * h + k - 2, : 2 * wd + k - 2]
 
 
 def _conv(x, w, up: bool, down: bool, groups: int = 1):
@@ -70,10 +72,10 @@ def _conv(x, w, up: bool, down: bool, groups: int = 1):
   if up:
     return conv_transpose_stride2(x, w, groups)
   if down:
-    return jax.lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=_DN,
-                                        feature_group_count=groups)
-  return jax.lax.conv_general_dilated(x, w, (1, 1), [(k // 2, k // 2)] * 2, dimension_numbers=_DN,
-                                      feature_group_count=groups)
+    return jax.lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=_DN, feature_group_count=groups)
+  return jax.lax.conv_general_dilated(
+    x, w, (1, 1), [(k // 2, k // 2)] * 2, dimension_numbers=_DN, feature_group_count=groups
+  )
 
 
 def _blur_before_down(x, blur_kernel, k):
@@ -88,9 +90,18 @@ def _blur_after_up(x, blur_kernel, k):
   return fir.blur(x, fir.make_kernel(blur_kernel), pad=pad, upsample_factor=factor)
 
 
-def modulated_conv2d(x: jax.Array, weight: jax.Array, style: jax.Array, *, demodulate: bool = True,
-                     up: bool = False, down: bool = False, blur_kernel=(1, 3, 3, 1), eps: float = 1e-8,
-                     impl: str = DEFAULT_IMPL) -> jax.Array:
+def modulated_conv2d(
+  x: jax.Array,
+  weight: jax.Array,
+  style: jax.Array,
+  *,
+  demodulate: bool = True,
+  up: bool = False,
+  down: bool = False,
+  blur_kernel=(1, 3, 3, 1),
+  eps: float = 1e-8,
+  impl: str = DEFAULT_IMPL,
+) -> jax.Array:
   """Modulated (and demodulated) convolution.
 
   Args:
@@ -121,14 +132,14 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, style: jax.Array, *, demod
     if demodulate:
       y = y * dcoef[:, None, None, :]
   elif impl in ("grouped", "vmap"):
-    w = weight[None] * style[:, None, None, :, None]                          # (B, k, k, Cin, Cout)  (1)
+    w = weight[None] * style[:, None, None, :, None]  # (B, k, k, Cin, Cout)  (1)
     if demodulate:
-      w = w * dcoef[:, None, None, None, :]                                     # (3)
+      w = w * dcoef[:, None, None, None, :]  # (3)
     if impl == "vmap":
       y = jax.vmap(lambda xi, wi: _conv(xi[None], wi, up, down)[0])(x, w)
     else:
       xg = jnp.transpose(x, (1, 2, 0, 3)).reshape(1, x.shape[1], x.shape[2], b * cin)
-      wg = jnp.transpose(w, (1, 2, 3, 0, 4)).reshape(k, k, cin, b * cout)     # groups along the batch
+      wg = jnp.transpose(w, (1, 2, 3, 0, 4)).reshape(k, k, cin, b * cout)  # groups along the batch
       y = _conv(xg, wg, up, down, groups=b)
       y = jnp.transpose(y.reshape(y.shape[1], y.shape[2], b, cout), (2, 0, 1, 3))
   else:
@@ -151,9 +162,9 @@ def reference_modulated_conv2d(x, weight, style, demodulate=True, eps=1e-8):
   for n in range(b):
     w = weight * style[n][None, None, :, None]
     if demodulate:
-      w = w / np.sqrt(np.sum(w ** 2, axis=(0, 1, 2)) + eps)
+      w = w / np.sqrt(np.sum(w**2, axis=(0, 1, 2)) + eps)
     xp = np.pad(x[n], ((p, p), (p, p), (0, 0)))
     for dy in range(k):
       for dx in range(k):
-        out[n] += xp[dy:dy + h, dx:dx + wd] @ w[dy, dx]
+        out[n] += xp[dy : dy + h, dx : dx + wd] @ w[dy, dx]
   return out

@@ -25,6 +25,7 @@ Multi-head (clustering) STNs produce image-major `B*K` warps; `select_heads` pic
 
 Everything is jit-able with static shapes (sizes, flags and chunk sizes are static Python values).
 """
+
 from __future__ import annotations
 
 import math
@@ -91,8 +92,9 @@ def _apply_matrix(matrix: Array, p: Array) -> Array:
   """[p, 1] @ M^T for (B, 2, 3) matrices and (B, P, 2) points, elementwise (no low-precision matmul)."""
   m = matrix[:, None]  # (B, 1, 2, 3)
   x, y = p[..., 0], p[..., 1]
-  return jnp.stack([m[..., 0, 0] * x + m[..., 0, 1] * y + m[..., 0, 2],
-                    m[..., 1, 0] * x + m[..., 1, 1] * y + m[..., 1, 2]], axis=-1)
+  return jnp.stack(
+    [m[..., 0, 0] * x + m[..., 0, 1] * y + m[..., 0, 2], m[..., 1, 0] * x + m[..., 1, 1] * y + m[..., 1, 2]], axis=-1
+  )
 
 
 def invert_affine(matrix: Array) -> Array:
@@ -105,9 +107,14 @@ def invert_affine(matrix: Array) -> Array:
   return jnp.stack(rows, axis=-2)
 
 
-def congeal_points_similarity(matrix: Array, points: Array, image_size: int | None = None, *,
-                              normalize_input_points: bool = True,
-                              unnormalize_output_points: bool = False) -> Array:
+def congeal_points_similarity(
+  matrix: Array,
+  points: Array,
+  image_size: int | None = None,
+  *,
+  normalize_input_points: bool = True,
+  unnormalize_output_points: bool = False,
+) -> Array:
   """Image -> congealed points of a similarity (or any affine) STN, in closed form.
 
   Upstream `SpatialTransformer.congeal_points` (similarity branch): the sampling grid is `[g, 1] M^T`, so
@@ -136,9 +143,14 @@ def congeal_points_similarity(matrix: Array, points: Array, image_size: int | No
   return q
 
 
-def uncongeal_points_similarity(matrix: Array, points_congealed: Array, image_size: int | None = None, *,
-                                normalize_input_points: bool = False,
-                                unnormalize_output_points: bool = True) -> Array:
+def uncongeal_points_similarity(
+  matrix: Array,
+  points_congealed: Array,
+  image_size: int | None = None,
+  *,
+  normalize_input_points: bool = False,
+  unnormalize_output_points: bool = True,
+) -> Array:
   """Congealed -> image points of a similarity STN: `[p, 1] M^T` (upstream's closed-form branch).
 
   Upstream normalises input points with `normalize(p, S, S)` (source_res and image size are both S; the
@@ -172,10 +184,16 @@ def transfer_points_similarity(matrix_a: Array, matrix_b: Array, points_a: Array
 # ---------------------------------------------------------------------------------------------------------
 
 
-def uncongeal_points(grid: Array, points_congealed: Array, res: int | None = None,
-                     out_res: int | None = None, *, normalize_input_points: bool = False,
-                     unnormalize_output_points: bool = True,
-                     output_resolution: int | None = None) -> Array:
+def uncongeal_points(
+  grid: Array,
+  points_congealed: Array,
+  res: int | None = None,
+  out_res: int | None = None,
+  *,
+  normalize_input_points: bool = False,
+  unnormalize_output_points: bool = True,
+  output_resolution: int | None = None,
+) -> Array:
   """Congealed -> image points by sampling the sampling grid (upstream `ComposedSTN.uncongeal_points`).
 
   `g` maps congealed positions to image positions (reverse sampling, Sec. 4.1), so a congealed point `p`
@@ -254,9 +272,15 @@ def nearest_grid_points(grid: Array, points: Array, chunk_size: int | None = 256
   return jnp.stack([flat % w, flat // w], axis=-1)  # upstream unravel_index -> (x, y).
 
 
-def congeal_points_flow(grid: Array, points: Array, image_size: int | None = None, *,
-                        normalize_input_points: bool = True, residual: bool = False,
-                        chunk_size: int | None = 256) -> Array:
+def congeal_points_flow(
+  grid: Array,
+  points: Array,
+  image_size: int | None = None,
+  *,
+  normalize_input_points: bool = True,
+  residual: bool = False,
+  chunk_size: int | None = 256,
+) -> Array:
   """Image -> congealed points of a flow STN (upstream `SpatialTransformer.congeal_points`, flow branch).
 
   Args:
@@ -286,10 +310,16 @@ def congeal_points_flow(grid: Array, points: Array, image_size: int | None = Non
 # ---------------------------------------------------------------------------------------------------------
 
 
-def congeal_points_composed(matrix: Array, residual_flow: Array, points: Array, image_size: int, *,
-                            normalize_input_points: bool = True, chunk_size: int | None = 256,
-                            return_similarity_points: bool = False
-                            ) -> Array | tuple[Array, Array]:
+def congeal_points_composed(
+  matrix: Array,
+  residual_flow: Array,
+  points: Array,
+  image_size: int,
+  *,
+  normalize_input_points: bool = True,
+  chunk_size: int | None = 256,
+  return_similarity_points: bool = False,
+) -> Array | tuple[Array, Array]:
   """Image -> congealed points of the ['similarity', 'flow'] STN, upstream `ComposedSTN.congeal_points`.
 
   Stage 1 (similarity, closed form): `p_n = normalize(p, S, S)`, `p_c = inverse([M; 0 0 1]) [p_n, 1]`,
@@ -311,16 +341,23 @@ def congeal_points_composed(matrix: Array, residual_flow: Array, points: Array, 
     (B, P, 2) int32 (x, y) indices into the fs x fs congealed grid (independent of output_resolution), and
     optionally the (B, P, 2) similarity-congealed points.
   """
-  sim_points = congeal_points_similarity(matrix, points, image_size,
-                                         normalize_input_points=normalize_input_points,
-                                         unnormalize_output_points=True)
+  sim_points = congeal_points_similarity(
+    matrix, points, image_size, normalize_input_points=normalize_input_points, unnormalize_output_points=True
+  )
   indices = congeal_points_flow(residual_flow, sim_points, image_size, residual=True, chunk_size=chunk_size)
   return (indices, sim_points) if return_similarity_points else indices
 
 
-def transfer_points(matrix_a: Array, residual_flow_a: Array, grid_b: Array, points_a: Array,
-                    image_size: int, *, output_resolution: int | None = None,
-                    chunk_size: int | None = 256) -> Array:
+def transfer_points(
+  matrix_a: Array,
+  residual_flow_a: Array,
+  grid_b: Array,
+  points_a: Array,
+  image_size: int,
+  *,
+  output_resolution: int | None = None,
+  chunk_size: int | None = 256,
+) -> Array:
   """PCK-Transfer (Sec. 4.2, App. B.7), upstream `ComposedSTN.transfer_points`: congeal A, uncongeal into B.
 
   The congealed integer indices are normalised with `normalize(p, res=S, out_res=flow_size)` (upstream's mix
@@ -340,5 +377,11 @@ def transfer_points(matrix_a: Array, residual_flow_a: Array, grid_b: Array, poin
     (B, P, 2) pixel (x, y) points in B, in [0, S-1] (may fall outside for warps that extrapolate).
   """
   congealed = congeal_points_composed(matrix_a, residual_flow_a, points_a, image_size, chunk_size=chunk_size)
-  return uncongeal_points(grid_b, congealed, image_size, residual_flow_a.shape[2], normalize_input_points=True,
-                          output_resolution=output_resolution)
+  return uncongeal_points(
+    grid_b,
+    congealed,
+    image_size,
+    residual_flow_a.shape[2],
+    normalize_input_points=True,
+    output_resolution=output_resolution,
+  )

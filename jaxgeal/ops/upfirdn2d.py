@@ -8,6 +8,7 @@ Pure-JAX replacement for the CUDA `upfirdn2d` op of rosinality/stylegan2-pytorch
 Images are NHWC. Separable (1-D) kernels are applied as two 1-D passes, which is what every StyleGAN2 filter
 is ([1, 3, 3, 1] outer product); a 2-D kernel is applied directly.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -48,8 +49,13 @@ def _fir_1d(x: jax.Array, taps, axis: int, down: int) -> jax.Array:
   return out if out is not None else jnp.zeros_like(jax.lax.slice_in_dim(x, 0, length, axis=axis))
 
 
-def upfirdn2d(x: jax.Array, kernel, up: int | tuple[int, int] = 1, down: int | tuple[int, int] = 1,
-              pad: tuple[int, int] | tuple[int, int, int, int] = (0, 0)) -> jax.Array:
+def upfirdn2d(
+  x: jax.Array,
+  kernel,
+  up: int | tuple[int, int] = 1,
+  down: int | tuple[int, int] = 1,
+  pad: tuple[int, int] | tuple[int, int, int, int] = (0, 0),
+) -> jax.Array:
   """upfirdn2d on NHWC `x`.
 
   Args:
@@ -69,8 +75,7 @@ def upfirdn2d(x: jax.Array, kernel, up: int | tuple[int, int] = 1, down: int | t
   # Zero insertion and padding (negative = crop) in one lax.pad: interior padding inserts the zeros, and
   # the trailing `up - 1` zeros upstream appends after the last sample are added to the high side.
   zero = jnp.zeros((), x.dtype)
-  x = jax.lax.pad(x, zero, [(0, 0, 0), (py0, py1 + up_y - 1, up_y - 1),
-                            (px0, px1 + up_x - 1, up_x - 1), (0, 0, 0)])
+  x = jax.lax.pad(x, zero, [(0, 0, 0), (py0, py1 + up_y - 1, up_y - 1), (px0, px1 + up_x - 1, up_x - 1), (0, 0, 0)])
   # True convolution: flip the kernel. Taps are static numbers (filters are constants, not learned).
   kernel = np.asarray(kernel, np.float32)
   if kernel.ndim == 1:
@@ -85,8 +90,12 @@ def upfirdn2d(x: jax.Array, kernel, up: int | tuple[int, int] = 1, down: int | t
   for i in range(kh):
     for j in range(kw):
       if k2[i, j] != 0:
-        sl = jax.lax.slice(x, (0, i, j, 0), (x.shape[0], i + (ho - 1) * down_y + 1, j + (wo - 1) * down_x + 1,
-                                             x.shape[3]), (1, down_y, down_x, 1))
+        sl = jax.lax.slice(
+          x,
+          (0, i, j, 0),
+          (x.shape[0], i + (ho - 1) * down_y + 1, j + (wo - 1) * down_x + 1, x.shape[3]),
+          (1, down_y, down_x, 1),
+        )
         out = out + sl * float(k2[i, j])
   return out
 
@@ -96,7 +105,7 @@ def blur(x: jax.Array, kernel, pad: tuple[int, int], upsample_factor: int = 1) -
   insertion)."""
   k = np.asarray(kernel, np.float32)
   # A separable kernel's 2-D gain is the product of two 1-D gains: scale each 1-D factor by the factor.
-  k = k * (upsample_factor if k.ndim == 1 else upsample_factor ** 2)
+  k = k * (upsample_factor if k.ndim == 1 else upsample_factor**2)
   return upfirdn2d(x, k, pad=pad)
 
 
@@ -105,7 +114,7 @@ def upsample2d(x: jax.Array, kernel, factor: int = 2) -> jax.Array:
   k = np.asarray(kernel, np.float32)
   p = k.shape[0] - factor
   pad0, pad1 = (p + 1) // 2 + factor - 1, p // 2
-  return upfirdn2d(x, k * (factor if k.ndim == 1 else factor ** 2), up=factor, pad=(pad0, pad1))
+  return upfirdn2d(x, k * (factor if k.ndim == 1 else factor**2), up=factor, pad=(pad0, pad1))
 
 
 def downsample2d(x: jax.Array, kernel, factor: int = 2) -> jax.Array:

@@ -20,6 +20,7 @@ with the last axis `(x, y)` in normalised coordinates where pixel `i` of an axis
 `(2i + 1)/n - 1` (align_corners=False), so -1 and +1 are the outer pixel *edges*. Everything is pure JAX,
 has static shapes, jits and is differentiable with respect to images and grids.
 """
+
 from __future__ import annotations
 
 import math
@@ -166,8 +167,7 @@ def apply_affine(matrix: jax.Array, grid: jax.Array) -> jax.Array:
   return linear + matrix[:, None, None, :, 2]
 
 
-def make_affine_matrix(rot: jax.Array, scale: jax.Array, shift_x: jax.Array,
-                       shift_y: jax.Array) -> jax.Array:
+def make_affine_matrix(rot: jax.Array, scale: jax.Array, shift_x: jax.Array, shift_y: jax.Array) -> jax.Array:
   """`SimilarityHead.make_affine_matrix`: raw regressed parameters (each (N, K)) -> (N, K, 2, 3).
 
   The rotation is squashed to (-pi, pi) with tanh and the scale is log-parameterised, so zeros give the
@@ -232,8 +232,12 @@ def _upsample_pow2_axis(x: jax.Array, axis: int, factor: int) -> jax.Array:
 
 def _resize_axis(x: jax.Array, axis: int, out_size: int, scale_factor: Optional[float]) -> jax.Array:
   factor = out_size // x.shape[axis]
-  if (factor >= 2 and out_size == factor * x.shape[axis] and factor & (factor - 1) == 0
-      and scale_factor in (None, float(factor))):
+  if (
+    factor >= 2
+    and out_size == factor * x.shape[axis]
+    and factor & (factor - 1) == 0
+    and scale_factor in (None, float(factor))
+  ):
     return _upsample_pow2_axis(x, axis, factor)
   i0, i1, w0, w1 = _linear_taps(x.shape[axis], out_size, scale_factor)
   shape = [1] * x.ndim
@@ -243,8 +247,9 @@ def _resize_axis(x: jax.Array, axis: int, out_size: int, scale_factor: Optional[
   return jnp.take(x, i0, axis=axis) * w0 + jnp.take(x, i1, axis=axis) * w1
 
 
-def resize_bilinear(x: jax.Array, out_hw: Optional[HW] = None,
-                    scale_factor: Optional[Union[float, Sequence[float]]] = None) -> jax.Array:
+def resize_bilinear(
+  x: jax.Array, out_hw: Optional[HW] = None, scale_factor: Optional[Union[float, Sequence[float]]] = None
+) -> jax.Array:
   """`F.interpolate(mode='bilinear', align_corners=False)` (no antialiasing) of a (B, H, W, C) array.
 
   Give either `out_hw` (source positions scale by in/out) or `scale_factor` (output size
@@ -263,8 +268,7 @@ def resize_bilinear(x: jax.Array, out_hw: Optional[HW] = None,
   return _resize_axis(x, 2, wo, sx)
 
 
-def resize_grid(grid: jax.Array, out_hw: Optional[HW] = None,
-                scale_factor: Optional[float] = None) -> jax.Array:
+def resize_grid(grid: jax.Array, out_hw: Optional[HW] = None, scale_factor: Optional[float] = None) -> jax.Array:
   """Bilinearly resizes a (B, H, W, 2) sampling grid (upstream's path to `output_resolution`).
 
   Upstream calls `F.interpolate(grid, scale_factor=output_resolution / flow_size, mode='bilinear')`:
@@ -324,15 +328,19 @@ def convex_upsample(flow: jax.Array, mask: jax.Array, factor: int = 8) -> jax.Ar
     raise ValueError(f"mask must be {(b, h, w, 9 * factor * factor)}, got {mask.shape}")
   padded = jnp.pad(factor * flow, ((0, 0), (1, 1), (1, 1), (0, 0)))
   # (B, h, w, 9, 2): neighbour k = 3*ky + kx reads padded[y + ky, x + kx], i.e. offset (ky-1, kx-1).
-  neighbours = jnp.stack([padded[:, ky:ky + h, kx:kx + w] for ky in range(3) for kx in range(3)], axis=3)
+  neighbours = jnp.stack([padded[:, ky : ky + h, kx : kx + w] for ky in range(3) for kx in range(3)], axis=3)
   weights = jax.nn.softmax(mask.reshape(b, h, w, 9, factor, factor).astype(flow.dtype), axis=3)
   up = jnp.einsum("byxkij,byxkc->byixjc", weights, neighbours, precision=jax.lax.Precision.HIGHEST)
   return up.reshape(b, h * factor, w * factor, 2)
 
 
-def warp_exceeds_image_bounds(grid: jax.Array, image_bounds: Optional[jax.Array] = None,
-                              out_hw: Optional[HW] = None, split_size: int = 1,
-                              threshold: float = 0.025) -> jax.Array:
+def warp_exceeds_image_bounds(
+  grid: jax.Array,
+  image_bounds: Optional[jax.Array] = None,
+  out_hw: Optional[HW] = None,
+  split_size: int = 1,
+  threshold: float = 0.025,
+) -> jax.Array:
   """Upstream's `check_if_warp_exceeds_image_boundaries`: (B,) bool, True where the warp extrapolates.
 
   A warp is out of bounds when more than `threshold` of its samples have |x| or |y| beyond the centre of the

@@ -10,6 +10,7 @@ Adam (1e-3) and the same decaying cosine schedule with epoch = step / period (no
   python -m jaxgeal.main --config=configs/cars_classifier.py --workdir=DIR
 (config.gangealing_model: the `model/` directory stage 1 exported). The classifier is added to that export.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,12 +56,14 @@ class Frozen:
 
 def load_stage1(config):
   path = pathlib.Path(config.gangealing_model)
-  models = checkpoint.load_models(path)          # clear error naming the directory when missing
+  models = checkpoint.load_models(path)  # clear error naming the directory when missing
   for name in ("g_ema", "t_ema", "ll"):
     if name not in models:
-      raise FileNotFoundError(f"{path} has no {name!r}: point gangealing_model at the model/ directory a "
-                              f"GANgealing run exported (or convert a published checkpoint with "
-                              f"python -m jaxgeal.convert gangealing SRC.pt DIR)")
+      raise FileNotFoundError(
+        f"{path} has no {name!r}: point gangealing_model at the model/ directory a "
+        f"GANgealing run exported (or convert a published checkpoint with "
+        f"python -m jaxgeal.convert gangealing SRC.pt DIR)"
+      )
   return models
 
 
@@ -69,17 +72,26 @@ def label_and_loss(frozen: Frozen, params, variables, z, key):
   G = frozen.G
   k1, k2 = jax.random.split(key)
   unaligned, wplus = G.apply(variables["g_ema"], z, return_latents=True, rngs={"noise": k1})
-  targets = G.apply(variables["g_ema"], frozen.ll.apply(variables["ll"], wplus[:, 0], 0.0),
-                    rngs={"noise": k2}, method=G.synthesis)
+  targets = G.apply(
+    variables["g_ema"], frozen.ll.apply(variables["ll"], wplus[:, 0], 0.0), rngs={"noise": k2}, method=G.synthesis
+  )
   stride = G.size // frozen.flow_size
   down = (lambda im: mipmap.bilinear_downsample(im, stride)) if stride > 1 else (lambda im: im)
   x = down(unaligned)
-  run_stn = lambda a, b: stn_lib.apply_for_training(frozen.stn, variables["t_ema"]["params"], a, b,
-                                                    padding_mode=frozen.padding_mode)
-  terms = gg_losses.gangealing_cluster_loss(run_stn, gg_losses.MSEDistance() if variables["perceptual"] is None
-                                            else variables["perceptual"], x, None, down(targets),
-                                            num_heads=frozen.num_heads, flips=frozen.flips, tv_weight=0.0,
-                                            fi_weight=0.0)
+  run_stn = lambda a, b: stn_lib.apply_for_training(
+    frozen.stn, variables["t_ema"]["params"], a, b, padding_mode=frozen.padding_mode
+  )
+  terms = gg_losses.gangealing_cluster_loss(
+    run_stn,
+    gg_losses.MSEDistance() if variables["perceptual"] is None else variables["perceptual"],
+    x,
+    None,
+    down(targets),
+    num_heads=frozen.num_heads,
+    flips=frozen.flips,
+    tv_weight=0.0,
+    fi_weight=0.0,
+  )
   labels = jax.lax.stop_gradient(terms["assignment"])
   logits = frozen.classifier.apply({"params": params}, x)
   loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
@@ -97,26 +109,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   K = lcfg["num_heads"]
   flips = bool(config.flips)
   stn = stn_lib.from_config(scfg)
-  classifier = cls_lib.ResnetClassifier(size=scfg["flow_size"], num_classes=K * (2 if flips else 1),
-                                        supersize=scfg.get("supersize"),
-                                        channels=tuple(tuple(c) for c in scfg["channels"]))
-  frozen = Frozen(G=convert_sg2.build_generator(gcfg), stn=stn, ll=convert_gg.build_latent_learner(lcfg),
-                  classifier=classifier, num_heads=K, flips=flips, flow_size=scfg["flow_size"],
-                  padding_mode=config.stn.padding_mode)
+  classifier = cls_lib.ResnetClassifier(
+    size=scfg["flow_size"],
+    num_classes=K * (2 if flips else 1),
+    supersize=scfg.get("supersize"),
+    channels=tuple(tuple(c) for c in scfg["channels"]),
+  )
+  frozen = Frozen(
+    G=convert_sg2.build_generator(gcfg),
+    stn=stn,
+    ll=convert_gg.build_latent_learner(lcfg),
+    classifier=classifier,
+    num_heads=K,
+    flips=flips,
+    flow_size=scfg["flow_size"],
+    padding_mode=config.stn.padding_mode,
+  )
   perceptual = None if config.perceptual.kind == "mse" else stage1.make_perceptual(config)
-  variables = sharding.put_replicated({"g_ema": g_vars, "t_ema": t_vars, "ll": ll_vars,
-                                       "perceptual": perceptual}, mesh)
-  sched = schedules.gangealing_lr_schedule(config.optim.cls_lr, 0, config.optim.period,
-                                           t_mult=config.optim.t_mult, decay=config.optim.decay)
+  variables = sharding.put_replicated({"g_ema": g_vars, "t_ema": t_vars, "ll": ll_vars, "perceptual": perceptual}, mesh)
+  sched = schedules.gangealing_lr_schedule(
+    config.optim.cls_lr, 0, config.optim.period, t_mult=config.optim.t_mult, decay=config.optim.decay
+  )
   tx = optax.adam(sched)
 
-  @jax.jit   # one compile instead of an op-by-op init; the STN weights are an argument, not constants
+  @jax.jit  # one compile instead of an op-by-op init; the STN weights are an argument, not constants
   def init_with(stn_params):
     x = jnp.zeros((1, scfg["flow_size"], scfg["flow_size"], 3))
     params = classifier.init(jax.random.PRNGKey(config.seed), x)["params"]
-    params = cls_lib.init_from_stn(params, stn_params)      # §3.2: start from the STN's trunk
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt=tx.init(params),
-                      rng=jax.random.PRNGKey(config.seed + 1))
+    params = cls_lib.init_from_stn(params, stn_params)  # §3.2: start from the STN's trunk
+    return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt=tx.init(params), rng=jax.random.PRNGKey(config.seed + 1)
+    )
 
   def init():
     return init_with(t_vars["params"])
@@ -137,14 +160,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   loop.log_parameters("cluster_classifier", state.params)
   writer = metric_writers.create_default_writer(workdir, resume_step=int(state.step))
-  state = loop.run(name="cluster_classifier", state=state, step_fn=lambda s, _: step(s, variables),
-                   start_step=int(state.step), total_steps=config.total_steps, manager=manager, writer=writer,
-                   log_every=config.log_every, ckpt_every=config.ckpt_every)
-  ccfg = {"size": classifier.size, "supersize": classifier.supersize, "num_classes": classifier.num_classes,
-          "channels": [list(c) for c in classifier.channels]}
+  state = loop.run(
+    name="cluster_classifier",
+    state=state,
+    step_fn=lambda s, _: step(s, variables),
+    start_step=int(state.step),
+    total_steps=config.total_steps,
+    manager=manager,
+    writer=writer,
+    log_every=config.log_every,
+    ckpt_every=config.ckpt_every,
+  )
+  ccfg = {
+    "size": classifier.size,
+    "supersize": classifier.supersize,
+    "num_classes": classifier.num_classes,
+    "channels": [list(c) for c in classifier.channels],
+  }
   nets["classifier"] = ("cluster_classifier", ccfg, {"params": state.params})
-  checkpoint.save_models(config.gangealing_model, nets, source="jaxgeal.trainers.cluster_classifier",
-                         overwrite=True)
+  checkpoint.save_models(config.gangealing_model, nets, source="jaxgeal.trainers.cluster_classifier", overwrite=True)
   writer.close()
   return state
 

@@ -5,6 +5,7 @@ a run that trains nothing, a traceback from inside a jitted step or a NaN hours 
 `validate(config)` dispatches on config.trainer; the demo's config holds a StyleGAN2 and a GANgealing config
 and each is checked by its trainer's rules. Fields a config does not have are skipped (older configs, variants).
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,51 +54,97 @@ def one_of(choices) -> Rule:
 
 
 def subset_of(choices) -> Rule:
-  return (lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(t in choices for t in v),
-          f"must be a non-empty sequence of {list(choices)}")
+  return (
+    lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(t in choices for t in v),
+    f"must be a non-empty sequence of {list(choices)}",
+  )
 
 
-_COMMON = [("seed", NON_NEGATIVE_INT), ("batch_size", POSITIVE_INT), ("total_steps", POSITIVE_INT),
-           ("log_every", POSITIVE_INT), ("ckpt_every", POSITIVE_INT), ("vis_every", NON_NEGATIVE_INT),
-           ("keep_checkpoints", POSITIVE_INT), ("n_vis", POSITIVE_INT), ("num_devices", OPTIONAL_POSITIVE_INT)]
+_COMMON = [
+  ("seed", NON_NEGATIVE_INT),
+  ("batch_size", POSITIVE_INT),
+  ("total_steps", POSITIVE_INT),
+  ("log_every", POSITIVE_INT),
+  ("ckpt_every", POSITIVE_INT),
+  ("vis_every", NON_NEGATIVE_INT),
+  ("keep_checkpoints", POSITIVE_INT),
+  ("n_vis", POSITIVE_INT),
+  ("num_devices", OPTIONAL_POSITIVE_INT),
+]
 
 _GANGEALING = _COMMON + [
-    ("micro_batch_size", POSITIVE_INT), ("real_size", POSITIVE_INT), ("ema_decay", PROBABILITY),
-    ("generator.size", POSITIVE_INT), ("generator.style_dim", POSITIVE_INT), ("generator.n_mlp", POSITIVE_INT),
-    ("generator.channel_multiplier", POSITIVE),
-    ("perceptual.kind", one_of(PERCEPTUAL_KINDS)), ("perceptual.lcn_sigma", POSITIVE),
-    ("perceptual.lcn_scales", POSITIVE_INT),
-    ("stn.transform", subset_of(STN_TRANSFORMS)), ("stn.flow_size", POSITIVE_INT),
-    ("stn.channel_multiplier", POSITIVE), ("stn.num_heads", POSITIVE_INT),
-    ("stn.padding_mode", one_of(PADDING_MODES)),
-    ("ll.ndirs", POSITIVE_INT), ("ll.inject", POSITIVE_INT), ("ll.pca_samples", POSITIVE_INT),
-    ("ll.pca_batch", POSITIVE_INT), ("ll.kmeans_samples", POSITIVE_INT),
-    ("loss.tv_weight", NON_NEGATIVE), ("loss.flow_identity_weight", NON_NEGATIVE),
-    ("loss.equivariance_weight", NON_NEGATIVE), ("loss.equivariance_rotation", NON_NEGATIVE),
-    ("loss.equivariance_log_scale", NON_NEGATIVE), ("loss.equivariance_shift", NON_NEGATIVE),
-    ("optim.stn_lr", NON_NEGATIVE), ("optim.ll_lr", NON_NEGATIVE), ("optim.b1", BETA), ("optim.b2", BETA),
-    ("optim.eps", POSITIVE), ("optim.anneal_psi", NON_NEGATIVE_INT), ("optim.anneal_fn", one_of(ANNEAL_FNS)),
-    ("optim.period", POSITIVE_INT), ("optim.decay", DECAY), ("optim.t_mult", POSITIVE_INT),
-    ("test.padding_mode", one_of(PADDING_MODES)), ("test.iters", POSITIVE_INT),
+  ("micro_batch_size", POSITIVE_INT),
+  ("real_size", POSITIVE_INT),
+  ("ema_decay", PROBABILITY),
+  ("generator.size", POSITIVE_INT),
+  ("generator.style_dim", POSITIVE_INT),
+  ("generator.n_mlp", POSITIVE_INT),
+  ("generator.channel_multiplier", POSITIVE),
+  ("perceptual.kind", one_of(PERCEPTUAL_KINDS)),
+  ("perceptual.lcn_sigma", POSITIVE),
+  ("perceptual.lcn_scales", POSITIVE_INT),
+  ("stn.transform", subset_of(STN_TRANSFORMS)),
+  ("stn.flow_size", POSITIVE_INT),
+  ("stn.channel_multiplier", POSITIVE),
+  ("stn.num_heads", POSITIVE_INT),
+  ("stn.padding_mode", one_of(PADDING_MODES)),
+  ("ll.ndirs", POSITIVE_INT),
+  ("ll.inject", POSITIVE_INT),
+  ("ll.pca_samples", POSITIVE_INT),
+  ("ll.pca_batch", POSITIVE_INT),
+  ("ll.kmeans_samples", POSITIVE_INT),
+  ("loss.tv_weight", NON_NEGATIVE),
+  ("loss.flow_identity_weight", NON_NEGATIVE),
+  ("loss.equivariance_weight", NON_NEGATIVE),
+  ("loss.equivariance_rotation", NON_NEGATIVE),
+  ("loss.equivariance_log_scale", NON_NEGATIVE),
+  ("loss.equivariance_shift", NON_NEGATIVE),
+  ("optim.stn_lr", NON_NEGATIVE),
+  ("optim.ll_lr", NON_NEGATIVE),
+  ("optim.b1", BETA),
+  ("optim.b2", BETA),
+  ("optim.eps", POSITIVE),
+  ("optim.anneal_psi", NON_NEGATIVE_INT),
+  ("optim.anneal_fn", one_of(ANNEAL_FNS)),
+  ("optim.period", POSITIVE_INT),
+  ("optim.decay", DECAY),
+  ("optim.t_mult", POSITIVE_INT),
+  ("test.padding_mode", one_of(PADDING_MODES)),
+  ("test.iters", POSITIVE_INT),
 ]
 
 _CLUSTER_CLASSIFIER = _GANGEALING + [("optim.cls_lr", NON_NEGATIVE)]
 
 _STYLEGAN2 = _COMMON + [
-    ("model.size", POSITIVE_INT), ("model.style_dim", POSITIVE_INT), ("model.n_mlp", POSITIVE_INT),
-    ("model.channel_multiplier", POSITIVE), ("model.lr_mlp", POSITIVE), ("data.size", POSITIVE_INT),
-    ("optim.lr", NON_NEGATIVE), ("optim.r1", NON_NEGATIVE), ("optim.path_regularize", NON_NEGATIVE),
-    ("optim.path_batch_shrink", POSITIVE_INT), ("optim.d_reg_every", POSITIVE_INT),
-    ("optim.g_reg_every", POSITIVE_INT), ("optim.mixing", PROBABILITY),
+  ("model.size", POSITIVE_INT),
+  ("model.style_dim", POSITIVE_INT),
+  ("model.n_mlp", POSITIVE_INT),
+  ("model.channel_multiplier", POSITIVE),
+  ("model.lr_mlp", POSITIVE),
+  ("data.size", POSITIVE_INT),
+  ("optim.lr", NON_NEGATIVE),
+  ("optim.r1", NON_NEGATIVE),
+  ("optim.path_regularize", NON_NEGATIVE),
+  ("optim.path_batch_shrink", POSITIVE_INT),
+  ("optim.d_reg_every", POSITIVE_INT),
+  ("optim.g_reg_every", POSITIVE_INT),
+  ("optim.mixing", PROBABILITY),
 ]
 
 _DEMO = [
-    ("n_vis", POSITIVE_INT), ("data.size", POSITIVE_INT), ("data.seed", NON_NEGATIVE_INT),
-    ("data.num_train", POSITIVE_INT), ("data.heldout_seed", NON_NEGATIVE_INT), ("data.num_heldout", POSITIVE_INT),
-    ("data.num_pairs", POSITIVE_INT), ("data.render.mirror_prob", PROBABILITY),
-    ("data.render.closeup_prob", PROBABILITY), ("data.render.clockwise_prob", PROBABILITY),
-    ("data.render.deformation", NON_NEGATIVE), ("data.render.max_clutter", NON_NEGATIVE_INT),
-    ("data.render.max_rotation", NON_NEGATIVE),
+  ("n_vis", POSITIVE_INT),
+  ("data.size", POSITIVE_INT),
+  ("data.seed", NON_NEGATIVE_INT),
+  ("data.num_train", POSITIVE_INT),
+  ("data.heldout_seed", NON_NEGATIVE_INT),
+  ("data.num_heldout", POSITIVE_INT),
+  ("data.num_pairs", POSITIVE_INT),
+  ("data.render.mirror_prob", PROBABILITY),
+  ("data.render.closeup_prob", PROBABILITY),
+  ("data.render.clockwise_prob", PROBABILITY),
+  ("data.render.deformation", NON_NEGATIVE),
+  ("data.render.max_clutter", NON_NEGATIVE_INT),
+  ("data.render.max_rotation", NON_NEGATIVE),
 ]
 
 
@@ -120,8 +167,10 @@ def _check_fields(config, rules, prefix: str):
 def _check_devices(config, prefix: str, available: int) -> int:
   n = config.get("num_devices")
   if n is not None and n > available:
-    raise ConfigError(f"{prefix}.num_devices={n}: must be at most the {available} available devices "
-                      "(on CPU set jax_num_cpu_devices before JAX starts)")
+    raise ConfigError(
+      f"{prefix}.num_devices={n}: must be at most the {available} available devices "
+      "(on CPU set jax_num_cpu_devices before JAX starts)"
+    )
   return available if n is None else n
 
 
@@ -137,8 +186,12 @@ def _gangealing(config, prefix: str, available: int):
   _check_divisible(prefix, "batch_size", config.batch_size, micro, f"{prefix}.micro_batch_size")
   _check_divisible(prefix, "micro_batch_size", micro, devices, "the number of devices")
   if config.batch_size < 40 and config.total_steps > 10_000:
-    logging.warning("%s.batch_size=%d < 40: GANgealing is known to collapse with small batches (upstream issue "
-                    "#10); use micro_batch_size to accumulate gradients instead", prefix, config.batch_size)
+    logging.warning(
+      "%s.batch_size=%d < 40: GANgealing is known to collapse with small batches (upstream issue "
+      "#10); use micro_batch_size to accumulate gradients instead",
+      prefix,
+      config.batch_size,
+    )
 
 
 def _cluster_classifier(config, prefix: str, available: int):
@@ -152,8 +205,13 @@ def _stylegan2(config, prefix: str, available: int):
   devices = _check_devices(config, prefix, available)
   _check_divisible(prefix, "batch_size", config.batch_size, devices, "the number of devices")
   if config.batch_size > STDDEV_GROUP:
-    _check_divisible(prefix, "batch_size", config.batch_size, STDDEV_GROUP,
-                     "the discriminator's minibatch-stddev group, or at most that")
+    _check_divisible(
+      prefix,
+      "batch_size",
+      config.batch_size,
+      STDDEV_GROUP,
+      "the discriminator's minibatch-stddev group, or at most that",
+    )
   size = config.model.size
   if size < 4 or size & (size - 1):
     raise ConfigError(f"{prefix}.model.size={size}: must be a power of two >= 4")
@@ -165,8 +223,12 @@ def _demo(config, prefix: str, available: int):
   _gangealing(config.gangealing, f"{prefix}.gangealing", available)
 
 
-TRAINER_RULES = {"gangealing": _gangealing, "cluster_classifier": _cluster_classifier, "stylegan2": _stylegan2,
-                 "demo": _demo}
+TRAINER_RULES = {
+  "gangealing": _gangealing,
+  "cluster_classifier": _cluster_classifier,
+  "stylegan2": _stylegan2,
+  "demo": _demo,
+}
 
 
 def validate(config: ml_collections.ConfigDict, available_devices: int | None = None):
@@ -180,5 +242,6 @@ def validate(config: ml_collections.ConfigDict, available_devices: int | None = 
     raise ConfigError(f"config.trainer={name!r}: must be one of {sorted(TRAINER_RULES)}")
   if available_devices is None:
     import jax
+
     available_devices = jax.device_count()
   TRAINER_RULES[name](config, "config", available_devices)

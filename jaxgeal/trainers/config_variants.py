@@ -1,9 +1,9 @@
 """Config variants: `--config=configs/X.py:<variant>` applies a named override (e.g. `tiny`, the CPU-sized
 version of a paper config) to the config the file builds."""
+
 from typing import Callable, Mapping
 
 import ml_collections
-
 
 
 class UnknownVariantError(ValueError):
@@ -21,8 +21,9 @@ class UnknownVariantError(ValueError):
 Variant = Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]
 
 
-def apply_variant(c: ml_collections.ConfigDict, arg: str | None,
-                  variants: Mapping[str, Variant]) -> ml_collections.ConfigDict:
+def apply_variant(
+  c: ml_collections.ConfigDict, arg: str | None, variants: Mapping[str, Variant]
+) -> ml_collections.ConfigDict:
   """`variants[arg](c)`; None or '' returns the config itself; an unknown name is an error naming the known."""
   if not arg:
     return c

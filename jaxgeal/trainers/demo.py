@@ -23,6 +23,7 @@ sets None (`:train_gan`, `:tiny`), in which case data/ and stylegan2/ are made i
   python -m jaxgeal.main --config=configs/demo.py --workdir=/tmp/demo         # about 10 min on 2 cores
   python -m jaxgeal.main --config=configs/demo.py:tiny --workdir=/tmp/demo-t  # smoke test
 """
+
 from __future__ import annotations
 
 import json
@@ -39,26 +40,31 @@ from jaxgeal.datasets import synthetic
 from jaxgeal.evaluation import pck
 
 _LOSS_NOTES = {
-    "lcn": "no pretrained VGG is available offline: multi-scale MSE of locally contrast-normalised images "
-           "stands in for the paper's VGG-SSL/LPIPS; plain MSE let colour dominate and did not align",
-    "mse": "no pretrained VGG is available offline: MSE in pixel space stands in for the paper's VGG-SSL/LPIPS",
-    "vgg_ssl": "the paper's SimCLR VGG16 features", "lpips": "LPIPS v0.1 (VGG16)"}
+  "lcn": "no pretrained VGG is available offline: multi-scale MSE of locally contrast-normalised images "
+  "stands in for the paper's VGG-SSL/LPIPS; plain MSE let colour dominate and did not align",
+  "mse": "no pretrained VGG is available offline: MSE in pixel space stands in for the paper's VGG-SSL/LPIPS",
+  "vgg_ssl": "the paper's SimCLR VGG16 features",
+  "lpips": "LPIPS v0.1 (VGG16)",
+}
 ASSETS = pathlib.Path(__file__).resolve().parents[1] / "assets"
 
 
 # -- stages -------------------------------------------------------------------------------------------------
 
+
 def prepare_data(config, workdir: pathlib.Path) -> str:
   """Renders the training images and prepares them; returns the prepared dataset path."""
   from jaxgeal.datasets import image_folder
+
   d = config.data
   marker = workdir / "data" / "prepared.json"
   if marker.exists():
     return json.loads(marker.read_text())["path"]
   logging.info("rendering %d training images at %d px", d.num_train, d.size)
   synthetic.write_folder(workdir / "data" / "images", d.num_train, d.size, d.seed, **dict(d.render))
-  report = image_folder.build_image_folder(workdir / "data" / "images", workdir / "data" / "prepared",
-                                           size=d.size, overwrite=True)
+  report = image_folder.build_image_folder(
+    workdir / "data" / "images", workdir / "data" / "prepared", size=d.size, overwrite=True
+  )
   marker.write_text(json.dumps({"path": report.path}))
   return report.path
 
@@ -69,8 +75,13 @@ def heldout_dataset(config, workdir: pathlib.Path) -> dict:
   back from there, so the demo scores exactly what a user re-scores. Also returns each render's `warps`."""
   d = config.data
   folder = workdir / "heldout"
-  spec = dict(module=synthetic.__name__, n=int(d.num_heldout), size=int(d.size), seed=int(d.heldout_seed),
-              options=dict(num_pairs=int(d.num_pairs), **dict(d.render)))
+  spec = dict(
+    module=synthetic.__name__,
+    n=int(d.num_heldout),
+    size=int(d.size),
+    seed=int(d.heldout_seed),
+    options=dict(num_pairs=int(d.num_pairs), **dict(d.render)),
+  )
   path = folder / "annotations.json"
   if not path.exists() or json.loads(path.read_text()).get("generator") != json.loads(json.dumps(spec)):
     synthetic.write_folder(folder, spec["n"], spec["size"], spec["seed"], **spec["options"])
@@ -89,33 +100,43 @@ def shipped_generator(config) -> pathlib.Path | None:
   path = path if path.is_absolute() else ASSETS.parent / path
   if not (path / "model.json").exists():
     raise FileNotFoundError(
-        f"the demo's shipped generator {path} is missing (model.json). Re-create it with "
-        "`python -m jaxgeal.main --config=configs/demo.py:train_gan --workdir=DIR` and copy DIR/stylegan2/model "
-        f"there, or train one in the run with config.stylegan2.pretrained=None")
+      f"the demo's shipped generator {path} is missing (model.json). Re-create it with "
+      "`python -m jaxgeal.main --config=configs/demo.py:train_gan --workdir=DIR` and copy DIR/stylegan2/model "
+      f"there, or train one in the run with config.stylegan2.pretrained=None"
+    )
   want = config.stylegan2.model
   have = checkpoint.read_model_index(path)["models"]["g_ema"]["config"]
   for key in ("size", "style_dim", "n_mlp", "channels"):
     a, b = have.get(key), want.get(key)
     if json.dumps(a) != json.dumps(b if not isinstance(b, tuple) else [list(x) for x in b]):
-      raise ValueError(f"shipped generator {path} has {key}={a}, config.stylegan2.model has {b}: set "
-                       "config.stylegan2.pretrained=None to train a generator of this shape")
+      raise ValueError(
+        f"shipped generator {path} has {key}={a}, config.stylegan2.model has {b}: set "
+        "config.stylegan2.pretrained=None to train a generator of this shape"
+      )
   return path
 
 
 def generator_source(config) -> str:
   path = shipped_generator(config)
   if path is not None:
-    return (f"shipped with jaxgeal ({path.relative_to(ASSETS.parent)}), trained by `configs/demo.py:train_gan`: "
-            f"{config.stylegan2.total_steps} steps, batch {config.stylegan2.batch_size}, "
-            f"{config.data.num_train} renders")
-  how = (f"fine-tuned in this run from {config.stylegan2.init_from}" if config.stylegan2.get("init_from") else
-         "trained in this run")
-  return (f"{how}: {config.stylegan2.total_steps} steps, batch {config.stylegan2.batch_size}, "
-          f"{config.data.num_train} renders")
+    return (
+      f"shipped with jaxgeal ({path.relative_to(ASSETS.parent)}), trained by `configs/demo.py:train_gan`: "
+      f"{config.stylegan2.total_steps} steps, batch {config.stylegan2.batch_size}, "
+      f"{config.data.num_train} renders"
+    )
+  how = (
+    f"fine-tuned in this run from {config.stylegan2.init_from}"
+    if config.stylegan2.get("init_from")
+    else "trained in this run"
+  )
+  return (
+    f"{how}: {config.stylegan2.total_steps} steps, batch {config.stylegan2.batch_size}, {config.data.num_train} renders"
+  )
 
 
 def train_stylegan2(config, workdir: pathlib.Path, source: str | None) -> pathlib.Path:
   from jaxgeal.trainers import stylegan2
+
   shipped = shipped_generator(config)
   if shipped is not None:
     return shipped
@@ -123,7 +144,7 @@ def train_stylegan2(config, workdir: pathlib.Path, source: str | None) -> pathli
   if not (out / "model" / "model.json").exists():
     c = ml_collections.ConfigDict(config.stylegan2.to_dict())
     c.data.source = source
-    if c.get("init_from") and not pathlib.Path(c.init_from).is_absolute():   # fine-tune a shipped generator
+    if c.get("init_from") and not pathlib.Path(c.init_from).is_absolute():  # fine-tune a shipped generator
       c.init_from = str(ASSETS.parent / c.init_from)
     stylegan2.train_and_evaluate(c, str(out))
   return out / "model"
@@ -131,6 +152,7 @@ def train_stylegan2(config, workdir: pathlib.Path, source: str | None) -> pathli
 
 def train_gangealing(config, workdir: pathlib.Path, generator: pathlib.Path, freeze=None, name="gangealing"):
   from jaxgeal.trainers import gangealing
+
   out = workdir / name
   if not (out / "model" / "model.json").exists():
     c = ml_collections.ConfigDict(config.gangealing.to_dict())
@@ -142,6 +164,7 @@ def train_gangealing(config, workdir: pathlib.Path, generator: pathlib.Path, fre
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------
+
 
 def load_aligner(model_dir, padding_mode: str = "border") -> Aligner:
   """The trained STN (t_ema) with the demo's test-time padding. No flip inference: the demo's renders are not
@@ -176,10 +199,14 @@ def write_visuals(workdir: pathlib.Path, aligner: Aligner, dataset, n_vis: int):
   kps_a = np.where(dataset["visibility"][:1, :, None], dataset["keypoints"][:1], 0.0)
   pred = aligner.transfer_points(src, ims[:n], np.broadcast_to(kps_a, (n,) + kps_a.shape[1:]))
   vis = dataset["visibility"][0]
-  up = max(1, 128 // ims.shape[1])   # nearest-neighbour upscaling so that 32 px pictures are legible
+  up = max(1, 128 // ims.shape[1])  # nearest-neighbour upscaling so that 32 px pictures are legible
   big = lambda a: np.repeat(np.repeat(images.to_uint8(a), up, -3), up, -2)
-  corr = np.stack([visualize.draw_points(big(ims[i]), (pred[i] + 0.5) * up - 0.5, radius=max(1, up // 2),
-                                         visible=vis) for i in range(n)])
+  corr = np.stack(
+    [
+      visualize.draw_points(big(ims[i]), (pred[i] + 0.5) * up - 0.5, radius=max(1, up // 2), visible=vis)
+      for i in range(n)
+    ]
+  )
   rows = np.concatenate([big(ims[:n]), big(congealed[:n]), corr])
   images.save_image(workdir / "grid.png", images.make_grid(rows, nrow=n))
 
@@ -189,30 +216,42 @@ def _equivariance_note(g) -> str:
   if not w:
     return "The paper's objective (no equivariance term)."
   form = ", zoom-neutral form" if g.loss.get("equivariance_zoom_neutral", False) else ""
-  return (f"Besides the paper's objective, an equivariance term (weight {w:g}{form}, not in the paper; "
-          "jaxgeal.losses.gangealing.equivariance_loss) asks the similarity STN to undo random similarities of "
-          f"its input (up to {g.loss.equivariance_rotation:g} deg): the loss alone left most of the rotation.")
+  return (
+    f"Besides the paper's objective, an equivariance term (weight {w:g}{form}, not in the paper; "
+    "jaxgeal.losses.gangealing.equivariance_loss) asks the similarity STN to undo random similarities of "
+    f"its input (up to {g.loss.equivariance_rotation:g} deg): the loss alone left most of the rotation."
+  )
 
 
 def write_report(workdir: pathlib.Path, config, results: dict, seconds: dict):
   g = config.gangealing
   lines = [
-      "# jaxgeal demo: GANgealing on synthetic heads", "",
-      f"StyleGAN2 {config.stylegan2.model.size} px, {generator_source(config)}; "
-      f"GANgealing ({', '.join(g.stn.transform)}) {g.total_steps} steps, "
-      f"batch {g.batch_size}; perceptual loss `{g.perceptual.kind}` ({_LOSS_NOTES.get(g.perceptual.kind, '')}).",
-      _equivariance_note(g),
-      "", f"PCK-Transfer on {config.data.num_pairs} fixed pairs of {config.data.num_heldout} held-out renders "
-      "(alpha_bbox, exact key points):", "",
-      "| method | PCK@0.1 | PCK@0.05 | PCK@0.01 |", "|---|---|---|---|"]
+    "# jaxgeal demo: GANgealing on synthetic heads",
+    "",
+    f"StyleGAN2 {config.stylegan2.model.size} px, {generator_source(config)}; "
+    f"GANgealing ({', '.join(g.stn.transform)}) {g.total_steps} steps, "
+    f"batch {g.batch_size}; perceptual loss `{g.perceptual.kind}` ({_LOSS_NOTES.get(g.perceptual.kind, '')}).",
+    _equivariance_note(g),
+    "",
+    f"PCK-Transfer on {config.data.num_pairs} fixed pairs of {config.data.num_heldout} held-out renders "
+    "(alpha_bbox, exact key points):",
+    "",
+    "| method | PCK@0.1 | PCK@0.05 | PCK@0.01 |",
+    "|---|---|---|---|",
+  ]
   for name, r in (("no alignment", results["baseline_no_alignment"]), ("GANgealing", results)):
     lines.append(f"| {name} | {r['pck@0.1']:.3f} | {r['pck@0.05']:.3f} | {r['pck@0.01']:.3f} |")
-  lines += ["", "Stage wall times (s; 0 = skipped, output existed): " +
-            ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()), "",
-            "Files: average.png (mean congealed held-out image), grid.png (inputs / congealed / key points of "
-            "the first image transferred into each), pck.json, heldout/ (the scored renders and their key points).",
-            "", "Re-score with the PCK CLI: `python -m jaxgeal.evaluation.pck --model "
-            f"{workdir / 'gangealing' / 'model'} --annotations {workdir / 'heldout'} --no_flip`.", ""]
+  lines += [
+    "",
+    "Stage wall times (s; 0 = skipped, output existed): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+    "",
+    "Files: average.png (mean congealed held-out image), grid.png (inputs / congealed / key points of "
+    "the first image transferred into each), pck.json, heldout/ (the scored renders and their key points).",
+    "",
+    "Re-score with the PCK CLI: `python -m jaxgeal.evaluation.pck --model "
+    f"{workdir / 'gangealing' / 'model'} --annotations {workdir / 'heldout'} --no_flip`.",
+    "",
+  ]
   (workdir / "report.md").write_text("\n".join(lines))
 
 
@@ -234,15 +273,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   aligner = load_aligner(model, config.gangealing.test.padding_mode)
   results = evaluate(aligner, dataset)
   results["baseline_no_alignment"] = evaluate(identity_transfer, dataset)
-  results.update(perceptual_loss=config.gangealing.perceptual.kind,
-                 equivariance_weight=float(config.gangealing.loss.get("equivariance_weight", 0.0)),
-                 num_pairs=int(config.data.num_pairs),
-                 num_heldout=int(config.data.num_heldout), image_size=int(config.data.size))
+  results.update(
+    perceptual_loss=config.gangealing.perceptual.kind,
+    equivariance_weight=float(config.gangealing.loss.get("equivariance_weight", 0.0)),
+    num_pairs=int(config.data.num_pairs),
+    num_heldout=int(config.data.num_heldout),
+    image_size=int(config.data.size),
+  )
   write_visuals(workdir, aligner, dataset, config.n_vis)
   seconds["evaluation"] = time.perf_counter() - t
   results["seconds"] = seconds
   (workdir / "pck.json").write_text(json.dumps(results, indent=1))
   write_report(workdir, config, results, seconds)
-  logging.info("PCK-Transfer %s (no alignment %s)", {k: results[k] for k in ("pck@0.1", "pck@0.05")},
-               results["baseline_no_alignment"])
+  logging.info(
+    "PCK-Transfer %s (no alignment %s)",
+    {k: results[k] for k in ("pck@0.1", "pck@0.05")},
+    results["baseline_no_alignment"],
+  )
   return results

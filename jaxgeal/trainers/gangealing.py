@@ -16,6 +16,7 @@ default) does not fit; per-step randomness is `fold_in(seed key, step)`, so a re
 
 Entry point: `python -m jaxgeal.main --config=configs/cats.py --workdir=DIR`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,9 +44,11 @@ from jaxgeal.ops import mipmap
 
 # -- models -------------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Models:
   """The static (hashable) half of the training problem: modules and shapes."""
+
   G: stylegan2.Generator
   stn: Any
   ll: ll_lib.LatentLearner
@@ -67,22 +70,27 @@ class Models:
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  stn: Any            # STN params
-  stn_ema: Any        # EMA of the STN params (what is evaluated and exported)
-  ll: Any             # latent learner params {"coefficients": (K, N)}
-  pca: Any            # latent learner "pca" collection (directions, lat_mean): fixed after init
+  stn: Any  # STN params
+  stn_ema: Any  # EMA of the STN params (what is evaluated and exported)
+  ll: Any  # latent learner params {"coefficients": (K, N)}
+  pca: Any  # latent learner "pca" collection (directions, lat_mean): fixed after init
   stn_opt: Any
   ll_opt: Any
-  rng: jax.Array      # base key; step keys are fold_in(rng, step)
+  rng: jax.Array  # base key; step keys are fold_in(rng, step)
 
 
 def load_generator(config) -> tuple[stylegan2.Generator, Any, dict]:
   """The frozen generator: from a jaxgeal model directory, or random weights when checkpoint is None."""
   gc = config.generator
   if gc.checkpoint is None:
-    gcfg = dict(size=gc.size, style_dim=gc.style_dim, n_mlp=gc.n_mlp,
-                channels=[tuple(c) for c in gc.channels] if gc.channels else
-                [list(x) for x in stylegan2.default_channels(gc.channel_multiplier, gc.size)])
+    gcfg = dict(
+      size=gc.size,
+      style_dim=gc.style_dim,
+      n_mlp=gc.n_mlp,
+      channels=[tuple(c) for c in gc.channels]
+      if gc.channels
+      else [list(x) for x in stylegan2.default_channels(gc.channel_multiplier, gc.size)],
+    )
     G = convert_sg2.build_generator(gcfg)
     z = jnp.zeros((1, gc.style_dim))
     variables = jax.jit(lambda k: G.init(k, z, randomize_noise=False))(jax.random.PRNGKey(config.seed + 1))
@@ -90,10 +98,11 @@ def load_generator(config) -> tuple[stylegan2.Generator, Any, dict]:
   path = pathlib.Path(gc.checkpoint)
   if not (path / "model.json").exists():
     raise FileNotFoundError(
-        f"generator checkpoint {path} not found. Convert the PyTorch generator first, e.g.\n"
-        f"  python -m jaxgeal.convert stylegan2 cat.pt {path}\n"
-        f"(or `python -m jaxgeal.convert gangealing cat.pt {path}` for a GANgealing checkpoint), or set "
-        f"--config.generator.checkpoint=DIR")
+      f"generator checkpoint {path} not found. Convert the PyTorch generator first, e.g.\n"
+      f"  python -m jaxgeal.convert stylegan2 cat.pt {path}\n"
+      f"(or `python -m jaxgeal.convert gangealing cat.pt {path}` for a GANgealing checkpoint), or set "
+      f"--config.generator.checkpoint=DIR"
+    )
   kind, gcfg, variables = checkpoint.load_model(path, gc.get("name", "g_ema"))
   if kind != "generator":
     raise ValueError(f"{path}:{gc.get('name')} is a {kind}, not a generator")
@@ -108,24 +117,47 @@ def make_perceptual(config):
   if kind == "lcn":
     return gg_losses.LocalContrastDistance(sigma=config.perceptual.lcn_sigma, scales=config.perceptual.lcn_scales)
   from jaxgeal.convert import lpips as convert_lpips
+
   return convert_lpips.load_perceptual_loss(kind, config.perceptual.weights_dir)
 
 
 def build_models(config, G, gcfg) -> Models:
   sc = config.stn
-  stn = stn_lib.build_stn(transforms=tuple(sc.transform), flow_size=sc.flow_size, supersize=config.real_size,
-                          channel_multiplier=sc.channel_multiplier, num_heads=sc.num_heads,
-                          channels=tuple(tuple(c) for c in sc.channels) if sc.get("channels") else None)
-  ll = ll_lib.LatentLearner(num_heads=sc.num_heads, ndirs=config.ll.ndirs, style_dim=gcfg["style_dim"],
-                            inject_index=config.ll.inject, n_latent=G.n_latent)
-  return Models(G=G, stn=stn, ll=ll, flow_size=sc.flow_size, num_heads=sc.num_heads, flips=config.flips,
-                padding_mode=sc.padding_mode, sample_from_full_res=config.sample_from_full_res,
-                tv_weight=config.loss.tv_weight, fi_weight=config.loss.flow_identity_weight,
-                freeze_ll=config.ll.freeze, eq_weight=float(config.loss.get("equivariance_weight", 0.0)),
-                eq_range=(math.radians(config.loss.get("equivariance_rotation", 0.0)),
-                          float(config.loss.get("equivariance_log_scale", 0.0)),
-                          float(config.loss.get("equivariance_shift", 0.0))),
-                eq_zoom_neutral=bool(config.loss.get("equivariance_zoom_neutral", False)))
+  stn = stn_lib.build_stn(
+    transforms=tuple(sc.transform),
+    flow_size=sc.flow_size,
+    supersize=config.real_size,
+    channel_multiplier=sc.channel_multiplier,
+    num_heads=sc.num_heads,
+    channels=tuple(tuple(c) for c in sc.channels) if sc.get("channels") else None,
+  )
+  ll = ll_lib.LatentLearner(
+    num_heads=sc.num_heads,
+    ndirs=config.ll.ndirs,
+    style_dim=gcfg["style_dim"],
+    inject_index=config.ll.inject,
+    n_latent=G.n_latent,
+  )
+  return Models(
+    G=G,
+    stn=stn,
+    ll=ll,
+    flow_size=sc.flow_size,
+    num_heads=sc.num_heads,
+    flips=config.flips,
+    padding_mode=sc.padding_mode,
+    sample_from_full_res=config.sample_from_full_res,
+    tv_weight=config.loss.tv_weight,
+    fi_weight=config.loss.flow_identity_weight,
+    freeze_ll=config.ll.freeze,
+    eq_weight=float(config.loss.get("equivariance_weight", 0.0)),
+    eq_range=(
+      math.radians(config.loss.get("equivariance_rotation", 0.0)),
+      float(config.loss.get("equivariance_log_scale", 0.0)),
+      float(config.loss.get("equivariance_shift", 0.0)),
+    ),
+    eq_zoom_neutral=bool(config.loss.get("equivariance_zoom_neutral", False)),
+  )
 
 
 def make_optimizers(config):
@@ -137,15 +169,27 @@ def make_optimizers(config):
 
 # -- the loss (shared with the parity test) ------------------------------------------------------------------
 
+
 def _first_similarity(out: stn_lib.STNOutput, n: int, k: int):
   """M(x) (N, K, 2, 3) of the first similarity stage from a training forward pass (iters = 1; rows (flip, b, k):
   the first N*K are the unflipped inputs), so the equivariance loss regresses only the resampled inputs."""
   stage = out.intermediates[0] if out.intermediates else out
-  return None if stage.matrix is None else stage.matrix[:n * k].reshape(n, k, 2, 3)
+  return None if stage.matrix is None else stage.matrix[: n * k].reshape(n, k, 2, 3)
 
 
-def sample_and_loss(models: Models, stn_params, ll_vars, gen_vars, perceptual, z, psi, noise=None,
-                    rng=None, return_aux: bool = False, cluster: bool | None = None):
+def sample_and_loss(
+  models: Models,
+  stn_params,
+  ll_vars,
+  gen_vars,
+  perceptual,
+  z,
+  psi,
+  noise=None,
+  rng=None,
+  return_aux: bool = False,
+  cluster: bool | None = None,
+):
   """GAN-supervised pairs and the GANgealing loss for latents z.
 
   noise: optional (noise for x, noise for the targets) lists of per-layer maps (the parity fixture records
@@ -171,40 +215,52 @@ def sample_and_loss(models: Models, stn_params, ll_vars, gen_vars, perceptual, z
   aligned_target = down(target)
   if cluster is None:
     cluster = models.num_heads > 1 or models.flips
-  loss_terms = functools.partial(gg_losses.gangealing_cluster_loss, num_heads=models.num_heads,
-                                 flips=models.flips) if cluster else gg_losses.gangealing_loss
+  loss_terms = (
+    functools.partial(gg_losses.gangealing_cluster_loss, num_heads=models.num_heads, flips=models.flips)
+    if cluster
+    else gg_losses.gangealing_loss
+  )
 
   forward = {}
 
   def run_stn(x_small, x_full):
-    forward["out"] = stn_lib.apply_for_training(models.stn, stn_params, x_small, x_full,
-                                                padding_mode=models.padding_mode)
+    forward["out"] = stn_lib.apply_for_training(
+      models.stn, stn_params, x_small, x_full, padding_mode=models.padding_mode
+    )
     return forward["out"]
 
   x = down(unaligned)
   src_full = unaligned if models.sample_from_full_res else None
-  terms = loss_terms(run_stn, perceptual, x, src_full, aligned_target,
-                     tv_weight=models.tv_weight, fi_weight=models.fi_weight)
+  terms = loss_terms(
+    run_stn, perceptual, x, src_full, aligned_target, tv_weight=models.tv_weight, fi_weight=models.fi_weight
+  )
   eq = jnp.zeros((), terms["total"].dtype)
   if models.eq_weight:
     if rng is None:
       raise ValueError("the equivariance loss draws random warps: pass rng")
     rot, log_scale, shift = models.eq_range
-    eq = gg_losses.equivariance_loss(lambda im: stn_lib.predict_similarity(models.stn, stn_params, im), x,
-                                     jax.random.fold_in(rng, 1), max_rotation=rot, max_log_scale=log_scale,
-                                     max_shift=shift, padding_mode=models.padding_mode,
-                                     zoom_neutral=models.eq_zoom_neutral,
-                                     matrices=_first_similarity(forward["out"], x.shape[0], models.num_heads))
+    eq = gg_losses.equivariance_loss(
+      lambda im: stn_lib.predict_similarity(models.stn, stn_params, im),
+      x,
+      jax.random.fold_in(rng, 1),
+      max_rotation=rot,
+      max_log_scale=log_scale,
+      max_shift=shift,
+      padding_mode=models.padding_mode,
+      zoom_neutral=models.eq_zoom_neutral,
+      matrices=_first_similarity(forward["out"], x.shape[0], models.num_heads),
+    )
   terms = dict(terms, total=terms["total"] + models.eq_weight * eq, equivariance=eq)
   if return_aux:
     terms = dict(terms, unaligned=unaligned, target_fullres=target, aligned_target=aligned_target)
   return terms
 
 
-METRICS = ("total", "perceptual", "tv", "flow_identity", "equivariance")   # per-step losses logged
+METRICS = ("total", "perceptual", "tv", "flow_identity", "equivariance")  # per-step losses logged
 
 
 # -- the step -----------------------------------------------------------------------------------------------
+
 
 def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_sched):
   micro = config.micro_batch_size
@@ -238,7 +294,7 @@ def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_s
     # XLA:CPU runs convolutions inside a while loop up to 10x slower (jax-ml/jax#12868: the paper-config
     # step took 52 s in a length-1 scan, 5.7 s without), so on CPU the micro-batches are unrolled (compile
     # time grows with their number); elsewhere a scan keeps one copy of the program.
-    if unroll:   # A Python loop: lax.scan keeps a while loop even when unrolled, for length 1.
+    if unroll:  # A Python loop: lax.scan keeps a while loop even when unrolled, for length 1.
       carry = (zeros, zero_m)
       for i in range(n_micro):
         carry, _ = accumulate(carry, i)
@@ -258,14 +314,16 @@ def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_s
     # EMA over parameters (upstream `accumulate(t_ema, t, 0.5 ** (32 / 10000))`).
     stn_ema = jax.tree_util.tree_map(lambda e, p: ema * e + (1 - ema) * p, state.stn_ema, stn_params)
     metrics.update(psi=psi, stn_lr=stn_sched(state.step), ll_lr=ll_sched(state.step))
-    new = state.replace(step=state.step + 1, stn=stn_params, stn_ema=stn_ema, ll=ll_params, stn_opt=stn_opt,
-                        ll_opt=ll_opt)
+    new = state.replace(
+      step=state.step + 1, stn=stn_params, stn_ema=stn_ema, ll=ll_params, stn_opt=stn_opt, ll_opt=ll_opt
+    )
     return new, metrics
 
   return train_step
 
 
 # -- initialisation ---------------------------------------------------------------------------------------
+
 
 def init_latent_learner(models: Models, config, gen_vars, perceptual, key):
   """PCA of W over `pca_samples` mapped z (appendix B: 1M), and for K > 1 k-means++ on pose-only images."""
@@ -274,8 +332,9 @@ def init_latent_learner(models: Models, config, gen_vars, perceptual, key):
   sample_w = lambda k, n: mapping(jax.random.normal(k, (n, models.ll.style_dim)))
   k_pca, k_km = jax.random.split(key)
   logging.info("PCA of W over %d samples", config.ll.pca_samples)
-  pca = ll_lib.fit_pca(sample_w, k_pca, config.ll.ndirs, num_samples=config.ll.pca_samples,
-                       batch_size=config.ll.pca_batch)
+  pca = ll_lib.fit_pca(
+    sample_w, k_pca, config.ll.ndirs, num_samples=config.ll.pca_samples, batch_size=config.ll.pca_batch
+  )
   centroids = None
   if models.num_heads > 1:
     n = config.ll.kmeans_samples
@@ -297,12 +356,20 @@ def init_state(models: Models, config, gen_vars, perceptual, stn_tx, ll_tx) -> T
   x = jnp.zeros((1, config.real_size, config.real_size, 3))
   stn_params = jax.jit(lambda k: models.stn.init(k, x)["params"])(k_stn)
   ll_params, pca = init_latent_learner(models, config, gen_vars, perceptual, k_ll)
-  return TrainState(step=jnp.zeros((), jnp.int32), stn=stn_params, ll=ll_params, pca=pca,
-                    stn_ema=jax.tree_util.tree_map(jnp.copy, stn_params),
-                    stn_opt=stn_tx.init(stn_params), ll_opt=ll_tx.init(ll_params), rng=k_train)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    stn=stn_params,
+    ll=ll_params,
+    pca=pca,
+    stn_ema=jax.tree_util.tree_map(jnp.copy, stn_params),
+    stn_opt=stn_tx.init(stn_params),
+    ll_opt=ll_tx.init(ll_params),
+    rng=k_train,
+  )
 
 
 # -- visuals and export ---------------------------------------------------------------------------------------
+
 
 def make_visualize(models: Models, config):
   n = config.n_vis
@@ -328,24 +395,32 @@ def make_visualize(models: Models, config):
     out["average"] = images.make_grid(average)
     del k
     return out
+
   return grids
 
 
 def export_model(workdir, state: TrainState, models: Models, config, gcfg, gen_vars):
   """workdir/model: the trained t_ema + ll (+ g_ema) as a model directory for `jaxgeal.align`."""
   stn_cfg = dict(stn_lib.config_of(models.stn), test=dict(config.test))
-  ll_cfg = dict(num_heads=models.num_heads, ndirs=models.ll.ndirs, style_dim=models.ll.style_dim,
-                inject_index=models.ll.inject_index, n_latent=models.ll.n_latent)
+  ll_cfg = dict(
+    num_heads=models.num_heads,
+    ndirs=models.ll.ndirs,
+    style_dim=models.ll.style_dim,
+    inject_index=models.ll.inject_index,
+    n_latent=models.ll.n_latent,
+  )
   models_out = {
-      "t_ema": ("stn", stn_cfg, {"params": state.stn_ema}),
-      "ll": ("latent_learner", ll_cfg, {"params": state.ll, "pca": state.pca}),
-      "g_ema": ("generator", gcfg, gen_vars),
+    "t_ema": ("stn", stn_cfg, {"params": state.stn_ema}),
+    "ll": ("latent_learner", ll_cfg, {"params": state.ll, "pca": state.pca}),
+    "g_ema": ("generator", gcfg, gen_vars),
   }
-  return checkpoint.save_models(pathlib.Path(workdir) / "model", models_out, source="jaxgeal.trainers.gangealing",
-                                overwrite=True)
+  return checkpoint.save_models(
+    pathlib.Path(workdir) / "model", models_out, source="jaxgeal.trainers.gangealing", overwrite=True
+  )
 
 
 # -- the loop -----------------------------------------------------------------------------------------------
+
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Train (or resume) in workdir; the config is validated by jaxgeal.main.run (trainers.config_checks)."""
@@ -359,22 +434,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   gen_vars = sharding.put_replicated(gen_vars, mesh)
   perceptual = sharding.put_replicated(perceptual, mesh)
   state = loop.restore_or_init(
-      manager, lambda: init_state(models, config, gen_vars, perceptual, stn_tx, ll_tx),
-      lambda: init_state_shapes(models, config, stn_tx, ll_tx))
+    manager,
+    lambda: init_state(models, config, gen_vars, perceptual, stn_tx, ll_tx),
+    lambda: init_state_shapes(models, config, stn_tx, ll_tx),
+  )
   state = sharding.put_replicated(state, mesh)
 
-  train_step = jax.jit(make_train_step(models, config, mesh, stn_tx, ll_tx, stn_sched, ll_sched),
-                       donate_argnums=(0,))
+  train_step = jax.jit(make_train_step(models, config, mesh, stn_tx, ll_tx, stn_sched, ll_sched), donate_argnums=(0,))
   grids = make_visualize(models, config)
   loop.log_parameters("gangealing", {"stn": state.stn, "ll": state.ll})
   writer = metric_writers.create_default_writer(workdir, resume_step=int(state.step))
   state = loop.run(
-      name="gangealing", state=state, step_fn=lambda s, _: train_step(s, gen_vars, perceptual),
-      start_step=int(state.step), total_steps=config.total_steps, manager=manager, writer=writer,
-      log_every=config.log_every, ckpt_every=config.ckpt_every, vis_every=config.vis_every,
-      visualize=lambda s: grids(s, gen_vars),
-      extra_ckpt_steps=schedules.lr_cycle_iters(config.optim.anneal_psi, config.optim.period,
-                                                config.total_steps, tm=config.optim.t_mult))
+    name="gangealing",
+    state=state,
+    step_fn=lambda s, _: train_step(s, gen_vars, perceptual),
+    start_step=int(state.step),
+    total_steps=config.total_steps,
+    manager=manager,
+    writer=writer,
+    log_every=config.log_every,
+    ckpt_every=config.ckpt_every,
+    vis_every=config.vis_every,
+    visualize=lambda s: grids(s, gen_vars),
+    extra_ckpt_steps=schedules.lr_cycle_iters(
+      config.optim.anneal_psi, config.optim.period, config.total_steps, tm=config.optim.t_mult
+    ),
+  )
   export_model(workdir, state, models, config, gcfg, gen_vars)
   writer.close()
   return state
@@ -385,6 +470,13 @@ def init_state_shapes(models: Models, config, stn_tx, ll_tx) -> TrainState:
   x = jnp.zeros((1, config.real_size, config.real_size, 3))
   stn_params = models.stn.init(jax.random.PRNGKey(0), x)["params"]
   ll_vars = models.ll.init(jax.random.PRNGKey(0), jnp.zeros((1, models.ll.style_dim)), 1.0)
-  return TrainState(step=jnp.zeros((), jnp.int32), stn=stn_params, stn_ema=stn_params, ll=ll_vars["params"],
-                    pca=ll_vars["pca"], stn_opt=stn_tx.init(stn_params), ll_opt=ll_tx.init(ll_vars["params"]),
-                    rng=jax.random.PRNGKey(0))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    stn=stn_params,
+    stn_ema=stn_params,
+    ll=ll_vars["params"],
+    pca=ll_vars["pca"],
+    stn_opt=stn_tx.init(stn_params),
+    ll_opt=ll_tx.init(ll_vars["params"]),
+    rng=jax.random.PRNGKey(0),
+  )

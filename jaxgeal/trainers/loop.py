@@ -10,6 +10,7 @@ Trainers provide a jitted `step(state) -> (state, metrics)`; the loop only touch
 with Orbax at `ckpt_every`, at any extra steps the trainer names (GANgealing's zero-learning-rate steps) and
 at the end; a run restarted with the same workdir resumes from the latest one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,7 @@ from tqdm import tqdm
 from jaxgeal.metric_writers import BaseWriter
 
 
-def restore_or_init(manager: ocp.CheckpointManager, init_fn: Callable[[], Any],
-                    abstract_fn: Callable[[], Any]) -> Any:
+def restore_or_init(manager: ocp.CheckpointManager, init_fn: Callable[[], Any], abstract_fn: Callable[[], Any]) -> Any:
   """The latest checkpoint restored into the structure of `abstract_fn()`, or `init_fn()` for a new run."""
   latest = manager.latest_step()
   if latest is None:
@@ -73,14 +73,28 @@ class Progress:
     else:
       rate = (step - self._first[0]) / max(now - self._first[1], 1e-9)
     eta = _format_seconds((self.total_steps - step) / rate) if rate > 0 else "?"
-    self.note = (f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%), "
-                 f"{self.steps_per_sec:.3g} steps/s, ETA {eta}")
+    self.note = (
+      f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%), "
+      f"{self.steps_per_sec:.3g} steps/s, ETA {eta}"
+    )
 
 
-def run(*, name: str, state: Any, step_fn: Callable[[Any, int], tuple[Any, dict]], start_step: int,
-        total_steps: int, manager: ocp.CheckpointManager, writer: BaseWriter, log_every: int,
-        ckpt_every: int, vis_every: int = 0, visualize: Callable[[Any], dict] | None = None,
-        extra_ckpt_steps: Iterable[int] = (), save_state: Callable[[Any], Any] = lambda s: s) -> Any:
+def run(
+  *,
+  name: str,
+  state: Any,
+  step_fn: Callable[[Any, int], tuple[Any, dict]],
+  start_step: int,
+  total_steps: int,
+  manager: ocp.CheckpointManager,
+  writer: BaseWriter,
+  log_every: int,
+  ckpt_every: int,
+  vis_every: int = 0,
+  visualize: Callable[[Any], dict] | None = None,
+  extra_ckpt_steps: Iterable[int] = (),
+  save_state: Callable[[Any], Any] = lambda s: s,
+) -> Any:
   """Run `step_fn(state, step)` from start_step to total_steps; returns the final state."""
   extra = set(extra_ckpt_steps)
   step = start_step
@@ -92,17 +106,20 @@ def run(*, name: str, state: Any, step_fn: Callable[[Any, int], tuple[Any, dict]
       bar.update(1)
       last = step == total_steps
       if step % log_every == 0 or last:
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}   # waits for the step: timed below
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}  # waits for the step: timed below
         progress(step)
         bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
         if bad:
-          raise FloatingPointError(f"{name}: non-finite values at step {step}: {bad}. The latest checkpoint in "
-                                   f"{manager.directory} (step {manager.latest_step()}) is intact; lower the "
-                                   f"learning rate or check the inputs, then rerun to resume from it.")
+          raise FloatingPointError(
+            f"{name}: non-finite values at step {step}: {bad}. The latest checkpoint in "
+            f"{manager.directory} (step {manager.latest_step()}) is intact; lower the "
+            f"learning rate or check the inputs, then rerun to resume from it."
+          )
         metrics["steps_per_s"] = progress.steps_per_sec
         writer.write_scalars(step, metrics)
-        logging.info("%s %s | %s", name, progress.note,
-                     ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "steps_per_s"))
+        logging.info(
+          "%s %s | %s", name, progress.note, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "steps_per_s")
+        )
         bar.set_postfix({k: f"{v:.4g}" for k, v in list(metrics.items())[:3]})
       if visualize is not None and vis_every and (step % vis_every == 0 or last):
         writer.write_images(step, visualize(state))

@@ -13,6 +13,7 @@ parameters replicated), per-step keys fold_in(seed key, step), Orbax resume, met
 The two regularised variants are static arguments of the step, so four programs are compiled at most.
 `config.init_from` fine-tunes a saved generator instead of starting from random weights (`load_init`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,10 +37,10 @@ from jaxgeal.trainers import loop
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  g: Any                   # generator params
-  d: Any                   # discriminator params
-  g_ema: Any               # EMA of the generator params
-  noises: Any              # the generator's fixed noise buffers (for visuals / export)
+  g: Any  # generator params
+  d: Any  # discriminator params
+  g_ema: Any  # EMA of the generator params
+  noises: Any  # the generator's fixed noise buffers (for visuals / export)
   g_opt: Any
   d_opt: Any
   mean_path_length: jax.Array
@@ -55,8 +56,9 @@ class Models:
 def build_models(config) -> tuple[Models, dict, dict]:
   m = config.model
   channels = [list(x) for x in (m.channels or stylegan2.default_channels(m.channel_multiplier, m.size))]
-  gcfg = dict(size=m.size, style_dim=m.style_dim, n_mlp=m.n_mlp, channels=channels, lr_mlp=m.lr_mlp,
-              blur_kernel=[1, 3, 3, 1])
+  gcfg = dict(
+    size=m.size, style_dim=m.style_dim, n_mlp=m.n_mlp, channels=channels, lr_mlp=m.lr_mlp, blur_kernel=[1, 3, 3, 1]
+  )
   dcfg = dict(size=m.size, channels=channels, stddev_feat=1, blur_kernel=[1, 3, 3, 1])
   return Models(convert_sg2.build_generator(gcfg), convert_sg2.build_discriminator(dcfg)), gcfg, dcfg
 
@@ -65,8 +67,8 @@ def make_optimizers(config):
   o = config.optim
   g_ratio = o.g_reg_every / (o.g_reg_every + 1)
   d_ratio = o.d_reg_every / (o.d_reg_every + 1)
-  g_tx = optax.adam(o.lr * g_ratio, b1=0.0 ** g_ratio, b2=0.99 ** g_ratio, eps=1e-8)
-  d_tx = optax.adam(o.lr * d_ratio, b1=0.0 ** d_ratio, b2=0.99 ** d_ratio, eps=1e-8)
+  g_tx = optax.adam(o.lr * g_ratio, b1=0.0**g_ratio, b2=0.99**g_ratio, eps=1e-8)
+  d_tx = optax.adam(o.lr * d_ratio, b1=0.0**d_ratio, b2=0.99**d_ratio, eps=1e-8)
   return g_tx, d_tx
 
 
@@ -81,8 +83,17 @@ def init_state(models: Models, config, g_tx, d_tx) -> TrainState:
   g, g_ema, d, noises = gv["params"], jax.tree_util.tree_map(jnp.copy, gv["params"]), dv["params"], gv["noises"]
   if config.get("init_from"):
     g, g_ema, d, noises = load_init(config.init_from, {"g": gv, "g_ema": gv, "d": dv})
-  return TrainState(step=jnp.zeros((), jnp.int32), g=g, d=d, g_ema=g_ema, noises=noises,
-                    g_opt=g_tx.init(g), d_opt=d_tx.init(d), mean_path_length=jnp.zeros(()), rng=k_train)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    g=g,
+    d=d,
+    g_ema=g_ema,
+    noises=noises,
+    g_opt=g_tx.init(g),
+    d_opt=d_tx.init(d),
+    mean_path_length=jnp.zeros(()),
+    rng=k_train,
+  )
 
 
 def load_init(path, like: dict):
@@ -91,8 +102,10 @@ def load_init(path, like: dict):
   g_ema (a shipped or converted generator) starts g from it and d from the seed's random weights."""
   saved = checkpoint.load_models(path)
   if "g_ema" not in saved:
-    raise ValueError(f"init_from={path} holds {sorted(saved)}, no generator 'g_ema': point it at a model "
-                     "directory exported by jaxgeal.trainers.stylegan2 (<workdir>/model) or jaxgeal.convert")
+    raise ValueError(
+      f"init_from={path} holds {sorted(saved)}, no generator 'g_ema': point it at a model "
+      "directory exported by jaxgeal.trainers.stylegan2 (<workdir>/model) or jaxgeal.convert"
+    )
   if "d" not in saved:
     logging.warning("init_from=%s has no discriminator 'd': fine-tuning starts it from random weights", path)
   out = {}
@@ -103,12 +116,16 @@ def load_init(path, like: dict):
       continue
     have = have[2]
     if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(have):
-      raise ValueError(f"init_from={path}: {name}'s parameters differ in structure from config.model's "
-                       "(another number of layers or resolution): set config.model to the saved model's")
+      raise ValueError(
+        f"init_from={path}: {name}'s parameters differ in structure from config.model's "
+        "(another number of layers or resolution): set config.model to the saved model's"
+      )
     for (kp, a), (_, b) in zip(*(jax.tree_util.tree_flatten_with_path(t)[0] for t in (want, have))):
       if a.shape != b.shape:
-        raise ValueError(f"init_from={path}: {name}{jax.tree_util.keystr(kp)} has shape {b.shape}, the "
-                         f"config's model needs {a.shape}: set config.model to the saved model's shape")
+        raise ValueError(
+          f"init_from={path}: {name}{jax.tree_util.keystr(kp)} has shape {b.shape}, the "
+          f"config's model needs {a.shape}: set config.model to the saved model's shape"
+        )
     out[name] = jax.tree_util.tree_map(jnp.asarray, have)
   return out["g"]["params"], out["g_ema"]["params"], out["d"]["params"], out["g_ema"]["noises"]
 
@@ -123,8 +140,9 @@ def _mixing_styles(key, batch, style_dim, n_latent, prob):
   return [z[0], z[1]], inject
 
 
-def path_length_penalty(G: stylegan2.Generator, g_params, noises, key, n: int, mean_path_length, mixing: float,
-                        mesh=None):
+def path_length_penalty(
+  G: stylegan2.Generator, g_params, noises, key, n: int, mean_path_length, mixing: float, mesh=None
+):
   """Path-length penalty of `n` fresh samples (style mixing with probability `mixing`, random per-layer noise):
   (penalty, new running mean, path lengths (n,)), all draws from `key`.
 
@@ -170,18 +188,22 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
 
     # Discriminator: logistic loss on real vs generated (generator not differentiated).
     fake = jax.lax.stop_gradient(generate(state.g, state.noises, k_d, batch))
+
     def d_loss_fn(d_params):
       real_pred, fake_pred = d_apply(d_params, real), d_apply(d_params, fake)
       return losses.d_logistic_loss(real_pred, fake_pred), (real_pred, fake_pred)
+
     (d_loss, (real_pred, fake_pred)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d)
     upd, d_opt = d_tx.update(d_grads, state.d_opt, state.d)
     d_params = optax.apply_updates(state.d, upd)
     metrics.update(d_loss=d_loss, real_score=jnp.mean(real_pred), fake_score=jnp.mean(fake_pred))
 
-    if regularize_d:   # lazy R1 (§3.2): every d_reg_every steps, weighted by r1/2 * d_reg_every
+    if regularize_d:  # lazy R1 (§3.2): every d_reg_every steps, weighted by r1/2 * d_reg_every
+
       def r1_fn(d_params):
         pen, _ = losses.d_r1_loss(lambda x: d_apply(d_params, x), real)
         return o.r1 / 2 * pen * o.d_reg_every, pen
+
       (_, r1), r1_grads = jax.value_and_grad(r1_fn, has_aux=True)(d_params)
       upd, d_opt = d_tx.update(r1_grads, d_opt, d_params)
       d_params = optax.apply_updates(d_params, upd)
@@ -190,25 +212,36 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
     # Generator: non-saturating loss through the updated discriminator.
     def g_loss_fn(g_params):
       return losses.g_nonsaturating_loss(d_apply(d_params, generate(g_params, state.noises, k_g, batch)))
+
     g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state.g)
     upd, g_opt = g_tx.update(g_grads, state.g_opt, state.g)
     g_params = optax.apply_updates(state.g, upd)
     metrics["g_loss"] = g_loss
 
     mean_path_length = state.mean_path_length
-    if regularize_g:   # path length (§3.2, eq. 4) every g_reg_every steps on a shrunk batch
+    if regularize_g:  # path length (§3.2, eq. 4) every g_reg_every steps on a shrunk batch
+
       def pl_fn(g_params):
-        pen, new_mean, lengths = path_length_penalty(G, g_params, state.noises, k_pl, path_batch,
-                                                     state.mean_path_length, o.mixing, mesh)
+        pen, new_mean, lengths = path_length_penalty(
+          G, g_params, state.noises, k_pl, path_batch, state.mean_path_length, o.mixing, mesh
+        )
         return o.path_regularize * o.g_reg_every * pen, (pen, new_mean, lengths)
+
       (_, (pl, mean_path_length, lengths)), pl_grads = jax.value_and_grad(pl_fn, has_aux=True)(g_params)
       upd, g_opt = g_tx.update(pl_grads, g_opt, g_params)
       g_params = optax.apply_updates(g_params, upd)
       metrics.update(path_penalty=pl, mean_path_length=mean_path_length, path_length=jnp.mean(lengths))
 
     g_ema = jax.tree_util.tree_map(lambda e, p: ema * e + (1 - ema) * p, state.g_ema, g_params)
-    new = state.replace(step=state.step + 1, g=g_params, d=d_params, g_ema=g_ema, g_opt=g_opt, d_opt=d_opt,
-                        mean_path_length=mean_path_length)
+    new = state.replace(
+      step=state.step + 1,
+      g=g_params,
+      d=d_params,
+      g_ema=g_ema,
+      g_opt=g_opt,
+      d_opt=d_opt,
+      mean_path_length=mean_path_length,
+    )
     return new, metrics
 
   return step
@@ -220,6 +253,7 @@ def make_visualize(models: Models, config):
   @jax.jit
   def sample(state):
     return models.G.apply({"params": state.g_ema, "noises": state.noises}, z, randomize_noise=False)
+
   return lambda state: {"samples": images.make_grid(jax.device_get(sample(state)))}
 
 
@@ -231,17 +265,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
   models, gcfg, dcfg = build_models(config)
   g_tx, d_tx = make_optimizers(config)
   manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
-  state = loop.restore_or_init(manager, lambda: init_state(models, config, g_tx, d_tx),
-                               lambda: init_state(models, config, g_tx, d_tx))
+  state = loop.restore_or_init(
+    manager, lambda: init_state(models, config, g_tx, d_tx), lambda: init_state(models, config, g_tx, d_tx)
+  )
   state = sharding.put_replicated(state, mesh)
   start = int(state.step)
   if data is None:
-    from jaxgeal import input_pipeline   # only needed for real data
-    data = lambda start_step: input_pipeline.training_images(config.data, config.batch_size, seed=config.seed,
-                                                             start_step=start_step)
+    from jaxgeal import input_pipeline  # only needed for real data
+
+    data = lambda start_step: input_pipeline.training_images(
+      config.data, config.batch_size, seed=config.seed, start_step=start_step
+    )
   data = data(start)
-  step_fn = jax.jit(make_train_step(models, config, mesh, g_tx, d_tx), static_argnums=(2, 3),
-                    donate_argnums=(0,))
+  step_fn = jax.jit(make_train_step(models, config, mesh, g_tx, d_tx), static_argnums=(2, 3), donate_argnums=(0,))
   o = config.optim
 
   def one_step(state, step):
@@ -251,14 +287,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
 
   loop.log_parameters("stylegan2", {"g": state.g, "d": state.d})
   writer = metric_writers.create_default_writer(workdir, resume_step=start)
-  state = loop.run(name="stylegan2", state=state, step_fn=one_step, start_step=start,
-                   total_steps=config.total_steps, manager=manager, writer=writer, log_every=config.log_every,
-                   ckpt_every=config.ckpt_every, vis_every=config.vis_every,
-                   visualize=make_visualize(models, config))
-  checkpoint.save_models(workdir / "model", {
+  state = loop.run(
+    name="stylegan2",
+    state=state,
+    step_fn=one_step,
+    start_step=start,
+    total_steps=config.total_steps,
+    manager=manager,
+    writer=writer,
+    log_every=config.log_every,
+    ckpt_every=config.ckpt_every,
+    vis_every=config.vis_every,
+    visualize=make_visualize(models, config),
+  )
+  checkpoint.save_models(
+    workdir / "model",
+    {
       "g_ema": ("generator", gcfg, {"params": state.g_ema, "noises": state.noises}),
       "g": ("generator", gcfg, {"params": state.g, "noises": state.noises}),
-      "d": ("discriminator", dcfg, {"params": state.d})}, source="jaxgeal.trainers.stylegan2", overwrite=True)
+      "d": ("discriminator", dcfg, {"params": state.d}),
+    },
+    source="jaxgeal.trainers.stylegan2",
+    overwrite=True,
+  )
   writer.close()
   return state
 
@@ -268,18 +319,27 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.trainer = "stylegan2"
   c.seed = 0
-  c.model = ml_collections.ConfigDict(dict(size=256, style_dim=512, n_mlp=8, channel_multiplier=2,
-                                           lr_mlp=0.01, channels=ml_collections.config_dict.placeholder(tuple)))
-  c.optim = ml_collections.ConfigDict(dict(lr=0.002, r1=10.0, path_regularize=2.0, path_batch_shrink=2,
-                                           d_reg_every=16, g_reg_every=4, mixing=0.9))
+  c.model = ml_collections.ConfigDict(
+    dict(
+      size=256,
+      style_dim=512,
+      n_mlp=8,
+      channel_multiplier=2,
+      lr_mlp=0.01,
+      channels=ml_collections.config_dict.placeholder(tuple),
+    )
+  )
+  c.optim = ml_collections.ConfigDict(
+    dict(lr=0.002, r1=10.0, path_regularize=2.0, path_batch_shrink=2, d_reg_every=16, g_reg_every=4, mixing=0.9)
+  )
   c.data = ml_collections.ConfigDict(dict(source="", size=256))
   c.batch_size = 16
-  c.num_devices = ml_collections.config_dict.placeholder(int)   # None: all local devices
+  c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all local devices
   c.total_steps = 800_000
   c.log_every = 100
   c.vis_every = 5_000
   c.ckpt_every = 10_000
   c.keep_checkpoints = 3
   c.n_vis = 16
-  c.init_from = ml_collections.config_dict.placeholder(str)   # a saved generator (model dir) to fine-tune
+  c.init_from = ml_collections.config_dict.placeholder(str)  # a saved generator (model dir) to fine-tune
   return c

@@ -1,4 +1,5 @@
 """Aligner: point ops through a known similarity warp, transfer, propagation, flow scores."""
+
 import numpy as np
 import pytest
 
@@ -120,6 +121,7 @@ def test_invert_flow_points_smooth_flow():
   import jax.numpy as jnp
   from jaxgeal.align import invert_flow_points
   from jaxgeal.ops import warp
+
   yy, xx = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 32), indexing="ij")
   flow = 0.05 * np.stack([np.sin(2 * yy), np.cos(2 * xx)], -1)[None].astype(np.float32)
   c_true = np.array([[[0.1, -0.3], [-0.5, 0.42], [0.7, 0.05]]], np.float32)

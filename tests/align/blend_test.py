@@ -1,4 +1,5 @@
 """Compositing: Laplacian-pyramid blending reduces to its ends, is seamless, keeps shapes and ranges."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -45,8 +46,9 @@ def test_zero_opacity_gives_the_image():
 
 def test_one_level_is_alpha_blending():
   images, rgba = _random((2, 24, 30))
-  np.testing.assert_allclose(blend.blend_laplacian(images, rgba, 0.6, levels=1),
-                             blend.blend_alpha(images, rgba, 0.6), atol=1e-6)
+  np.testing.assert_allclose(
+    blend.blend_laplacian(images, rgba, 0.6, levels=1), blend.blend_alpha(images, rgba, 0.6), atol=1e-6
+  )
 
 
 def test_hard_half_mask_gives_a_smoother_seam_than_alpha():
@@ -74,8 +76,9 @@ def test_shape_dtype_and_range_preserved(shape):
 
 def test_dispatch_and_old_import_path():
   images, rgba = _random((1, 16, 16))
-  np.testing.assert_array_equal(blend.blend(images, rgba, 0.5, method="alpha"),
-                                splat.blend_alpha(jnp.asarray(images), jnp.asarray(rgba), 0.5))
+  np.testing.assert_array_equal(
+    blend.blend(images, rgba, 0.5, method="alpha"), splat.blend_alpha(jnp.asarray(images), jnp.asarray(rgba), 0.5)
+  )
   assert splat.blend_alpha is blend.blend_alpha
   with pytest.raises(ValueError, match="blend must be one of"):
     blend.blend(images, rgba, method="poisson")

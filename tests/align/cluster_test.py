@@ -1,4 +1,5 @@
 """Clustering models (K > 1): the cluster classifier picks each image's head and flip (§3.2, appendix B.4)."""
+
 import math
 
 import jax
@@ -18,19 +19,26 @@ def cluster_dir(tmp_path_factory):
   k = 2
   module = stn_lib.build_stn(("similarity",), flow_size=SIZE, supersize=SIZE, channels=CHANNELS, num_heads=k)
   params = jax.tree_util.tree_map(
-      np.asarray, jax.jit(module.init)(jax.random.PRNGKey(0), jnp.zeros((1, SIZE, SIZE, 3)))["params"])
+    np.asarray, jax.jit(module.init)(jax.random.PRNGKey(0), jnp.zeros((1, SIZE, SIZE, 3)))["params"]
+  )
   bias = np.zeros(4 * k, np.float32)  # Index p * K + k: parameter p of head k; head 0 stays the identity.
   bias[[1, 3, 5, 7]] = [math.atanh(ROT / math.pi), math.log(SCALE), TX, TY]
   params["warp_head"]["linear"]["bias"] = bias
   clf = cls_lib.ResnetClassifier(size=SIZE, num_classes=2 * k, supersize=SIZE, channels=CHANNELS)
   cparams = jax.tree_util.tree_map(
-      np.asarray, jax.jit(clf.init)(jax.random.PRNGKey(1), jnp.zeros((1, SIZE, SIZE, 3)))["params"])
+    np.asarray, jax.jit(clf.init)(jax.random.PRNGKey(1), jnp.zeros((1, SIZE, SIZE, 3)))["params"]
+  )
   cparams["to_logits"]["weight"] = np.zeros_like(cparams["to_logits"]["weight"])
   cparams["to_logits"]["bias"] = np.array([0, 0, 0, 5], np.float32)  # Class 3: head 1, flipped.
   ccfg = {"size": SIZE, "supersize": SIZE, "num_classes": 2 * k, "channels": [list(c) for c in CHANNELS]}
   path = tmp_path_factory.mktemp("cluster") / "model"
-  checkpoint.save_models(path, {"t_ema": ("stn", stn_lib.config_of(module), {"params": params}),
-                                "classifier": ("cluster_classifier", ccfg, {"params": cparams})})
+  checkpoint.save_models(
+    path,
+    {
+      "t_ema": ("stn", stn_lib.config_of(module), {"params": params}),
+      "classifier": ("cluster_classifier", ccfg, {"params": cparams}),
+    },
+  )
   return path
 
 

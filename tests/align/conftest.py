@@ -1,4 +1,5 @@
 """Tiny model directories for jaxgeal.align tests: random-init STNs whose similarity head is set to a known warp."""
+
 import math
 
 import jax
@@ -63,4 +64,5 @@ def images():
 @pytest.fixture(scope="session")
 def aligner(model_dir):
   from jaxgeal.align import Aligner
+
   return Aligner.load(model_dir)

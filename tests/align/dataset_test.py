@@ -1,4 +1,5 @@
 """Flow-score ranking and congeal-dataset filtering."""
+
 import numpy as np
 
 from jaxgeal.align import dataset
@@ -30,6 +31,7 @@ def test_select_keeps_fraction_and_filters():
 def test_write_scores(tmp_path):
   js, cs = dataset.write_scores(tmp_path, ["a", "b", "c"], np.array([0.5, 0.1, 0.9]))
   import json
+
   rows = json.loads(js.read_text())
   assert [r["name"] for r in rows] == ["b", "a", "c"]
   assert cs.read_text().splitlines()[1].startswith("0,b,")

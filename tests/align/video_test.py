@@ -1,5 +1,6 @@
 """Streaming video propagation: bounded memory (at most `chunk` frames held), frame count, saved
 correspondences equal to the Aligner's, written without holding the video's points in memory."""
+
 import numpy as np
 import pytest
 
@@ -57,6 +58,7 @@ def test_propagate_video_streams(aligner, tmp_path):
 
 def test_video_file_roundtrip(aligner, tmp_path):
   import imageio.v2 as imageio
+
   src = tmp_path / "in.mp4"
   with imageio.get_writer(str(src), fps=5) as wr:
     for i in range(4):
@@ -80,6 +82,7 @@ class RandomFrames(CountingReader):
 @pytest.fixture(scope="module")
 def flow_aligner(tmp_path_factory):
   from jaxgeal.align import Aligner
+
   return Aligner.load(make_model(tmp_path_factory.mktemp("video_flow") / "model", flow_random=True))
 
 
@@ -97,8 +100,17 @@ def test_saved_correspondences_match_the_aligner(flow_aligner, tmp_path):
   label = np.zeros((32, 32, 4), np.uint8)
   label[10:14, 8:20] = (0, 0, 255, 255)
   label[31, 31] = (255, 255, 255, 128)
-  n = video.propagate_video(a, None, None, label, chunk=2, frames=reader, writer=Writer(), blend="laplacian",
-                            save_correspondences=tmp_path / "corr")  # .npz is appended.
+  n = video.propagate_video(
+    a,
+    None,
+    None,
+    label,
+    chunk=2,
+    frames=reader,
+    writer=Writer(),
+    blend="laplacian",
+    save_correspondences=tmp_path / "corr",
+  )  # .npz is appended.
   assert n == 5 and reader.max_held <= 2
   assert sorted(p.name for p in tmp_path.iterdir()) == ["corr.npz"]  # No scratch files left behind.
   saved = np.load(tmp_path / "corr.npz")
@@ -115,6 +127,7 @@ def test_saved_correspondences_match_the_aligner(flow_aligner, tmp_path):
 
 def test_correspondence_writer_memory_is_bounded(tmp_path):
   import tracemalloc
+
   label = np.zeros((40, 40, 4), np.uint8)
   label.reshape(-1, 4)[:1000] = 255  # 1000 points (labels are square).
   points = np.random.RandomState(0).uniform(0, 64, (1000, 2)).astype(np.float32)
@@ -146,8 +159,9 @@ def test_failed_run_leaves_no_correspondence_file(aligner, tmp_path):
   label = np.zeros((16, 16, 4), np.uint8)
   label[4:8, 4:8] = (255, 0, 0, 255)
   with pytest.raises(OSError, match="broken"):
-    video.propagate_video(aligner, None, None, label, chunk=1, frames=frames(), writer=Writer(),
-                          save_correspondences=tmp_path / "c.npz")
+    video.propagate_video(
+      aligner, None, None, label, chunk=1, frames=frames(), writer=Writer(), save_correspondences=tmp_path / "c.npz"
+    )
   assert list(tmp_path.iterdir()) == []
   with pytest.raises(ValueError, match="blend must be one of"):
     video.propagate_video(aligner, None, None, label, frames=frames(), writer=Writer(), blend="median")

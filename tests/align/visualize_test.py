@@ -1,5 +1,6 @@
 """Visualisations: congealing animations run from the input to the congealed image, Middlebury flow colours,
 animation files readable by imageio, key points drawn in matching colours."""
+
 import numpy as np
 import pytest
 
@@ -40,8 +41,10 @@ def test_flipped_images_turn_over_first(aligner, images):
 def test_flow_colours_follow_the_middlebury_wheel():
   wheel = visualize.color_wheel()
   assert wheel.shape == (55, 3)
-  np.testing.assert_array_equal(wheel[[0, 15, 21, 25, 36, 49]],  # The six primaries start the segments.
-                                [[255, 0, 0], [255, 255, 0], [0, 255, 0], [0, 255, 255], [0, 0, 255], [255, 0, 255]])
+  np.testing.assert_array_equal(
+    wheel[[0, 15, 21, 25, 36, 49]],  # The six primaries start the segments.
+    [[255, 0, 0], [255, 255, 0], [0, 255, 0], [0, 255, 255], [0, 0, 255], [255, 0, 255]],
+  )
   flow = np.array([[[0.0, 0.0], [2.0, 0.0], [2.0, -0.0], [1.0, 0.0], [-2.0, 0.0], [0.0, 2.0], [0.0, -2.0]]])
   c = visualize.flow_to_color(flow).astype(int)[0]
   np.testing.assert_array_equal(c[0], [255, 255, 255])  # No flow: white.
@@ -56,6 +59,7 @@ def test_flow_colours_follow_the_middlebury_wheel():
 
 def test_flow_image_is_the_displacement_of_the_known_warp(sim_model_dir, images):
   from jaxgeal.align import Aligner
+
   a = Aligner.load(sim_model_dir)
   out = a.congeal(images[:1])
   ident = np.asarray(warp.identity_grid(SIZE, 1))[0]
@@ -70,6 +74,7 @@ def test_flow_image_is_the_displacement_of_the_known_warp(sim_model_dir, images)
 @pytest.mark.parametrize("fmt", ["gif", "mp4"])
 def test_animation_files_are_readable(aligner, images, tmp_path, fmt):
   import imageio.v2 as imageio
+
   # (No hold here: Pillow merges identical consecutive GIF frames into one longer frame.)
   path = visualize.animate(aligner, images[:2], tmp_path / f"a.{fmt}", num_frames=4, fps=10)
   assert path == tmp_path / f"a.{fmt}"
@@ -79,6 +84,7 @@ def test_animation_files_are_readable(aligner, images, tmp_path, fmt):
 
 def test_mp4_falls_back_to_gif_without_ffmpeg(monkeypatch, tmp_path):
   import imageio.v2 as imageio
+
   real = imageio.get_writer
 
   def no_ffmpeg(uri, *args, **kwargs):

@@ -1,5 +1,6 @@
 """benchmarks/alignment.py: each ablation changes only what it names, and the report lists every method with
 its PCK and bootstrap deviation (the full run trains four aligners: it is a benchmark, not a test)."""
+
 import importlib.util
 import json
 import pathlib
@@ -28,14 +29,26 @@ def test_ablations_change_only_what_they_name():
     changed = {k for k in base.gangealing if as_dict(c.gangealing[k]) != as_dict(base.gangealing[k])}
     assert changed == {k.split(".")[0] for k in overrides}, subdir
     assert c.stylegan2.to_dict() == base.stylegan2.to_dict() and c.data.to_dict() == base.data.to_dict()
-  assert base.gangealing.ll.freeze is False     # with_overrides copies: the base is untouched
+  assert base.gangealing.ll.freeze is False  # with_overrides copies: the base is untouched
 
 
 def test_report_lists_every_method(tmp_path):
   bench = _module()
   config = bench.load_config("configs/demo.py")
-  rows = [(name, {"pck@0.1": 0.5, "pck@0.1_std": 0.01, "pck@0.05": 0.2, "pck@0.05_std": 0.01, "pck@0.01": 0.01,
-                  "pck@0.01_std": 0.001}) for name in [m[0] for m in bench.METHODS] + [bench.ORACLE]]
+  rows = [
+    (
+      name,
+      {
+        "pck@0.1": 0.5,
+        "pck@0.1_std": 0.01,
+        "pck@0.05": 0.2,
+        "pck@0.05_std": 0.01,
+        "pck@0.01": 0.01,
+        "pck@0.01_std": 0.001,
+      },
+    )
+    for name in [m[0] for m in bench.METHODS] + [bench.ORACLE]
+  ]
   out = tmp_path / "alignment.md"
   bench.write_report(out, config, rows, {"data + generator": 1.0}, "python benchmarks/alignment.py")
   text = out.read_text()
@@ -47,9 +60,9 @@ def test_report_lists_every_method(tmp_path):
 def test_target_offset_counts_standard_deviations_of_w_along_the_learners_directions():
   bench = _module()
   rng = np.random.default_rng(0)
-  directions = np.linalg.qr(rng.standard_normal((8, 3)))[0].T          # 3 orthonormal directions in 8-d W
+  directions = np.linalg.qr(rng.standard_normal((8, 3)))[0].T  # 3 orthonormal directions in 8-d W
   w = rng.standard_normal((20000, 3)) * [4.0, 1.0, 0.25] @ directions + rng.standard_normal((20000, 8)) * 1e-3
-  assert bench.target_offset(np.zeros((1, 3)), directions, w) == 0.0    # fixed c: still at the mean
+  assert bench.target_offset(np.zeros((1, 3)), directions, w) == 0.0  # fixed c: still at the mean
   # 2 std along the widest direction is as far as 2 std along the narrowest; the largest head is reported.
   assert bench.target_offset([[8.0, 0, 0]], directions, w) == pytest.approx(2.0, rel=0.02)
   assert bench.target_offset([[0, 0, 0.5], [0, 1.0, 0]], directions, w) == pytest.approx(2.0, rel=0.02)
@@ -59,6 +72,7 @@ def test_target_offset_counts_standard_deviations_of_w_along_the_learners_direct
 def test_the_ground_truth_similarity_transfer_is_exact_without_deformation():
   from jaxgeal.datasets import synthetic
   from jaxgeal.evaluation import pck
+
   bench = _module()
   rigid = synthetic.make_dataset(6, 32, 5, num_pairs=10, deformation=0.0, mirror_prob=0.0)
   res = pck.pck_transfer(bench.ground_truth_similarity_transfer(rigid), rigid, pairs="fixed")
@@ -70,6 +84,7 @@ def test_the_ground_truth_similarity_transfer_is_exact_without_deformation():
 def test_pose_left_is_zero_for_the_renderers_own_similarity_and_its_spread_for_none():
   from jaxgeal.datasets import synthetic
   from jaxgeal.ops import points as pts
+
   bench = _module()
   ds = synthetic.make_dataset(6, 32, 8, num_pairs=4, deformation=0.2, mirror_prob=0.0)
   n = len(ds["images"])
@@ -90,9 +105,13 @@ def test_pose_left_is_zero_for_the_renderers_own_similarity_and_its_spread_for_n
 
 def test_training_seconds_skip_the_time_between_an_interruption_and_its_resume(tmp_path):
   bench = _module()
-  rows = [dict(step=100, time=10.0, steps_per_s=10.0), dict(step=200, time=20.0, steps_per_s=10.0),
-          dict(step=300, time=30.0, steps_per_s=10.0),          # killed after this row, resumed from step 200:
-          dict(step=300, time=5000.0, steps_per_s=5.0), dict(step=400, time=5020.0, steps_per_s=5.0)]
+  rows = [
+    dict(step=100, time=10.0, steps_per_s=10.0),
+    dict(step=200, time=20.0, steps_per_s=10.0),
+    dict(step=300, time=30.0, steps_per_s=10.0),  # killed after this row, resumed from step 200:
+    dict(step=300, time=5000.0, steps_per_s=5.0),
+    dict(step=400, time=5020.0, steps_per_s=5.0),
+  ]
   path = tmp_path / "metrics.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   assert bench.training_seconds(path) == 10 + 10 + 20 + 20
@@ -102,14 +121,28 @@ def test_methods_selects_stages_and_rejects_unknown_ones(tmp_path, monkeypatch):
   bench = _module()
   seen = {}
   monkeypatch.setattr(bench, "run", lambda config, workdir, methods: (seen.update(methods=methods), ([], {}))[1])
-  monkeypatch.setattr(bench, "write_report", lambda path, config, rows, seconds, command: (
-      seen.update(command=command), path.write_text("report")))
+  monkeypatch.setattr(
+    bench,
+    "write_report",
+    lambda path, config, rows, seconds, command: (seen.update(command=command), path.write_text("report")),
+  )
   out = tmp_path / "complex.md"
-  bench.main(["--workdir", str(tmp_path), "--config", "configs/demo.py:complex", "--methods",
-              "flow,flow_fixed_c", "--out", str(out)])
+  bench.main(
+    [
+      "--workdir",
+      str(tmp_path),
+      "--config",
+      "configs/demo.py:complex",
+      "--methods",
+      "flow,flow_fixed_c",
+      "--out",
+      str(out),
+    ]
+  )
   assert seen["methods"] == ["flow", "flow_fixed_c"]
-  assert seen["command"] == ("python benchmarks/alignment.py --config configs/demo.py:complex --methods "
-                             f"flow,flow_fixed_c --out {out.resolve()}")
+  assert seen["command"] == (
+    f"python benchmarks/alignment.py --config configs/demo.py:complex --methods flow,flow_fixed_c --out {out.resolve()}"
+  )
   for bad in ("flow,sideways", "flow@one"):
     with pytest.raises(SystemExit):
       bench.main(["--workdir", str(tmp_path), "--methods", bad])

@@ -6,6 +6,7 @@ classifier round-trips (no fixture records one: its state dict is assembled from
 trunk, as upstream initialises it, plus a random `to_logits`), and `python -m jaxgeal.convert gangealing`
 writes every network of a training checkpoint, reading the inject index from its pickled flags.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ def _ckpt(fx):
 
 
 def _strip(sd, prefix):
-  return collections.OrderedDict((k[len(prefix):], v) for k, v in sd.items() if k.startswith(prefix))
+  return collections.OrderedDict((k[len(prefix) :], v) for k, v in sd.items() if k.startswith(prefix))
 
 
 def _tree_equal(a, b) -> bool:
@@ -52,8 +53,11 @@ def test_stn_architecture_is_read_from_the_checkpoint_shapes(fx):
   kw = fixtures.call_kwargs(ctor["call"])
   transforms = re.search(r"get_stn\(\[([^\]]*)\]", ctor["call"]).group(1)
   assert config["transforms"] == [t.strip(" '\"") for t in transforms.split(",")]
-  assert (config["flow_size"], config["supersize"], config["num_heads"]) == (kw["flow_size"], kw["supersize"],
-                                                                            kw["num_heads"])
+  assert (config["flow_size"], config["supersize"], config["num_heads"]) == (
+    kw["flow_size"],
+    kw["supersize"],
+    kw["num_heads"],
+  )
   assert {str(r): c for r, c in config["channels"]} == ctor["effective_channels"]
   assert config["flow_downsample"] == int(re.search(r"flow_downsample (\d+)", ctor["note"]).group(1))
   assert set(variables["params"]) == {"stns_0", "stns_1"}
@@ -85,8 +89,11 @@ def _edits(sd):
   unknown = dict(sd, **{"stns.0.warp_head.extra": np.zeros(3, np.float32)})
   missing = {k: v for k, v in sd.items() if k != "stns.1.warp_head.mask_out.0.bias"}
   misshapen = dict(sd, **{"stns.1.warp_head.mask_out.2.bias": np.zeros(5, np.float32)})
-  return [(unknown, r"not understood.*stns\.0\.warp_head\.extra"), (missing, r"missing key.*mask_out\.0\.bias"),
-          (misshapen, r"mask_out\.2")]
+  return [
+    (unknown, r"not understood.*stns\.0\.warp_head\.extra"),
+    (missing, r"missing key.*mask_out\.0\.bias"),
+    (misshapen, r"mask_out\.2"),
+  ]
 
 
 @pytest.mark.parity
@@ -115,8 +122,12 @@ def test_cluster_classifier_conversion_round_trip(fx):
   num_classes = 2 * stn_config["num_heads"]  # K clusters x (no flip, flip).
   sd = _classifier_sd(fx, num_classes)
   config, variables = gangealing.convert_classifier(sd)
-  assert config == {"size": stn_config["flow_size"], "supersize": stn_config["supersize"],
-                    "channels": stn_config["channels"], "num_classes": num_classes}
+  assert config == {
+    "size": stn_config["flow_size"],
+    "supersize": stn_config["supersize"],
+    "channels": stn_config["channels"],
+    "num_classes": num_classes,
+  }
   # Same trunk as the similarity STN it was initialised from (upstream: load_state_dict(strict=False)).
   params = variables["params"]
   assert _tree_equal(cc.init_from_stn(params, stn_vars["params"]), params)
@@ -150,18 +161,27 @@ def test_cli_converts_a_training_checkpoint(fx, tmp_path, capsys):
   ckpt = _ckpt(fx)
   ll_inject = fixtures.call_kwargs(fx.meta["constructor"]["ll"]["call"])["inject_index"]
   flow_size = fixtures.call_kwargs(fx.meta["constructor"]["t_ema"]["call"])["flow_size"]
-  train = {"g_ema": _tensors(ckpt["g_ema"], "g"), "t": _tensors(ckpt["t_ema"], "t"),
-           "t_ema": _tensors(ckpt["t_ema"], "e"), "ll": _tensors(ckpt["ll"], "l"),
-           "classifier": _tensors(_classifier_sd(fx, 4), "c"),
-           "t_optim": {"state": {}, "param_groups": [{"lr": 0.001, "betas": (0.9, 0.999)}]},
-           "args": argparse.Namespace(inject=ll_inject, flow_size=flow_size, num_heads=1, flips=True)}
+  train = {
+    "g_ema": _tensors(ckpt["g_ema"], "g"),
+    "t": _tensors(ckpt["t_ema"], "t"),
+    "t_ema": _tensors(ckpt["t_ema"], "e"),
+    "ll": _tensors(ckpt["ll"], "l"),
+    "classifier": _tensors(_classifier_sd(fx, 4), "c"),
+    "t_optim": {"state": {}, "param_groups": [{"lr": 0.001, "betas": (0.9, 0.999)}]},
+    "args": argparse.Namespace(inject=ll_inject, flow_size=flow_size, num_heads=1, flips=True),
+  }
   src = tp.write_zip(tmp_path / "0150000.pt", train)
   out = tmp_path / "model"
   assert convert_cli.main(["gangealing", str(src), str(out)]) == 0
   assert "t_ema: stn" in capsys.readouterr().out
   models = checkpoint.load_models(out)
-  assert {n: m[0] for n, m in models.items()} == {"g_ema": "generator", "t": "stn", "t_ema": "stn",
-                                                   "ll": "latent_learner", "classifier": "cluster_classifier"}
+  assert {n: m[0] for n, m in models.items()} == {
+    "g_ema": "generator",
+    "t": "stn",
+    "t_ema": "stn",
+    "ll": "latent_learner",
+    "classifier": "cluster_classifier",
+  }
   n_latent = 2 * int(math.log2(models["g_ema"][1]["size"])) - 2
   assert (models["ll"][1]["inject_index"], models["ll"][1]["n_latent"]) == (ll_inject, n_latent)
   _, t_ema = gangealing.convert_stn(ckpt["t_ema"])

@@ -1,5 +1,6 @@
 """Perceptual-loss converter (jaxgeal.convert.lpips) and its CLI: strict keys, both VGG layouts, round trip
 `python -m jaxgeal.convert lpips ...` -> `load_perceptual_loss`."""
+
 import functools
 
 import jax
@@ -22,7 +23,7 @@ def _vgg_features_sd() -> dict:
     sd[f"{i}.weight"] = np.zeros((c, in_ch, 3, 3), np.float32)
     sd[f"{i}.bias"] = np.full((c,), i, np.float32)
     in_ch = c
-  sd["0.weight"] = np.arange(64 * 27, dtype=np.float32).reshape(64, 3, 3, 3)   # To check the OIHW -> HWIO.
+  sd["0.weight"] = np.arange(64 * 27, dtype=np.float32).reshape(64, 3, 3, 3)  # To check the OIHW -> HWIO.
   return sd
 
 
@@ -47,12 +48,16 @@ def test_vgg_layouts_convert_to_the_same_params():
   assert (name, config) == ("vgg_ssl", {"lpips": False}) and set(variables["params"]) == {"net"}
 
 
-@pytest.mark.parametrize("edit, match", [
+@pytest.mark.parametrize(
+  "edit, match",
+  [
     (lambda sd: sd.pop("28.bias"), "missing key '28.bias'"),
     (lambda sd: sd.update({"30.weight": np.zeros((4, 4, 3, 3), np.float32)}), "not understood.*30.weight"),
     (lambda sd: sd.update({"1.running_mean": np.zeros(64, np.float32)}), "not understood.*running_mean"),
     (lambda sd: sd.update({"5.weight": np.zeros((128, 32, 3, 3), np.float32)}), "conv 5 has weight"),
-], ids=["missing", "vgg19-extra-conv", "batchnorm", "wrong-shape"])
+  ],
+  ids=["missing", "vgg19-extra-conv", "batchnorm", "wrong-shape"],
+)
 def test_vgg_converter_refuses_missing_unknown_and_misshapen_keys(edit, match):
   sd = dict(_vgg_features_sd())
   edit(sd)
@@ -67,12 +72,16 @@ def test_torchvision_layout_refuses_keys_outside_features_and_classifier():
     convert.convert_vgg16(sd)
 
 
-@pytest.mark.parametrize("edit, match", [
+@pytest.mark.parametrize(
+  "edit, match",
+  [
     (lambda sd: sd.pop("lin4.model.1.weight"), "missing key 'lin4.model.1.weight'"),
     (lambda sd: sd.update({"lin5.model.1.weight": np.zeros((1, 8, 1, 1), np.float32)}), "not understood"),
     (lambda sd: sd.update({"net.slice1.0.weight": np.zeros((64, 3, 3, 3), np.float32)}), "not understood"),
     (lambda sd: sd.update({"lin1.model.1.weight": np.zeros((1, 192, 1, 1), np.float32)}), r"\(1, 128, 1, 1\)"),
-], ids=["missing", "extra-head", "full-lpips-state-dict", "alexnet-shape"])
+  ],
+  ids=["missing", "extra-head", "full-lpips-state-dict", "alexnet-shape"],
+)
 def test_linear_converter_refuses_missing_unknown_and_misshapen_keys(edit, match):
   sd = _lin_sd()
   edit(sd)
@@ -103,8 +112,9 @@ def test_cli_round_trip_with_the_upstream_files(fx, tmp_path, capsys):
     loss = convert.load_perceptual_loss(kind, weights_dir=tmp_path)
     assert loss.kind == kind and loss.scale == lpips.LOSS_SCALES[kind]
     assert loss.module.lpips == (kind == "lpips")
-    direct = convert.convert(fixtures.load_checkpoint(fx, vgg_file),
-                             fixtures.load_checkpoint(fx, lin_file) if kind == "lpips" else None)[2]
+    direct = convert.convert(
+      fixtures.load_checkpoint(fx, vgg_file), fixtures.load_checkpoint(fx, lin_file) if kind == "lpips" else None
+    )[2]
     jax.tree_util.tree_map(np.testing.assert_array_equal, loss.variables, direct)
   # An existing directory is kept unless --overwrite; a missing source is a clean error.
   assert convert_cli.main(["lpips", str(vgg), str(tmp_path / "vgg_ssl")]) == 2

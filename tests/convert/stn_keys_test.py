@@ -9,6 +9,7 @@ For each architecture (similarity, flow and composed STNs, 1 and several heads, 
 paper's flow_size 128 / supersize 256): every key maps, key -> path -> key is the identity, the layouts turn
 each upstream shape into that of `jax.eval_shape` of our init, and no variable of ours is left without a key.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,17 @@ BUFFERS = ("kernel", "kernel_horz", "kernel_vert", "blur_filter", "one_hot", "re
 
 def _upstream_channels(channel_multiplier: float, override: dict | None = None) -> dict:
   """SpatialTransformer's / ResnetClassifier's local `channels` dict (the fixtures replace some entries)."""
-  ch = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier,
-        256: 64 * channel_multiplier, 512: 32 * channel_multiplier, 1024: 16 * channel_multiplier}
+  ch = {
+    4: 512,
+    8: 512,
+    16: 512,
+    32: 512,
+    64: 256 * channel_multiplier,
+    128: 128 * channel_multiplier,
+    256: 64 * channel_multiplier,
+    512: 32 * channel_multiplier,
+    1024: 16 * channel_multiplier,
+  }
   ch.update(override or {})
   return {r: int(c) for r, c in ch.items()}
 
@@ -86,7 +96,7 @@ def _upstream_stn(sd, prefix, transform, flow_size, supersize, ch, num_heads, fl
     sd[f"{head}linear.weight"] = (4 * num_heads, ch[4])
     sd[f"{head}linear.bias"] = (4 * num_heads,)
   else:
-    outs = {"flow_out": 2 * num_heads, "mask_out": 9 * flow_downsample ** 2 * num_heads}
+    outs = {"flow_out": 2 * num_heads, "mask_out": 9 * flow_downsample**2 * num_heads}
     for name, out in outs.items():
       sd[f"{head}{name}.0.weight"], sd[f"{head}{name}.0.bias"] = (in_ch, in_ch, 3, 3), (in_ch,)
       sd[f"{head}{name}.2.weight"], sd[f"{head}{name}.2.bias"] = (out, in_ch, 3, 3), (out,)
@@ -128,10 +138,15 @@ def _check_key_map(keymap: sdc.KeyMap, upstream: dict, ours: dict):
 
 
 def _our_stn_shapes(transforms, flow_size, supersize, num_heads, flow_downsample, **channels) -> dict:
-  stn = stn_lib.build_stn(transforms, flow_size=flow_size, supersize=supersize, num_heads=num_heads,
-                          flow_downsample=flow_downsample, **channels)
-  return _flat_shapes(jax.eval_shape(lambda: stn.init(jax.random.PRNGKey(0), jnp.zeros((1, flow_size,
-                                                                                         flow_size, 3)))))
+  stn = stn_lib.build_stn(
+    transforms,
+    flow_size=flow_size,
+    supersize=supersize,
+    num_heads=num_heads,
+    flow_downsample=flow_downsample,
+    **channels,
+  )
+  return _flat_shapes(jax.eval_shape(lambda: stn.init(jax.random.PRNGKey(0), jnp.zeros((1, flow_size, flow_size, 3)))))
 
 
 def _config(transforms, flow_size, flow_downsample=8):
@@ -154,13 +169,20 @@ def test_every_key_of_a_paper_size_stn_maps(transforms, channel_multiplier, num_
 
 # Other flow sizes, supersizes (equal to flow_size: no input_downsample buffers), flow_downsample and K.
 @pytest.mark.parametrize("transforms", TRANSFORMS, ids="+".join)
-@pytest.mark.parametrize("flow_size,supersize,num_heads,flow_downsample", [
-    (64, 64, 3, 8), (256, 512, 2, 8), (128, 128, 1, 4), (64, 256, 5, 2)])
+@pytest.mark.parametrize(
+  "flow_size,supersize,num_heads,flow_downsample", [(64, 64, 3, 8), (256, 512, 2, 8), (128, 128, 1, 4), (64, 256, 5, 2)]
+)
 def test_every_key_of_an_stn_of_other_sizes_maps(transforms, flow_size, supersize, num_heads, flow_downsample):
   ch = _upstream_channels(0.5, {r: 16 for r in (4, 8, 16, 32)})
   upstream = upstream_stn_shapes(transforms, flow_size, supersize, ch, num_heads, flow_downsample)
-  ours = _our_stn_shapes(transforms, flow_size, supersize, num_heads, flow_downsample,
-                         channels=tuple((r, c) for r, c in ch.items() if r <= flow_size))
+  ours = _our_stn_shapes(
+    transforms,
+    flow_size,
+    supersize,
+    num_heads,
+    flow_downsample,
+    channels=tuple((r, c) for r, c in ch.items() if r <= flow_size),
+  )
   _check_key_map(gangealing.stn_keys(_config(transforms, flow_size, flow_downsample)), upstream, ours)
 
 
@@ -179,25 +201,33 @@ def test_every_key_of_the_fixture_stns_architecture_maps(fx):
   """The architectures stn.json records, written from its constructor call, and the recorded state dict."""
   transforms, kw, fd, channels = _fixture_architecture(fx)
   upstream = upstream_stn_shapes(transforms, kw["flow_size"], kw["supersize"], channels, kw["num_heads"], fd)
-  ours = _our_stn_shapes(transforms, kw["flow_size"], kw["supersize"], kw["num_heads"], fd,
-                         channels=tuple(channels.items()))
+  ours = _our_stn_shapes(
+    transforms, kw["flow_size"], kw["supersize"], kw["num_heads"], fd, channels=tuple(channels.items())
+  )
   keymap = gangealing.stn_keys(_config(transforms, kw["flow_size"], fd))
   _check_key_map(keymap, upstream, ours)
   recorded = fixtures.load_checkpoint(fx, fx.checkpoint_file())["t_ema"]
   assert {k: tuple(v.shape) for k, v in recorded.items()} == upstream
 
 
-@pytest.mark.parametrize("transforms,flow_size,supersize,num_heads,flow_downsample", [
-    (["similarity", "flow"], 64, 128, 3, 8), (["similarity"], 32, 32, 2, 8), (["flow"], 64, 64, 1, 4)])
+@pytest.mark.parametrize(
+  "transforms,flow_size,supersize,num_heads,flow_downsample",
+  [(["similarity", "flow"], 64, 128, 3, 8), (["similarity"], 32, 32, 2, 8), (["flow"], 64, 64, 1, 4)],
+)
 def test_the_converter_reads_the_architecture_and_places_every_key_through_the_map(
-    transforms, flow_size, supersize, num_heads, flow_downsample):
+  transforms, flow_size, supersize, num_heads, flow_downsample
+):
   ch = _upstream_channels(0.125, {r: 8 for r in (4, 8, 16, 32)})
   shapes = upstream_stn_shapes(transforms, flow_size, supersize, ch, num_heads, flow_downsample)
   rng = np.random.default_rng(0)
   sd = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
   config, variables = gangealing.convert_stn(sd, flow_size=flow_size if transforms == ["flow"] else None)
   assert (config["transforms"], config["flow_size"], config["supersize"], config["num_heads"]) == (
-      transforms, flow_size, supersize, num_heads)
+    transforms,
+    flow_size,
+    supersize,
+    num_heads,
+  )
   assert config["channels"] == [[r, c] for r, c in sorted(ch.items()) if r <= flow_size]
   if "flow" in transforms:
     assert config["flow_downsample"] == flow_downsample
@@ -209,9 +239,16 @@ def test_the_converter_reads_the_architecture_and_places_every_key_through_the_m
 
 def test_stn_key_maps_refuse_names_they_do_not_know():
   composed = gangealing.stn_keys(_config(["similarity", "flow"], 64))
-  for bad in ("stns.2.convs.0.0.weight", "stns.1.warp_head.linear.weight", "stns.0.warp_head.flow_out.0.weight",
-              "stns.0.convs.5.conv1.0.weight", "stns.1.convs.4.conv2.1.weight", "stns.01.final_conv.0.weight",
-              "convs.0.0.weight", "stns.1.final_linear.weight"):
+  for bad in (
+    "stns.2.convs.0.0.weight",
+    "stns.1.warp_head.linear.weight",
+    "stns.0.warp_head.flow_out.0.weight",
+    "stns.0.convs.5.conv1.0.weight",
+    "stns.1.convs.4.conv2.1.weight",
+    "stns.01.final_conv.0.weight",
+    "convs.0.0.weight",
+    "stns.1.final_linear.weight",
+  ):
     with pytest.raises(KeyError, match="no parameter"):
       composed.path(bad)
   with pytest.raises(KeyError, match="no upstream key"):
@@ -236,8 +273,9 @@ def upstream_classifier_shapes(size, ch, num_classes, supersize=None) -> dict:
 @pytest.mark.parametrize("channel_multiplier", [0.5, 1])
 def test_every_key_of_a_cluster_classifier_maps(size, supersize, num_classes, channel_multiplier):
   upstream = upstream_classifier_shapes(size, _upstream_channels(channel_multiplier), num_classes, supersize)
-  clf = cc.ResnetClassifier(size=size, num_classes=num_classes, supersize=supersize,
-                            channel_multiplier=channel_multiplier)
+  clf = cc.ResnetClassifier(
+    size=size, num_classes=num_classes, supersize=supersize, channel_multiplier=channel_multiplier
+  )
   ours = jax.eval_shape(lambda: clf.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
   _check_key_map(gangealing.classifier_keys({"size": size}), upstream, _flat_shapes(ours))
 

@@ -1,5 +1,6 @@
 """StyleGAN2 converter and CLIs: architecture read from shapes, strict key handling, and the documented
 round trip `python -m jaxgeal.convert stylegan2 SRC.pt OUT` -> `python -m jaxgeal.sample`."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,8 +22,7 @@ from tests.fixtures import assert_close, nchw_to_nhwc
 def test_generator_architecture_is_read_from_the_checkpoint_shapes(fx):
   config = convert.generator_config(fixtures.load_checkpoint(fx, fx.checkpoint_file())["g_ema"])
   args = fx.meta["constructor"]["args"]
-  assert (config["size"], config["style_dim"], config["n_mlp"]) == (args["size"], args["style_dim"],
-                                                                   args["n_mlp"])
+  assert (config["size"], config["style_dim"], config["n_mlp"]) == (args["size"], args["style_dim"], args["n_mlp"])
   assert {str(r): c for r, c in config["channels"]} == fx.meta["constructor"]["channels_override"]
 
 
@@ -36,10 +36,10 @@ def test_discriminator_architecture_is_read_from_the_checkpoint_shapes(fx):
 
 # -- the key maps, on every key of full-size rosinality state dicts (names and shapes only) ------------------------
 
+
 def _config_f_channels(size: int, channel_multiplier: int = 2) -> dict[int, int]:
   cm = channel_multiplier
-  table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm,
-           1024: 16 * cm}
+  table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm, 1024: 16 * cm}
   return {r: c for r, c in table.items() if r <= size}
 
 
@@ -47,7 +47,7 @@ def _rosinality_generator_shapes(size: int, style_dim: int, n_mlp: int, ch: dict
   """{key: shape} of `Generator(size, style_dim, n_mlp).state_dict()` as rosinality/stylegan2-pytorch model.py
   (commit bef283a1c24087da704d16c30abc8e36e63efa0e) registers them: parameters and persistent buffers."""
   sd = {}
-  for i in range(1, n_mlp + 1):                       # style.0 is PixelNorm
+  for i in range(1, n_mlp + 1):  # style.0 is PixelNorm
     sd[f"style.{i}.weight"], sd[f"style.{i}.bias"] = (style_dim, style_dim), (style_dim,)
   sd["input.input"] = (1, ch[4], 4, 4)
 
@@ -75,7 +75,7 @@ def _rosinality_generator_shapes(size: int, style_dim: int, n_mlp: int, ch: dict
     sd[f"noises.noise_{i}"] = (1, 1, r, r)
   cin = ch[4]
   for j, i in enumerate(range(3, log_size + 1)):
-    cout = ch[2 ** i]
+    cout = ch[2**i]
     styled(f"convs.{2 * j}", cin, cout, upsample=True)
     styled(f"convs.{2 * j + 1}", cout, cout)
     to_rgb(f"to_rgbs.{j}", cout)
@@ -89,15 +89,29 @@ def _rosinality_discriminator_shapes(size: int, ch: dict[int, int]) -> dict:
   cin = ch[size]
   for j, i in enumerate(range(int(np.log2(size)), 2, -1), start=1):
     cout = ch[2 ** (i - 1)]
-    sd.update({f"convs.{j}.conv1.0.weight": (cin, cin, 3, 3), f"convs.{j}.conv1.1.bias": (cin,),
-               f"convs.{j}.conv2.0.kernel": (4, 4), f"convs.{j}.conv2.1.weight": (cout, cin, 3, 3),
-               f"convs.{j}.conv2.2.bias": (cout,),
-               f"convs.{j}.skip.0.kernel": (4, 4), f"convs.{j}.skip.1.weight": (cout, cin, 1, 1)})
+    sd.update(
+      {
+        f"convs.{j}.conv1.0.weight": (cin, cin, 3, 3),
+        f"convs.{j}.conv1.1.bias": (cin,),
+        f"convs.{j}.conv2.0.kernel": (4, 4),
+        f"convs.{j}.conv2.1.weight": (cout, cin, 3, 3),
+        f"convs.{j}.conv2.2.bias": (cout,),
+        f"convs.{j}.skip.0.kernel": (4, 4),
+        f"convs.{j}.skip.1.weight": (cout, cin, 1, 1),
+      }
+    )
     cin = cout
   c4 = ch[4]
-  sd.update({"final_conv.0.weight": (c4, cin + 1, 3, 3), "final_conv.1.bias": (c4,),
-             "final_linear.0.weight": (c4, c4 * 16), "final_linear.0.bias": (c4,),
-             "final_linear.1.weight": (1, c4), "final_linear.1.bias": (1,)})
+  sd.update(
+    {
+      "final_conv.0.weight": (c4, cin + 1, 3, 3),
+      "final_conv.1.bias": (c4,),
+      "final_linear.0.weight": (c4, c4 * 16),
+      "final_linear.0.bias": (c4,),
+      "final_linear.1.weight": (1, c4),
+      "final_linear.1.bias": (1,),
+    }
+  )
   return sd
 
 
@@ -148,8 +162,11 @@ def test_key_maps_refuse_names_they_do_not_know():
     convert.DISCRIMINATOR_KEYS.key(("params", "convs_1", "conv3", "conv", "weight"))
 
 
-@pytest.mark.parametrize("layout", [sdc.VECTOR, sdc.DENSE, sdc.CONV, sdc.MODCONV, sdc.NCHW, sdc.RGB_BIAS,
-                                    sdc.DENSE_CHW4], ids=lambda layout: layout.name)
+@pytest.mark.parametrize(
+  "layout",
+  [sdc.VECTOR, sdc.DENSE, sdc.CONV, sdc.MODCONV, sdc.NCHW, sdc.RGB_BIAS, sdc.DENSE_CHW4],
+  ids=lambda layout: layout.name,
+)
 def test_layouts_move_values_and_invert_each_other(layout):
   shape = {1: (5,), 2: (3, 2 * 16), 4: (2, 3, 4, 5), 5: (1, 2, 3, 4, 4)}[layout.ndim]
   shape = (1, 3, 1, 1) if layout is sdc.RGB_BIAS else shape
@@ -179,8 +196,11 @@ def test_converters_accept_a_complete_rosinality_state_dict_and_nothing_less():
   with pytest.raises(sdc.ConversionError, match=r"missing key 'convs.2.skip.1.weight'"):
     convert.convert_discriminator({k: v for k, v in d_sd.items() if k != "convs.2.skip.1.weight"})
   bad = dict(g_sd, **{"convs.1.conv.weight": np.zeros((1, 6, 5, 3, 3), np.float32)})
-  with pytest.raises(sdc.ConversionError, match=r"'convs.1.conv.weight' has shape \(1, 6, 5, 3, 3\), "
-                                                r"expected \(1, 6, 6, 3, 3\)"):
+  with pytest.raises(
+    sdc.ConversionError,
+    match=r"'convs.1.conv.weight' has shape \(1, 6, 5, 3, 3\), "
+    r"expected \(1, 6, 6, 3, 3\)",
+  ):
     convert.convert_generator(bad)
 
 
@@ -188,15 +208,21 @@ def _tiny_state_dict():
   """A real rosinality-layout generator state dict, made by converting our own init backwards."""
   import jax
   from jaxgeal.models import stylegan2
+
   G = stylegan2.Generator(size=8, style_dim=4, n_mlp=1, channels=((4, 4), (8, 4)))
   v = G.init(jax.random.PRNGKey(0), jnp.zeros((1, 4)), randomize_noise=False)
   p = jax.tree_util.tree_map(np.asarray, v["params"])
-  sd = {"style.1.weight": p["style_1"]["weight"].T, "style.1.bias": p["style_1"]["bias"],
-        "input.input": p["input"].transpose(0, 3, 1, 2)}
+  sd = {
+    "style.1.weight": p["style_1"]["weight"].T,
+    "style.1.bias": p["style_1"]["bias"],
+    "input.input": p["input"].transpose(0, 3, 1, 2),
+  }
+
   def styled(prefix, q):
     sd[f"{prefix}.conv.weight"] = q["conv"]["weight"].transpose(3, 2, 0, 1)[None]
     sd[f"{prefix}.conv.modulation.weight"] = q["conv"]["modulation"]["weight"].T
     sd[f"{prefix}.conv.modulation.bias"] = q["conv"]["modulation"]["bias"]
+
   for name, prefix in [("conv1", "conv1"), ("convs_0", "convs.0"), ("convs_1", "convs.1")]:
     styled(prefix, p[name])
     sd[f"{prefix}.noise.weight"] = p[name]["noise"]["weight"]
@@ -214,8 +240,9 @@ def test_conversion_inverts_the_upstream_layout_exactly():
   config, variables = convert.convert_generator(sd)
   assert config["size"] == 8 and config["channels"] == [(4, 4), (8, 4)]
   z = jnp.ones((2, 4))
-  np.testing.assert_array_equal(G.apply(v, z, randomize_noise=False),
-                                convert.build_generator(config).apply(variables, z, randomize_noise=False))
+  np.testing.assert_array_equal(
+    G.apply(v, z, randomize_noise=False), convert.build_generator(config).apply(variables, z, randomize_noise=False)
+  )
 
 
 def test_missing_and_unknown_keys_are_refused_by_name():
@@ -251,11 +278,15 @@ def test_convert_and_sample_clis_round_trip(fx, tmp_path, capsys):
   assert convert_cli.main(["stylegan2", str(src), str(out)]) == 2
   assert "already holds a model" in capsys.readouterr().err
   grid = tmp_path / "grid.png"
-  assert sample_cli.main(["--checkpoint", str(out), "--seeds", "0-4", "--truncation", "0.7",
-                          "--n-mean", "64", "--out", str(grid)]) == 0
+  assert (
+    sample_cli.main(
+      ["--checkpoint", str(out), "--seeds", "0-4", "--truncation", "0.7", "--n-mean", "64", "--out", str(grid)]
+    )
+    == 0
+  )
   size = models["g_ema"][1]["size"]
   im = Image.open(grid)
-  assert im.size == (3 * (size + 2) + 2, 2 * (size + 2) + 2)   # 5 images, 3 per row
+  assert im.size == (3 * (size + 2) + 2, 2 * (size + 2) + 2)  # 5 images, 3 per row
   assert np.asarray(im).std() > 0
 
 

@@ -5,6 +5,7 @@ pickler plus `_G(module, name)` references that it writes as GLOBAL opcodes (tor
 torch), and stand-in storages that it writes as torch's persistent ids. `write_zip` / `write_legacy` lay
 them out exactly as torch/serialization.py does for the two container formats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ class _G:
 class Storage:
   """A torch storage stand-in: `values` (1-D numpy) stored as `type_name` under record `key`."""
 
-  def __init__(self, key: str, values: np.ndarray, type_name: str = "FloatStorage", location: str = "cpu",
-               byteorder: str = "<"):
+  def __init__(
+    self, key: str, values: np.ndarray, type_name: str = "FloatStorage", location: str = "cpu", byteorder: str = "<"
+  ):
     self.key, self.type_name, self.location = key, type_name, location
     self.values = np.asarray(values).ravel()
     self.data = self.values.astype(self.values.dtype.newbyteorder(byteorder)).tobytes()
@@ -70,7 +72,7 @@ class StorageView:
 
 
 def contiguous(storage: Storage, shape) -> Tensor:
-  stride = tuple(int(np.prod(shape[i + 1:])) for i in range(len(shape)))
+  stride = tuple(int(np.prod(shape[i + 1 :])) for i in range(len(shape)))
   return Tensor(storage, 0, tuple(shape), stride)
 
 
@@ -133,8 +135,9 @@ def write_legacy(path, obj, main_pickle: bytes | None = None):
   with open(path, "wb") as f:
     pickle.dump(0x1950A86A20F9469CFC6C, f, protocol=2)
     pickle.dump(1001, f, protocol=2)
-    pickle.dump({"protocol_version": 1001, "little_endian": True,
-                 "type_sizes": {"short": 2, "int": 4, "long": 8}}, f, protocol=2)
+    pickle.dump(
+      {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 8}}, f, protocol=2
+    )
     f.write(main_pickle if main_pickle is not None else data)
     pickle.dump(list(storages), f, protocol=2)
     for storage in storages.values():
@@ -171,19 +174,20 @@ def _listed_checkpoints():
     for name, entry in (fx.meta.get("checkpoints") or {}).items():
       if isinstance(entry, dict) and "keys" in entry:
         params.append(pytest.param(fx, entry.get("file", name), entry["keys"], id=f"{fx.id}:{name}"))
-  return params or [pytest.param(None, None, None, id="absent",
-                                 marks=pytest.mark.skip(reason=f"no checkpoint listings under {root}"))]
+  return params or [
+    pytest.param(None, None, None, id="absent", marks=pytest.mark.skip(reason=f"no checkpoint listings under {root}"))
+  ]
 
 
 def _is_leaf(entry) -> bool:
-  return isinstance(entry, dict) and "shape" in entry and "dtype" in entry and not isinstance(
-      entry["shape"], dict)
+  return isinstance(entry, dict) and "shape" in entry and "dtype" in entry and not isinstance(entry["shape"], dict)
 
 
 def _check_listing(loaded, listing, where: str):
   assert isinstance(loaded, dict), f"{where}: expected a dict, got {type(loaded).__name__}"
-  assert set(loaded) == set(listing), (f"{where}: missing {sorted(set(listing) - set(loaded))[:5]}, "
-                                       f"unexpected {sorted(set(loaded) - set(listing))[:5]}")
+  assert set(loaded) == set(listing), (
+    f"{where}: missing {sorted(set(listing) - set(loaded))[:5]}, unexpected {sorted(set(loaded) - set(listing))[:5]}"
+  )
   for key, entry in listing.items():
     if _is_leaf(entry):
       value = loaded[key]
@@ -226,8 +230,9 @@ def test_fixture_checkpoints_hold_every_listed_key_with_its_shape_and_dtype(fx, 
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("path", [p for p in _fixture_checkpoints()
-                                  if p.values[0] is None or p.values[0].name == "lpips_vgg_v0.1.pt"])
+@pytest.mark.parametrize(
+  "path", [p for p in _fixture_checkpoints() if p.values[0] is None or p.values[0].name == "lpips_vgg_v0.1.pt"]
+)
 def test_lpips_v01_weights_legacy_cuda_file_reads_as_host_arrays(path):
   if path is None:
     pytest.skip("fixtures absent")
@@ -243,9 +248,9 @@ def test_lpips_v01_weights_legacy_cuda_file_reads_as_host_arrays(path):
 # Refusing code execution.
 
 PAYLOADS = {
-    "os.system": lambda marker: Call("os", "system", f"touch {marker}"),
-    "builtins.eval": lambda marker: Call("builtins", "eval", f"open({str(marker)!r}, 'w').close()"),
-    "subprocess.Popen": lambda marker: Call("subprocess", "Popen", ["touch", str(marker)]),
+  "os.system": lambda marker: Call("os", "system", f"touch {marker}"),
+  "builtins.eval": lambda marker: Call("builtins", "eval", f"open({str(marker)!r}, 'w').close()"),
+  "subprocess.Popen": lambda marker: Call("subprocess", "Popen", ["touch", str(marker)]),
 }
 
 
@@ -294,13 +299,16 @@ def test_a_missing_file_raises_file_not_found_naming_it(tmp_path):
     torch_pickle.load(tmp_path / "nope.pt")
 
 
-@pytest.mark.parametrize("content", [
+@pytest.mark.parametrize(
+  "content",
+  [
     pytest.param(np.random.default_rng(0).bytes(4096), id="random-bytes"),
     pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64), id="png"),
     pytest.param(b"lr: 0.001\nbatch: 5\n", id="text"),
     pytest.param(b"", id="empty"),
     pytest.param(pickle.dumps({"weight": [1.0, 2.0]}, protocol=2), id="plain-pickle-without-magic"),
-])
+  ],
+)
 def test_non_checkpoint_files_raise_format_error_naming_the_file(tmp_path, content):
   path = tmp_path / "notackpt.pt"
   path.write_bytes(content)
@@ -330,12 +338,15 @@ def test_a_view_beyond_its_storage_is_a_format_error(tmp_path, fmt):
 
 
 @pytest.mark.parametrize("fmt", WRITERS)
-@pytest.mark.parametrize("offset,size,stride,match", [
-    (12, (1,), (1,), "reads element 12"),                   # offset past the end
-    (0, (4, 4), (4, 1), "reads element 15"),                # size * stride past the end
+@pytest.mark.parametrize(
+  "offset,size,stride,match",
+  [
+    (12, (1,), (1,), "reads element 12"),  # offset past the end
+    (0, (4, 4), (4, 1), "reads element 15"),  # size * stride past the end
     (0, (3,), (-1,), "negative tensor stride"),
     (-1, (3,), (1,), "invalid tensor view"),
-])
+  ],
+)
 def test_views_must_lie_inside_their_storage(tmp_path, fmt, offset, size, stride, match):
   path = WRITERS[fmt](tmp_path / "oob.pt", {"w": Tensor(arange_storage(n=12), offset, size, stride)})
   with pytest.raises(CheckpointFormatError, match=f"oob.pt.*{match}"):
@@ -384,13 +395,16 @@ def test_many_small_expanded_views_share_one_budget_the_size_of_the_file(tmp_pat
 
 
 @pytest.mark.parametrize("fmt", WRITERS)
-@pytest.mark.parametrize("numel,match", [
+@pytest.mark.parametrize(
+  "numel,match",
+  [
     (2**40, r"storage '0' declares 4398046511104 bytes, over the limit of 4294967296"),
     (10**6, r"storage '0' declares 4000000 bytes, but the file has room for only"),
-])
+  ],
+)
 def test_a_huge_declared_storage_in_a_tiny_file_is_refused_before_allocating(tmp_path, fmt, numel, match):
   storage = arange_storage(n=4)
-  storage.numel = numel            # the pickle claims far more elements than the file holds
+  storage.numel = numel  # the pickle claims far more elements than the file holds
   path = WRITERS[fmt](tmp_path / "claim.pt", {"w": Tensor(storage, 0, (numel,), (1,))})
   err, peak = _peak_bytes_of(lambda: torch_pickle.load(path))
   assert isinstance(err, CheckpointFormatError) and "claim.pt" in str(err), err
@@ -403,8 +417,11 @@ def test_max_bytes_bounds_the_total_of_the_tensors(tmp_path, fmt):
   tensors = {"a": contiguous(arange_storage("0", 100), (100,)), "b": contiguous(arange_storage("1", 100), (100,))}
   path = WRITERS[fmt](tmp_path / "two.pt", tensors)
   assert set(torch_pickle.load(path, max_bytes=800)) == {"a", "b"}
-  with pytest.raises(CheckpointFormatError, match=r"two.pt.*taking the tensors read to 800 bytes, over the limit "
-                                                  r"of 600 \(torch_pickle.load\(..., max_bytes=N\) raises it\)"):
+  with pytest.raises(
+    CheckpointFormatError,
+    match=r"two.pt.*taking the tensors read to 800 bytes, over the limit "
+    r"of 600 \(torch_pickle.load\(..., max_bytes=N\) raises it\)",
+  ):
     torch_pickle.load(path, max_bytes=600)
   assert torch_pickle.MAX_BYTES == 4 * 2**30
 
@@ -434,11 +451,13 @@ def test_a_numpy_array_cannot_allocate_memory_the_file_does_not_hold(tmp_path):
 @pytest.mark.parametrize("fmt", WRITERS)
 @pytest.mark.parametrize("fraction", [0.2, 0.5, 0.9, 0.999])
 def test_truncated_crafted_checkpoints_are_format_errors(tmp_path, fmt, fraction):
-  full = WRITERS[fmt](tmp_path / "full.pt", {"a": contiguous(arange_storage("0", 300), (300,)),
-                                             "b": contiguous(arange_storage("1", 300), (10, 30))})
+  full = WRITERS[fmt](
+    tmp_path / "full.pt",
+    {"a": contiguous(arange_storage("0", 300), (300,)), "b": contiguous(arange_storage("1", 300), (10, 30))},
+  )
   data = full.read_bytes()
   cut = tmp_path / "cut.pt"
-  cut.write_bytes(data[:int(len(data) * fraction)])
+  cut.write_bytes(data[: int(len(data) * fraction)])
   with pytest.raises(CheckpointFormatError, match="cut.pt"):
     torch_pickle.load(cut)
 
@@ -450,7 +469,7 @@ def test_the_first_half_of_a_fixture_checkpoint_is_a_format_error(tmp_path, path
     pytest.skip("fixtures absent")
   data = path.read_bytes()
   cut = tmp_path / f"half_{path.name}"
-  cut.write_bytes(data[:len(data) // 2])
+  cut.write_bytes(data[: len(data) // 2])
   with pytest.raises(CheckpointFormatError, match=f"half_{path.name}"):
     torch_pickle.load(cut)
 
@@ -464,21 +483,21 @@ def test_transposed_views_with_storage_offsets_read_back_their_values(tmp_path, 
   storage = arange_storage(n=40)
   flat = storage.values
   tensors = {
-      "transposed": Tensor(storage, 2, (3, 4), (1, 3)),     # (4, 3) block at offset 2, transposed.
-      "sliced_rows": Tensor(storage, 5, (2, 3), (10, 2)),   # every other column of rows 5.. and 15..
-      "expanded": Tensor(storage, 7, (3, 2), (0, 1)),        # stride 0 (torch's expand).
-      "scalar": Tensor(storage, 39, (), ()),
-      "empty": Tensor(storage, 0, (0, 5), (5, 1)),
-      "whole": contiguous(storage, (5, 8)),
+    "transposed": Tensor(storage, 2, (3, 4), (1, 3)),  # (4, 3) block at offset 2, transposed.
+    "sliced_rows": Tensor(storage, 5, (2, 3), (10, 2)),  # every other column of rows 5.. and 15..
+    "expanded": Tensor(storage, 7, (3, 2), (0, 1)),  # stride 0 (torch's expand).
+    "scalar": Tensor(storage, 39, (), ()),
+    "empty": Tensor(storage, 0, (0, 5), (5, 1)),
+    "whole": contiguous(storage, (5, 8)),
   }
   loaded = torch_pickle.load(WRITERS[fmt](tmp_path / "views.pt", tensors))
   expected = {
-      "transposed": flat[2:14].reshape(4, 3).T,
-      "sliced_rows": np.stack([flat[5:11:2], flat[15:21:2]]),
-      "expanded": np.broadcast_to(flat[7:9], (3, 2)),
-      "scalar": np.array(flat[39]),
-      "empty": np.zeros((0, 5), np.float32),
-      "whole": flat.reshape(5, 8),
+    "transposed": flat[2:14].reshape(4, 3).T,
+    "sliced_rows": np.stack([flat[5:11:2], flat[15:21:2]]),
+    "expanded": np.broadcast_to(flat[7:9], (3, 2)),
+    "scalar": np.array(flat[39]),
+    "empty": np.zeros((0, 5), np.float32),
+    "whole": flat.reshape(5, 8),
   }
   for name, want in expected.items():
     got = loaded[name]
@@ -490,17 +509,26 @@ def test_transposed_views_with_storage_offsets_read_back_their_values(tmp_path, 
 
 
 @pytest.mark.parametrize("fmt", WRITERS)
-@pytest.mark.parametrize("type_name,dtype", [
-    ("HalfStorage", np.float16), ("LongStorage", np.int64), ("DoubleStorage", np.float64),
-    ("IntStorage", np.int32), ("ByteStorage", np.uint8), ("CharStorage", np.int8), ("BoolStorage", np.bool_),
-])
+@pytest.mark.parametrize(
+  "type_name,dtype",
+  [
+    ("HalfStorage", np.float16),
+    ("LongStorage", np.int64),
+    ("DoubleStorage", np.float64),
+    ("IntStorage", np.int32),
+    ("ByteStorage", np.uint8),
+    ("CharStorage", np.int8),
+    ("BoolStorage", np.bool_),
+  ],
+)
 def test_storage_types_read_back_with_their_dtype(tmp_path, fmt, type_name, dtype):
-  values = (np.arange(-6, 6) * 1.25 if dtype in (np.float16, np.float64) else np.arange(-6, 6) % 7 * 3)
+  values = np.arange(-6, 6) * 1.25 if dtype in (np.float16, np.float64) else np.arange(-6, 6) % 7 * 3
   values = np.asarray(values).astype(dtype)
   if dtype == np.int64:
     values[0] = 2**62 + 3  # Beyond float precision: read as integers, not via a float.
-  loaded = torch_pickle.load(WRITERS[fmt](tmp_path / "t.pt", {"x": Tensor(Storage("s", values, type_name),
-                                                                          1, (2, 5), (1, 2))}))
+  loaded = torch_pickle.load(
+    WRITERS[fmt](tmp_path / "t.pt", {"x": Tensor(Storage("s", values, type_name), 1, (2, 5), (1, 2))})
+  )
   assert loaded["x"].dtype == dtype
   np.testing.assert_array_equal(loaded["x"], values[1:11].reshape(5, 2).T)
 
@@ -508,8 +536,9 @@ def test_storage_types_read_back_with_their_dtype(tmp_path, fmt, type_name, dtyp
 def test_bfloat16_storages_read_back_as_ml_dtypes_bfloat16(tmp_path):
   ml_dtypes = pytest.importorskip("ml_dtypes")
   values = np.array([1.0, -2.5, 3.0e10, 0.1], ml_dtypes.bfloat16)
-  loaded = torch_pickle.load(write_zip(tmp_path / "bf.pt", {"x": contiguous(
-      Storage("0", values, "BFloat16Storage"), (2, 2))}))
+  loaded = torch_pickle.load(
+    write_zip(tmp_path / "bf.pt", {"x": contiguous(Storage("0", values, "BFloat16Storage"), (2, 2))})
+  )
   assert loaded["x"].dtype == ml_dtypes.bfloat16
   np.testing.assert_array_equal(loaded["x"].astype(np.float32), values.astype(np.float32).reshape(2, 2))
 
@@ -525,8 +554,7 @@ def test_untyped_storages_take_the_dtype_of_rebuild_tensor_v3(tmp_path):
 
 def test_big_endian_zip_checkpoints_come_back_in_native_order(tmp_path):
   storage = arange_storage(n=6, byteorder=">")
-  loaded = torch_pickle.load(write_zip(tmp_path / "be.pt", {"x": contiguous(storage, (2, 3))},
-                                       byteorder="big"))
+  loaded = torch_pickle.load(write_zip(tmp_path / "be.pt", {"x": contiguous(storage, (2, 3))}, byteorder="big"))
   assert loaded["x"].dtype == np.dtype("float32") and loaded["x"].dtype.isnative
   np.testing.assert_array_equal(loaded["x"], np.arange(6, dtype=np.float32).reshape(2, 3))
 
@@ -541,16 +569,17 @@ def test_legacy_storage_views_are_honoured(tmp_path):
 @pytest.mark.parametrize("fmt", WRITERS)
 def test_training_checkpoint_objects_map_to_plain_python(tmp_path, fmt):
   weight = contiguous(arange_storage(n=6), (2, 3))
-  args = argparse.Namespace(exp_name="cats", transform=["similarity", "flow"], stn_lr=1e-3, flips=False,
-                            seed=np.int64(0), psi=np.float32(0.5))
+  args = argparse.Namespace(
+    exp_name="cats", transform=["similarity", "flow"], stn_lr=1e-3, flips=False, seed=np.int64(0), psi=np.float32(0.5)
+  )
   ckpt = {
-      "t_ema": collections.OrderedDict([("w", weight),
-                                        ("p", Call("torch._utils", "_rebuild_parameter", weight, True,
-                                                   collections.OrderedDict()))]),
-      "args": args,
-      "shape": Call("torch", "Size", (2, 3)),
-      "device": Call("torch", "device", "cuda", 0),
-      "meta": (1, 2.5, "x", b"\x00\xffraw", b"", bytearray(b"ba"), None, True, [1, {"k": 1 + 2j}], {3, 4}),
+    "t_ema": collections.OrderedDict(
+      [("w", weight), ("p", Call("torch._utils", "_rebuild_parameter", weight, True, collections.OrderedDict()))]
+    ),
+    "args": args,
+    "shape": Call("torch", "Size", (2, 3)),
+    "device": Call("torch", "device", "cuda", 0),
+    "meta": (1, 2.5, "x", b"\x00\xffraw", b"", bytearray(b"ba"), None, True, [1, {"k": 1 + 2j}], {3, 4}),
   }
   loaded = torch_pickle.load(WRITERS[fmt](tmp_path / "train.pt", ckpt))
   assert isinstance(loaded["t_ema"], collections.OrderedDict) and list(loaded["t_ema"]) == ["w", "p"]

@@ -1,4 +1,5 @@
 """Tiny fake versions of the on-disk layouts the builders read (image folders, SPair-71k, CUB-200-2011)."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ def solid(h: int, w: int, value: int) -> np.ndarray:
 def marked(h: int, w: int, x: int, y: int, block: int = 1) -> np.ndarray:
   """Black image with a white block x..x+block-1, y..y+block-1."""
   image = np.zeros((h, w, 3), np.uint8)
-  image[y:y + block, x:x + block] = 255
+  image[y : y + block, x : x + block] = 255
   return image
 
 
@@ -36,16 +37,25 @@ def write_corrupt(path: pathlib.Path) -> pathlib.Path:
   return path
 
 
-def make_spair(root: pathlib.Path, category: str, slots: int, images: dict[str, np.ndarray],
-               pairs: list[dict], split: str = "test") -> pathlib.Path:
+def make_spair(
+  root: pathlib.Path, category: str, slots: int, images: dict[str, np.ndarray], pairs: list[dict], split: str = "test"
+) -> pathlib.Path:
   """Official SPair-71k layout. `pairs`: dicts with src, trg, ids, src_kps, trg_kps, src_box, trg_box[, mirror]."""
   for name, image in images.items():
     write_image(root / "JPEGImages" / category / name, image, quality=100)
     kps = {str(i): None for i in range(slots)}
     (root / "ImageAnnotation" / category).mkdir(parents=True, exist_ok=True)
-    (root / "ImageAnnotation" / category / f"{pathlib.Path(name).stem}.json").write_text(json.dumps(
-        {"filename": name, "category": category, "image_width": image.shape[1], "image_height": image.shape[0],
-         "kps": kps}))
+    (root / "ImageAnnotation" / category / f"{pathlib.Path(name).stem}.json").write_text(
+      json.dumps(
+        {
+          "filename": name,
+          "category": category,
+          "image_width": image.shape[1],
+          "image_height": image.shape[0],
+          "kps": kps,
+        }
+      )
+    )
   (root / "PairAnnotation" / split).mkdir(parents=True, exist_ok=True)
   (root / "Layout" / "large").mkdir(parents=True, exist_ok=True)
   names = []
@@ -53,21 +63,50 @@ def make_spair(root: pathlib.Path, category: str, slots: int, images: dict[str, 
     stem = f"{k:06d}-{pathlib.Path(p['src']).stem}-{pathlib.Path(p['trg']).stem}:{category}"
     names.append(stem)
     src, trg = images[p["src"]], images[p["trg"]]
-    (root / "PairAnnotation" / split / f"{stem}.json").write_text(json.dumps({
-        "pair_id": k, "src_imname": p["src"], "trg_imname": p["trg"], "category": category,
-        "src_imsize": [src.shape[1], src.shape[0], 3], "trg_imsize": [trg.shape[1], trg.shape[0], 3],
-        "src_bndbox": p["src_box"], "trg_bndbox": p["trg_box"], "src_kps": p["src_kps"],
-        "trg_kps": p["trg_kps"], "kps_ids": [str(i) for i in p["ids"]], "mirror": p.get("mirror", 0)}))
+    (root / "PairAnnotation" / split / f"{stem}.json").write_text(
+      json.dumps(
+        {
+          "pair_id": k,
+          "src_imname": p["src"],
+          "trg_imname": p["trg"],
+          "category": category,
+          "src_imsize": [src.shape[1], src.shape[0], 3],
+          "trg_imsize": [trg.shape[1], trg.shape[0], 3],
+          "src_bndbox": p["src_box"],
+          "trg_bndbox": p["trg_box"],
+          "src_kps": p["src_kps"],
+          "trg_kps": p["trg_kps"],
+          "kps_ids": [str(i) for i in p["ids"]],
+          "mirror": p.get("mirror", 0),
+        }
+      )
+    )
   (root / "Layout" / "large" / f"{split}.txt").write_text("\n".join(names) + "\n")
   return root
 
 
-CUB_PARTS = ["back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
-             "right eye", "right leg", "right wing", "tail", "throat"]
+CUB_PARTS = [
+  "back",
+  "beak",
+  "belly",
+  "breast",
+  "crown",
+  "forehead",
+  "left eye",
+  "left leg",
+  "left wing",
+  "nape",
+  "right eye",
+  "right leg",
+  "right wing",
+  "tail",
+  "throat",
+]
 
 
-def make_cub(root: pathlib.Path, images: dict[int, tuple[str, np.ndarray, bool, list[float], dict[int, tuple]]]
-             ) -> pathlib.Path:
+def make_cub(
+  root: pathlib.Path, images: dict[int, tuple[str, np.ndarray, bool, list[float], dict[int, tuple]]]
+) -> pathlib.Path:
   """Official CUB_200_2011 layout (1-based coordinates). images: {id: (rel path, image, is_train, box x y w h,
   {part id (1-based): (x, y)} of visible parts)}."""
   lines = {"images.txt": [], "train_test_split.txt": [], "bounding_boxes.txt": [], "parts/part_locs.txt": []}

@@ -1,4 +1,5 @@
 """Specification of `jaxgeal.datasets.image_folder` (+ the shared build/read machinery it exercises)."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,13 @@ from tests.datasets import fakes
 @pytest.fixture
 def folder(tmp_path):
   src = tmp_path / "images"
-  fakes.write_image(src / "b.png", fakes.solid(12, 20, 40))              # Landscape
-  fakes.write_image(src / "a" / "x.PNG", fakes.solid(20, 12, 80))        # Portrait, upper-case extension
+  fakes.write_image(src / "b.png", fakes.solid(12, 20, 40))  # Landscape
+  fakes.write_image(src / "a" / "x.PNG", fakes.solid(20, 12, 80))  # Portrait, upper-case extension
   fakes.write_image(src / "a" / "deep" / "y.jpg", fakes.solid(9, 9, 120), quality=100)
   fakes.write_image(src / "c.webp", fakes.solid(16, 16, 160), lossless=True)
-  fakes.write_image(src / ".hidden" / "z.png", fakes.solid(8, 8, 1))     # Skipped: hidden folder
-  fakes.write_image(src / "._w.png", fakes.solid(8, 8, 1))               # Skipped: hidden file
-  (src / "notes.txt").write_text("not an image")                        # Skipped: extension
+  fakes.write_image(src / ".hidden" / "z.png", fakes.solid(8, 8, 1))  # Skipped: hidden folder
+  fakes.write_image(src / "._w.png", fakes.solid(8, 8, 1))  # Skipped: hidden file
+  (src / "notes.txt").write_text("not an image")  # Skipped: extension
   return src
 
 
@@ -28,13 +29,13 @@ def test_build_and_read_back_gives_every_image_preprocessed(folder, tmp_path):
   report = image_folder.build_image_folder(folder, tmp_path / "out", size=8, pad="border")
   assert report.num_examples == {"train": 4} and report.num_candidates == 4 and not report.bad_images
   assert report.path.endswith("jaxgeal_image_folder/8_border/1.0.0")
-  source = reader.open_dataset(tmp_path / "out")     # The output directory is enough.
+  source = reader.open_dataset(tmp_path / "out")  # The output directory is enough.
   assert len(source) == 4
   records = [source[i] for i in range(4)]
   assert [r["name"] for r in records] == [b"a/deep/y.jpg", b"a/x.PNG", b"b.png", b"c.webp"]  # Sorted paths.
   for record, value in zip(records, (120, 80, 40, 160)):
     assert record["image"].shape == (8, 8, 3) and record["image"].dtype == np.uint8
-    np.testing.assert_allclose(record["image"], value, atol=1)   # Solid colours survive (border padding).
+    np.testing.assert_allclose(record["image"], value, atol=1)  # Solid colours survive (border padding).
   assert "tensorflow" not in sys.modules
 
 
@@ -52,14 +53,14 @@ def test_too_many_corrupt_images_fail_the_build_listing_them_and_leave_no_datase
   fakes.write_corrupt(folder / "broken1.png")
   fakes.write_corrupt(folder / "broken2.jpg")
   with pytest.raises(base.TooManyBadImagesError, match=r"(?s)broken1\.png.*max_bad_fraction"):
-    image_folder.build_image_folder(folder, tmp_path / "out", size=8)   # Default limit 1%: 1 of 6 is too many.
+    image_folder.build_image_folder(folder, tmp_path / "out", size=8)  # Default limit 1%: 1 of 6 is too many.
   with pytest.raises(base.MissingDataError):
     reader.open_dataset(tmp_path / "out")
 
 
 def test_a_truncated_image_counts_as_corrupt(folder, tmp_path):
   data = (folder / "b.png").read_bytes()
-  (folder / "b.png").write_bytes(data[:len(data) // 2])
+  (folder / "b.png").write_bytes(data[: len(data) // 2])
   report = image_folder.build_image_folder(folder, tmp_path / "out", size=8, max_bad_fraction=0.5)
   assert [name for name, _ in report.bad_images] == ["b.png"]
 
@@ -75,8 +76,9 @@ def test_an_existing_dataset_is_reused_unless_its_options_differ(folder, tmp_pat
 
 
 def test_jpeg_storage_and_non_square_modes(folder, tmp_path):
-  report = image_folder.build_image_folder(folder, tmp_path / "out", size=6, pad="resize_small_side",
-                                           image_format="jpeg")
+  report = image_folder.build_image_folder(
+    folder, tmp_path / "out", size=6, pad="resize_small_side", image_format="jpeg"
+  )
   source = reader.open_dataset(report.path)
   shapes = sorted(source[i]["image"].shape for i in range(len(source)))
   assert shapes == [(6, 6, 3), (6, 6, 3), (6, 10, 3), (10, 6, 3)]

@@ -1,6 +1,7 @@
 """Every image file becomes the right 8-bit RGB, for the CLIs (`images.load_image`) and the dataset builders
 (`base.read_image`) alike: 16-bit PNGs are scaled (not saturated), alpha is dropped, palettes with transparency,
 grayscale and CMYK are converted, and truncated files are errors naming the file."""
+
 import io
 import struct
 import zlib
@@ -79,8 +80,15 @@ def test_alpha_is_dropped_and_palette_transparency_keeps_the_palette_colour(tmp_
   np.testing.assert_array_equal(read_both(tmp_path / "p.png")[0], [[10, 20, 30], [40, 50, 60]])
 
 
-@pytest.mark.parametrize("mode,value,expected", [("L", 77, (77, 77, 77)), ("LA", (77, 0), (77, 77, 77)),
-                                                 ("1", 1, (255, 255, 255)), ("CMYK", (0, 255, 0, 0), (255, 0, 255))])
+@pytest.mark.parametrize(
+  "mode,value,expected",
+  [
+    ("L", 77, (77, 77, 77)),
+    ("LA", (77, 0), (77, 77, 77)),
+    ("1", 1, (255, 255, 255)),
+    ("CMYK", (0, 255, 0, 0), (255, 0, 255)),
+  ],
+)
 def test_grayscale_and_cmyk(tmp_path, mode, value, expected):
   path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
   Image.new(mode, (3, 2), value).save(path, **({"quality": 100} if mode == "CMYK" else {}))
@@ -93,7 +101,7 @@ def test_truncated_files_are_errors_naming_the_file(tmp_path):
   buf = io.BytesIO()
   Image.fromarray(np.random.RandomState(0).randint(0, 255, (64, 64, 3), np.uint8)).save(buf, "PNG")
   path = tmp_path / "cut.png"
-  path.write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+  path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
   with pytest.raises(ValueError, match="cut.png"):
     images.load_image(path)
   with pytest.raises(OSError):

@@ -1,4 +1,5 @@
 """Specification of the key point structure helpers (`jaxgeal.datasets.keypoints`, `base.mirror_permutation`)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,17 +27,33 @@ def test_flipping_twice_is_the_identity_and_swaps_sides_once():
 
 def test_make_example_moves_annotations_with_the_image_and_zeroes_invisible_points():
   affine = preprocessing.Affine((0.5, 0.5), (-0.25, 4.75))
-  ex = keypoints.make_example(image=b"png", image_hw=(20, 20), name="x", keypoints=[[10.5, 6.5], [3, 3]],
-                              visibility=[True, False], bbox=[4, 2, 36, 18], affine=affine, original_hw=(20, 40),
-                              threshold="bbox")
+  ex = keypoints.make_example(
+    image=b"png",
+    image_hw=(20, 20),
+    name="x",
+    keypoints=[[10.5, 6.5], [3, 3]],
+    visibility=[True, False],
+    bbox=[4, 2, 36, 18],
+    affine=affine,
+    original_hw=(20, 40),
+    threshold="bbox",
+  )
   np.testing.assert_allclose(ex["keypoints"], [[5, 8], [0, 0]])
   assert ex["pck_threshold"] == pytest.approx(16.0)
-  ex = keypoints.make_example(image=b"png", image_hw=(20, 24), name="x", keypoints=[[1, 1]], visibility=[True],
-                              bbox=[0, 0, 1, 1], affine=affine, original_hw=(1, 1), threshold="image")
-  assert ex["pck_threshold"] == 24.0                       # max(H, W) of the stored image (CUB).
+  ex = keypoints.make_example(
+    image=b"png",
+    image_hw=(20, 24),
+    name="x",
+    keypoints=[[1, 1]],
+    visibility=[True],
+    bbox=[0, 0, 1, 1],
+    affine=affine,
+    original_hw=(1, 1),
+    threshold="image",
+  )
+  assert ex["pck_threshold"] == 24.0  # max(H, W) of the stored image (CUB).
 
 
 def test_dataset_metadata_rejects_a_permutation_of_the_wrong_size():
   with pytest.raises(ValueError, match="not a permutation"):
-    keypoints.dataset_metadata(keypoint_names=["a", "b"], permutation=[0, 0], pairs={"test": None},
-                               threshold="image")
+    keypoints.dataset_metadata(keypoint_names=["a", "b"], permutation=[0, 0], pairs={"test": None}, threshold="image")

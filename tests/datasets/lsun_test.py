@@ -1,4 +1,5 @@
 """Specification of `jaxgeal.datasets.lsun`: the user's LSUN LMDB (optional `lmdb`) or exported images."""
+
 from __future__ import annotations
 
 import io
@@ -28,8 +29,9 @@ def _write_lmdb(path, items):
 
 
 def test_lmdb_images_are_center_cropped_and_named_by_key(tmp_path):
-  _write_lmdb(tmp_path / "cat", [("k0", _encoded(10)), ("k1", _encoded(50)), ("k2", b"garbage"),
-                                  ("k3", _encoded(90, 16, 12))])
+  _write_lmdb(
+    tmp_path / "cat", [("k0", _encoded(10)), ("k1", _encoded(50)), ("k2", b"garbage"), ("k3", _encoded(90, 16, 12))]
+  )
   report = lsun.build_lsun(tmp_path, tmp_path / "out", "cat", size=8, max_bad_fraction=0.3)
   assert report.path.endswith("jaxgeal_lsun/cat_8_center/1.0.0")
   assert report.num_examples == {"train": 3} and [n for n, _ in report.bad_images] == ["k2"]
@@ -49,7 +51,7 @@ def test_scene_style_lmdb_folder_and_max_images(tmp_path):
 def test_missing_lmdb_package_explains_how_to_install_it(tmp_path, monkeypatch):
   (tmp_path / "cat").mkdir()
   (tmp_path / "cat" / "data.mdb").write_bytes(b"")
-  monkeypatch.setitem(sys.modules, "lmdb", None)   # Makes `import lmdb` fail.
+  monkeypatch.setitem(sys.modules, "lmdb", None)  # Makes `import lmdb` fail.
   with pytest.raises(ImportError, match=r"jaxgeal\[lsun\]"):
     lsun.build_lsun(tmp_path, tmp_path / "out", "cat", size=8)
 

@@ -1,4 +1,5 @@
 """Specification of `jaxgeal.datasets.preprocessing`: upstream's crop/pad modes and their exact point maps."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,7 @@ def _argmax_xy(image: np.ndarray) -> tuple[int, int]:
 
 def test_center_crops_the_centred_square_then_resizes():
   image = np.arange(24 * 40, dtype=np.int64).reshape(24, 40, 1).repeat(3, 2).astype(np.uint8)
-  out, affine = pp.preprocess(image, 24, "center")   # Same size: a pure crop, columns 8..31.
+  out, affine = pp.preprocess(image, 24, "center")  # Same size: a pure crop, columns 8..31.
   assert out.shape == (24, 24, 3)
   np.testing.assert_array_equal(out, image[:, 8:32])
   assert affine == pp.Affine((1.0, 1.0), (-8.0, 0.0))
@@ -26,16 +27,16 @@ def test_center_crops_the_centred_square_then_resizes():
 def test_zero_pad_resizes_the_long_side_and_pads_the_short_one_with_zeros():
   out, affine = pp.preprocess(fakes.solid(32, 64, 200), 16, "zero")
   assert out.shape == (16, 16, 3)
-  assert (out[:4] == 0).all() and (out[12:] == 0).all()     # (16 - 8) // 2 rows above, the rest below.
+  assert (out[:4] == 0).all() and (out[12:] == 0).all()  # (16 - 8) // 2 rows above, the rest below.
   assert (out[4:12] == 200).all()
   np.testing.assert_allclose(affine.scale, (0.25, 0.25))
 
 
 def test_border_pad_repeats_the_edge_pixels():
   image = fakes.solid(64, 32, 0)
-  image[:, 0] = 50     # Left column
-  image[:, -1] = 250   # Right column
-  out, _ = pp.preprocess(image, 64, "border")              # Portrait: columns are padded, 16 each side.
+  image[:, 0] = 50  # Left column
+  image[:, -1] = 250  # Right column
+  out, _ = pp.preprocess(image, 64, "border")  # Portrait: columns are padded, 16 each side.
   assert out.shape == (64, 64, 3)
   assert (out[:, :17] == 50).all() and (out[:, 48:] == 250).all()
   assert (out[:, 17:47] == 0).all()
@@ -44,7 +45,7 @@ def test_border_pad_repeats_the_edge_pixels():
 def test_odd_padding_puts_the_extra_row_after_and_rounds_half_to_even():
   out, affine = pp.preprocess(fakes.solid(14, 32, 255), 16, "zero")  # Short side 16 * 14 / 32 = 7.
   assert (out[:4] == 0).all() and (out[4:11] == 255).all() and (out[11:] == 0).all()
-  out, _ = pp.preprocess(fakes.solid(5, 32, 255), 16, "zero")        # 2.5 -> 2 (numpy rounds half to even).
+  out, _ = pp.preprocess(fakes.solid(5, 32, 255), 16, "zero")  # 2.5 -> 2 (numpy rounds half to even).
   assert (out.max(axis=(1, 2)) > 0).sum() == 2
 
 
@@ -63,13 +64,16 @@ def test_unknown_mode_is_rejected():
 
 # A white block of 1/scale x 1/scale source pixels becomes one output pixel: the key point at the block's
 # centre must map exactly onto that pixel, which must be the brightest of the output.
-@pytest.mark.parametrize("mode,h,w,size,block,x,y", [
-    ("center", 40, 60, 20, 2, 34, 12),            # Crop 10 columns off each side, then halve.
-    ("zero", 32, 64, 16, 4, 40, 12),              # Landscape: quarter, then pad 4 rows on top.
-    ("border", 64, 32, 16, 4, 8, 44),             # Portrait: quarter, then pad 4 columns on the left.
-    ("border", 20, 20, 40, 1, 3, 17),             # Upsampling x2: the pixel becomes a 2x2 block.
+@pytest.mark.parametrize(
+  "mode,h,w,size,block,x,y",
+  [
+    ("center", 40, 60, 20, 2, 34, 12),  # Crop 10 columns off each side, then halve.
+    ("zero", 32, 64, 16, 4, 40, 12),  # Landscape: quarter, then pad 4 rows on top.
+    ("border", 64, 32, 16, 4, 8, 44),  # Portrait: quarter, then pad 4 columns on the left.
+    ("border", 20, 20, 40, 1, 3, 17),  # Upsampling x2: the pixel becomes a 2x2 block.
     ("resize_small_side", 30, 60, 15, 2, 50, 6),  # Halve, keep the aspect.
-])
+  ],
+)
 def test_a_keypoint_on_a_marked_pixel_stays_on_that_pixel(mode, h, w, size, block, x, y):
   out, affine = pp.preprocess(fakes.marked(h, w, x, y, block), size, mode)
   centre = (x + (block - 1) / 2, y + (block - 1) / 2)
@@ -100,7 +104,7 @@ def test_crop_outside_the_image_repeats_edges_or_fills_zeros():
   assert affine == pp.Affine((1.0, 1.0), (2.0, 1.0))
   zero, _ = pp.crop(image, -2, -1, 8, 5, fill="zero")
   np.testing.assert_array_equal(zero[..., 0], np.pad(image[..., 0], ((1, 1), (2, 2))))
-  far, _ = pp.crop(image, 10, 10, 2, 2, fill="edge")      # Entirely outside: the nearest corner pixel.
+  far, _ = pp.crop(image, 10, 10, 2, 2, fill="edge")  # Entirely outside: the nearest corner pixel.
   assert (far[..., 0] == 11).all()
 
 

@@ -1,4 +1,5 @@
 """Specification of `jaxgeal.datasets.spair` on a tiny tree in the official SPair-71k layout."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,16 +10,38 @@ from tests.datasets import fakes
 
 # Images (H x W): a 20 x 40 with a 2x2 white block at x 10..11, y 6..7; b 40 x 20 with one at x 4..5, y 30..31.
 # Stored at 20 x 20 with border padding, both are halved: a gets 5 rows above, b 5 columns left.
-IMAGES = {"a.jpg": fakes.marked(20, 40, 10, 6, 2), "b.jpg": fakes.marked(40, 20, 4, 30, 2),
-          "c.jpg": fakes.solid(20, 20, 90)}
-PAIR_AB = {"src": "a.jpg", "trg": "b.jpg", "ids": [0, 3, 7],
-           "src_kps": [[10.5, 6.5], [20, 10], [30, 4]], "trg_kps": [[4.5, 30.5], [10, 10], [15, 20]],
-           "src_box": [4, 2, 36, 18], "trg_box": [2, 4, 18, 36]}
-PAIR_BC = {"src": "b.jpg", "trg": "c.jpg", "ids": [1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14],
-           "src_kps": [[5, 5 + i] for i in range(12)], "trg_kps": [[3 + i, 7] for i in range(12)],
-           "src_box": [0, 0, 19, 39], "trg_box": [5, 5, 15, 10]}
-PAIR_CA_MIRRORED = {**PAIR_AB, "src": "c.jpg", "trg": "a.jpg", "ids": [16, 17], "src_kps": [[1, 1]] * 2,
-                    "trg_kps": [[2, 2]] * 2, "mirror": 1}
+IMAGES = {
+  "a.jpg": fakes.marked(20, 40, 10, 6, 2),
+  "b.jpg": fakes.marked(40, 20, 4, 30, 2),
+  "c.jpg": fakes.solid(20, 20, 90),
+}
+PAIR_AB = {
+  "src": "a.jpg",
+  "trg": "b.jpg",
+  "ids": [0, 3, 7],
+  "src_kps": [[10.5, 6.5], [20, 10], [30, 4]],
+  "trg_kps": [[4.5, 30.5], [10, 10], [15, 20]],
+  "src_box": [4, 2, 36, 18],
+  "trg_box": [2, 4, 18, 36],
+}
+PAIR_BC = {
+  "src": "b.jpg",
+  "trg": "c.jpg",
+  "ids": [1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14],
+  "src_kps": [[5, 5 + i] for i in range(12)],
+  "trg_kps": [[3 + i, 7] for i in range(12)],
+  "src_box": [0, 0, 19, 39],
+  "trg_box": [5, 5, 15, 10],
+}
+PAIR_CA_MIRRORED = {
+  **PAIR_AB,
+  "src": "c.jpg",
+  "trg": "a.jpg",
+  "ids": [16, 17],
+  "src_kps": [[1, 1]] * 2,
+  "trg_kps": [[2, 2]] * 2,
+  "mirror": 1,
+}
 
 
 @pytest.fixture
@@ -45,7 +68,7 @@ def test_pairs_become_consecutive_records_with_transformed_keypoints(spair_dir, 
   # Block centre (10.5, 6.5) -> ((10.5 + 0.5) / 2 - 0.5, (6.5 + 0.5) / 2 - 0.5 + 5) = (5, 8): the marked pixel.
   np.testing.assert_allclose(a["keypoints"][0], [5, 8], atol=1e-5)
   assert np.unravel_index(np.argmax(a["image"][..., 0]), (20, 20)) == (8, 5)
-  np.testing.assert_allclose(b["keypoints"][0], [7, 15], atol=1e-5)        # (4.5, 30.5), 5 columns of padding.
+  np.testing.assert_allclose(b["keypoints"][0], [7, 15], atol=1e-5)  # (4.5, 30.5), 5 columns of padding.
   assert np.unravel_index(np.argmax(b["image"][..., 0]), (20, 20)) == (15, 7)
   assert (a["keypoints"][~a["visibility"]] == 0).all()
   # Boxes move with the image; the threshold is the larger side of the stored box (alpha_bbox).
@@ -64,8 +87,9 @@ def test_annotations_stack_without_decoding_images(spair_dir, tmp_path):
 
 
 def test_an_unreadable_image_drops_its_pairs_and_is_reported(tmp_path):
-  root = fakes.make_spair(tmp_path / "spair", "cat", 18, IMAGES,
-                          [PAIR_AB, PAIR_BC, {**PAIR_AB, "src": "c.jpg", "trg": "a.jpg"}])
+  root = fakes.make_spair(
+    tmp_path / "spair", "cat", 18, IMAGES, [PAIR_AB, PAIR_BC, {**PAIR_AB, "src": "c.jpg", "trg": "a.jpg"}]
+  )
   fakes.write_corrupt(root / "JPEGImages" / "cat" / "c.jpg")
   report = spair.build_spair(root, tmp_path / "out", "cat", size=20, max_bad_fraction=0.5)
   assert [name for name, _ in report.bad_images] == ["cat/c.jpg"]

@@ -5,6 +5,7 @@ points. These tests pin down what makes the data usable as a PCK benchmark: dete
 follow the rendered pixels, the mirror convention of real key point datasets, the annotation structure, and
 rendering speed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,13 +56,15 @@ def test_an_option_changes_only_what_it_names():
 
 def test_max_clutter_removes_background_shapes_and_keeps_everything_else():
   # Index with clutter under the default (found by search so the test does not depend on one draw).
-  index = next(i for i in range(50)
-               if np.abs(synthetic.render(3, i, 32)["image"] - synthetic.render(3, i, 32, max_clutter=0)["image"]
-                         ).max() > 0.1)
+  index = next(
+    i
+    for i in range(50)
+    if np.abs(synthetic.render(3, i, 32)["image"] - synthetic.render(3, i, 32, max_clutter=0)["image"]).max() > 0.1
+  )
   full, plain = synthetic.render(3, index, 32), synthetic.render(3, index, 32, max_clutter=0)
   np.testing.assert_array_equal(full["keypoints"], plain["keypoints"])
   np.testing.assert_array_equal(full["mask"], plain["mask"])
-  inside = full["mask"] == 1.0   # pixels fully covered by the object do not see the background
+  inside = full["mask"] == 1.0  # pixels fully covered by the object do not see the background
   np.testing.assert_array_equal(full["image"][inside], plain["image"][inside])
   with pytest.raises(ValueError, match="max_clutter"):
     synthetic.render(3, 0, 32, max_clutter=7)
@@ -72,7 +75,7 @@ def test_closeups_enlarge_the_head_cut_off_its_outer_keypoints_and_keep_everythi
   full = [synthetic.render(3, i, 32) for i in range(12)]
   close = [synthetic.render(3, i, 32, closeup_prob=1.0) for i in range(12)]
   defaults = inspect.signature(synthetic.render).parameters
-  lo, hi = 32 * np.array(defaults["closeup_scale"].default)   # in pixels per canonical unit
+  lo, hi = 32 * np.array(defaults["closeup_scale"].default)  # in pixels per canonical unit
   flo, fhi = 32 * np.array(defaults["scale_range"].default)
   for f, c in zip(full, close):
     assert lo <= c["warp"].scale <= hi and fhi < lo and flo <= f["warp"].scale <= fhi
@@ -108,8 +111,7 @@ def test_clockwise_prob_makes_a_majority_pose_from_the_same_draws():
   same = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0, clockwise_prob=0.5) for i in range(3)]
   for a, b in zip(even, same):
     _assert_same_render(a, b)
-  skewed = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0, clockwise_prob=0.7)
-            for i in range(300)]
+  skewed = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0, clockwise_prob=0.7) for i in range(300)]
   angles = np.rad2deg([r["warp"].angle for r in skewed])
   assert np.all((np.abs(angles) >= 45 - 1e-9) & (np.abs(angles) <= 75 + 1e-9))
   assert 190 <= np.sum(angles > 0) <= 230, "about 70% clockwise"
@@ -123,7 +125,7 @@ def test_clockwise_prob_makes_a_majority_pose_from_the_same_draws():
 
 
 def test_appearance_of_keeps_one_look_and_varies_only_pose_and_shape():
-  look = synthetic.render(3, 5, 32, mirror=False)   # unmirrored: a mirrored render flips its background too
+  look = synthetic.render(3, 5, 32, mirror=False)  # unmirrored: a mirrored render flips its background too
   _assert_same_render(look, synthetic.render(3, 5, 32, mirror=False, appearance_of=(3, 5)))
   for index in range(6):
     own = synthetic.render(3, index, 32, mirror=False)
@@ -164,7 +166,7 @@ def test_a_marker_rendered_at_a_canonical_keypoint_appears_at_the_reported_keypo
   size, radius = 128, 0.05
   for index, k in [(0, 4), (1, 9), (2, 0), (3, 10)]:
     centre = synthetic.CANONICAL_KEYPOINTS[k]
-    shader = lambda c: (np.sum((c - centre) ** 2, -1) <= radius ** 2).astype(np.float32)[:, None]
+    shader = lambda c: (np.sum((c - centre) ** 2, -1) <= radius**2).astype(np.float32)[:, None]
     r = synthetic.render(5, index, size, mirror=mirror, supersample=4, shader=shader)
     weight = r["image"][..., 0]
     assert weight.sum() > 10, "the marker is visible"

@@ -5,6 +5,7 @@ The model directories are the tiny STNs of tests/align: every image gets the sam
 head's bias), so congealing A's key points and uncongealing them into B is the identity transfer, whose PCK
 `jaxgeal.evaluation.pck` computes independently.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,14 +33,32 @@ def flow_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory):
   """Renders at half the models' input size (the CLI must resize them and scale the annotations)."""
-  return synthetic.write_folder(tmp_path_factory.mktemp("renders"), n=8, size=SIZE // 2, seed=5, num_pairs=10,
-                                mirror_prob=0.5).parent
+  return synthetic.write_folder(
+    tmp_path_factory.mktemp("renders"), n=8, size=SIZE // 2, seed=5, num_pairs=10, mirror_prob=0.5
+  ).parent
 
 
 def test_a_constant_warp_transfers_like_the_identity_after_resizing(sim_model, renders, tmp_path, capsys):
   out = tmp_path / "pck.json"
-  assert pck.main(["--model", str(sim_model), "--annotations", str(renders), "--alphas", "0.1", "0.05", "0.01",
-                   "--num_bootstrap", "4", "--out", str(out)]) == 0
+  assert (
+    pck.main(
+      [
+        "--model",
+        str(sim_model),
+        "--annotations",
+        str(renders),
+        "--alphas",
+        "0.1",
+        "0.05",
+        "0.01",
+        "--num_bootstrap",
+        "4",
+        "--out",
+        str(out),
+      ]
+    )
+    == 0
+  )
   res = json.loads(out.read_text())
   # The same protocol on the original 32 px annotations, transferring by identity: errors and thresholds both
   # scale by 2 under the resize, so every key point is judged the same way.
@@ -69,8 +88,9 @@ def test_flip_inference_mirrors_what_the_aligner_mirrors(flow_model, renders):
 
 def test_random_pairs_both_ways_for_cub_style_datasets(sim_model, renders):
   ds = pck.load_annotations(renders, load_images=True)
-  res = model_pck.evaluate_model(Aligner.load(sim_model), ds, pairs="random", num_pairs=6, both_ways=True,
-                                 threshold="image", progress=True)
+  res = model_pck.evaluate_model(
+    Aligner.load(sim_model), ds, pairs="random", num_pairs=6, both_ways=True, threshold="image", progress=True
+  )
   assert res["pairs"] == "random" and res["both_ways"] and res["num_pairs"] == 6 and res["threshold"] == "image"
   want = pck.pck_transfer(lambda a, b, k: k, ds, pairs="random", num_pairs=6, both_ways=True, threshold="image")
   assert res["pck@0.05"] == pytest.approx(want["pck@0.05"], abs=1e-9)
@@ -102,8 +122,10 @@ def test_bad_inputs_are_named(sim_model, renders, tmp_path, capsys):
 
 def test_a_prepared_spair_style_dataset_runs_from_its_records(sim_model, tmp_path, capsys):
   from tests.datasets import fakes, spair_test  # pylint: disable=g-import-not-at-top
-  tree = fakes.make_spair(tmp_path / "SPair-71k", "cat", 18, spair_test.IMAGES,
-                          [spair_test.PAIR_AB, spair_test.PAIR_BC])
+
+  tree = fakes.make_spair(
+    tmp_path / "SPair-71k", "cat", 18, spair_test.IMAGES, [spair_test.PAIR_AB, spair_test.PAIR_BC]
+  )
   report = spair.build_spair(tree, tmp_path / "out", "cat", "test", size=SIZE // 2)
   out = tmp_path / "pck.json"
   assert pck.main(["--model", str(sim_model), "--dataset", str(report.path), "--out", str(out)]) == 0

@@ -3,6 +3,7 @@
 Ground truth comes from two places: the synthetic category (`jaxgeal.datasets.synthetic`), whose exact warps
 give a perfect transfer function, and tiny hand-made datasets whose PCK is worked out by hand below.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,9 @@ def oracle(ds, ignore_mirroring: bool = False):
     table = {k: dataclasses.replace(w, mirrored=False) for k, w in table.items()}
 
   def transfer(images_a, images_b, keypoints_a):
-    return np.stack([synthetic.transfer_points(table[_key(a)], table[_key(b)], k)
-                     for a, b, k in zip(images_a, images_b, keypoints_a)])
+    return np.stack(
+      [synthetic.transfer_points(table[_key(a)], table[_key(b)], k) for a, b, k in zip(images_a, images_b, keypoints_a)]
+    )
 
   return transfer
 
@@ -57,13 +59,15 @@ def hand_made():
   pair (1, 2): |(3,2)-(3,6)| = 4, |(10,13)-(16,13)| = 6, third invisible in image 2 (not counted).
   Target bbox units: image 1 -> 20, image 2 -> 40 (image 0 -> 10)."""
   return dict(
-      images=np.zeros((3, 20, 20, 3), np.float32),
-      keypoints=np.array([[(2, 2), (10, 10), (15, 5)], [(3, 2), (10, 13), (15, 5)], [(3, 6), (16, 13), (0, 0)]],
-                         np.float32),
-      visibility=np.array([[1, 1, 1], [1, 1, 1], [1, 1, 0]], bool),
-      pck_threshold=np.array([10.0, 20.0, 40.0], np.float32),
-      pairs=np.array([[0, 1], [1, 2]]),
-      permutation=np.array([0, 1, 2]))
+    images=np.zeros((3, 20, 20, 3), np.float32),
+    keypoints=np.array(
+      [[(2, 2), (10, 10), (15, 5)], [(3, 2), (10, 13), (15, 5)], [(3, 6), (16, 13), (0, 0)]], np.float32
+    ),
+    visibility=np.array([[1, 1, 1], [1, 1, 1], [1, 1, 0]], bool),
+    pck_threshold=np.array([10.0, 20.0, 40.0], np.float32),
+    pairs=np.array([[0, 1], [1, 2]]),
+    permutation=np.array([0, 1, 2]),
+  )
 
 
 def test_exact_warps_transfer_perfectly_at_every_alpha(synth):
@@ -123,9 +127,13 @@ def test_bootstrap_spread_is_zero_for_a_perfect_transfer_and_positive_otherwise(
 
 def test_thresholds_follow_the_protocol():
   # Two 100 x 100 images; the target's box unit (50) is used, not the source's (10).
-  ds = dict(images=np.zeros((2, 100, 100, 3), np.float32), keypoints=np.array([[(10, 10)], [(60, 60)]], float),
-            pck_threshold=np.array([10.0, 50.0]), pairs=np.array([[0, 1]]))
-  off_by = lambda d: (lambda ia, ib, ka: np.array([[(60.0 + d, 60.0)]]))
+  ds = dict(
+    images=np.zeros((2, 100, 100, 3), np.float32),
+    keypoints=np.array([[(10, 10)], [(60, 60)]], float),
+    pck_threshold=np.array([10.0, 50.0]),
+    pairs=np.array([[0, 1]]),
+  )
+  off_by = lambda d: lambda ia, ib, ka: np.array([[(60.0 + d, 60.0)]])
   assert pck.pck_transfer(off_by(4), ds, [0.1])["pck@0.1"] == 1.0  # 4 <= 0.1 * 50.
   assert pck.pck_transfer(off_by(5), ds, [0.1])["pck@0.1"] == 1.0  # Inclusive.
   assert pck.pck_transfer(off_by(6), ds, [0.1])["pck@0.1"] == 0.0
@@ -137,8 +145,9 @@ def test_thresholds_follow_the_protocol():
   assert pck.image_thresholds(ds, "image").tolist() == [100.0, 100.0]
   assert pck.image_thresholds(ds, "bbox").tolist() == [10.0, 50.0]
   # A declared threshold says what pck_threshold measures (CUB stores max(H, W) there).
-  cub_like = dict(ds, threshold="image", pck_threshold=np.array([100.0, 100.0]), bbox=np.array(
-      [[0, 0, 10, 4], [0, 0, 20, 50]], float))
+  cub_like = dict(
+    ds, threshold="image", pck_threshold=np.array([100.0, 100.0]), bbox=np.array([[0, 0, 10, 4], [0, 0, 20, 50]], float)
+  )
   assert pck.pck_transfer(off_by(4), cub_like, [0.05])["threshold"] == "image"
   assert pck.image_thresholds(cub_like, "bbox").tolist() == [10.0, 50.0]
   with pytest.raises(ValueError, match="bbox"):
@@ -152,8 +161,9 @@ def test_results_are_json_serialisable_fractions_keyed_by_alpha(synth):
     assert 0.0 <= res[f"pck@{a:g}"] <= 1.0 and res[f"pck@{a:g}_std"] >= 0.0
   assert {"pck@0.1", "pck@0.05", "pck@0.01", "num_pairs", "num_keypoints"} <= set(res)
   assert res["num_pairs"] == len(synth["pairs"])
-  assert res["num_keypoints"] == int((synth["visibility"][synth["pairs"][:, 0]]
-                                      & synth["visibility"][synth["pairs"][:, 1]]).sum())
+  assert res["num_keypoints"] == int(
+    (synth["visibility"][synth["pairs"][:, 0]] & synth["visibility"][synth["pairs"][:, 1]]).sum()
+  )
 
 
 def test_random_pairs_follow_upstream_permutation_scheme():
@@ -175,8 +185,7 @@ def test_mirroring_keypoints_is_an_involution_that_matches_flipped_renders():
   np.testing.assert_allclose(pck.mirror_keypoints(pck.mirror_keypoints(k, 32, perm), 32, perm), k)
   plain, mirrored = (synthetic.render(2, 1, 32, mirror=m, occluder_prob=1.0) for m in (False, True))
   images = pck.flip_images(plain["image"][None], [True])
-  keypoints, visibility = pck.flip_annotations(plain["keypoints"][None], plain["visibility"][None], [True], 32,
-                                               perm)
+  keypoints, visibility = pck.flip_annotations(plain["keypoints"][None], plain["visibility"][None], [True], 32, perm)
   np.testing.assert_array_equal(images[0], mirrored["image"])
   np.testing.assert_allclose(keypoints[0], mirrored["keypoints"], atol=1e-4)
   np.testing.assert_array_equal(visibility[0], mirrored["visibility"])
@@ -201,10 +210,14 @@ def test_after_mirroring_one_image_the_mirrored_slots_visibility_counts():
   # Two key points, a left/right pair. A shows only its left one, B only its right one. Mirroring A makes
   # its visible point slot "right" (the mirror twin's right), which B shows: one key point is scored (upstream
   # would mask with the unmirrored slots, visA[i] * visB[i] = 0, and score none).
-  ds = dict(images=np.zeros((2, 10, 10, 3), np.float32),
-            keypoints=np.array([[(2, 5), (0, 0)], [(0, 0), (3, 5)]], float),
-            visibility=np.array([[True, False], [False, True]]), pck_threshold=np.array([10.0, 10.0]),
-            pairs=np.array([[0, 1]]), permutation=np.array([1, 0]))
+  ds = dict(
+    images=np.zeros((2, 10, 10, 3), np.float32),
+    keypoints=np.array([[(2, 5), (0, 0)], [(0, 0), (3, 5)]], float),
+    visibility=np.array([[True, False], [False, True]]),
+    pck_threshold=np.array([10.0, 10.0]),
+    pairs=np.array([[0, 1]]),
+    permutation=np.array([1, 0]),
+  )
   seen = []
 
   def transfer(images_a, images_b, keypoints_a):
@@ -247,15 +260,30 @@ def test_annotations_json_round_trip_keeps_what_pck_needs(tmp_path):
     np.testing.assert_array_equal(loaded[key], ds[key])
   predicted = ds["keypoints"][ds["pairs"][:, 0]]  # The identity transfer, scored from files alone.
   assert pck.evaluate_predictions(loaded, ds["pairs"], predicted, ALPHAS) == pck.evaluate_predictions(
-      ds, ds["pairs"], predicted, ALPHAS)
+    ds, ds["pairs"], predicted, ALPHAS
+  )
   assert pck.evaluate_predictions(loaded, ds["pairs"], predicted, [0.1])["pck@0.1"] == 0.6
 
 
 def test_cli_scores_a_predictions_file(tmp_path, capsys):
   folder = synthetic.write_folder(tmp_path / "synth", n=6, size=32, seed=8).parent
   pairs_file = tmp_path / "pairs.json"
-  assert pck.main(["--annotations", str(folder), "--write_pairs", str(pairs_file), "--pairs", "random",
-                   "--num_pck_pairs", "5", "--transfer_both_ways"]) == 0
+  assert (
+    pck.main(
+      [
+        "--annotations",
+        str(folder),
+        "--write_pairs",
+        str(pairs_file),
+        "--pairs",
+        "random",
+        "--num_pck_pairs",
+        "5",
+        "--transfer_both_ways",
+      ]
+    )
+    == 0
+  )
   rows = np.array(json.loads(pairs_file.read_text())["pairs"])
   assert rows.shape == (10, 2)
   doc = json.loads((folder / "annotations.json").read_text())
@@ -264,8 +292,10 @@ def test_cli_scores_a_predictions_file(tmp_path, capsys):
   predicted = np.stack([synthetic.transfer_points(warps[a], warps[b], kps[a]) for a, b in rows])
   pred_file = pck.save_predictions(tmp_path / "pred.npz", rows, predicted)
   out = tmp_path / "results.json"
-  assert pck.main(["--annotations", str(folder), "--predictions", str(pred_file), "--num_bootstrap", "5",
-                   "--out", str(out)]) == 0
+  assert (
+    pck.main(["--annotations", str(folder), "--predictions", str(pred_file), "--num_bootstrap", "5", "--out", str(out)])
+    == 0
+  )
   res = json.loads(out.read_text())
   assert res["pck@0.1"] == res["pck@0.01"] == 1.0 and res["pck@0.01_std"] == 0.0
   assert res["num_pairs"] == len({tuple(sorted(r)) for r in rows.tolist()})  # Distinct unordered pairs.
@@ -274,9 +304,14 @@ def test_cli_scores_a_predictions_file(tmp_path, capsys):
   flips = np.random.default_rng(1).uniform(size=rows.shape) < 0.5
   perm = synthetic.MIRROR_PERMUTATION
   flipped = lambda w, f: dataclasses.replace(w, mirrored=w.mirrored != f)
-  predicted = np.stack([synthetic.transfer_points(flipped(warps[a], fa), flipped(warps[b], fb),
-                                                  pck.mirror_keypoints(kps[a], 32, perm) if fa else kps[a])
-                        for (a, b), (fa, fb) in zip(rows, flips)])
+  predicted = np.stack(
+    [
+      synthetic.transfer_points(
+        flipped(warps[a], fa), flipped(warps[b], fb), pck.mirror_keypoints(kps[a], 32, perm) if fa else kps[a]
+      )
+      for (a, b), (fa, fb) in zip(rows, flips)
+    ]
+  )
   pck.save_predictions(tmp_path / "flipped.npz", rows, predicted, flips)
   assert pck.main(["--annotations", str(folder), "--predictions", str(tmp_path / "flipped.npz")]) == 0
   assert json.loads(capsys.readouterr().out)["pck@0.01"] == 1.0
@@ -302,8 +337,9 @@ def test_cli_explains_bad_inputs(tmp_path, capsys):
 
 
 def test_cli_help_runs_as_a_module():
-  out = subprocess.run([sys.executable, "-m", "jaxgeal.evaluation.pck", "--help"], capture_output=True, text=True,
-                       check=True)
+  out = subprocess.run(
+    [sys.executable, "-m", "jaxgeal.evaluation.pck", "--help"], capture_output=True, text=True, check=True
+  )
   assert "--predictions" in out.stdout and "--num_bootstrap" in out.stdout and not out.stderr
 
 
@@ -312,8 +348,10 @@ def test_cli_never_writes_over_its_inputs_and_names_unwritable_outputs(tmp_path,
   annotations = (folder / "annotations.json").read_bytes()
   (tmp_path / "f").write_text("x")
   # Tests run as root (a chmod'd directory stays writable): the unwritable place is a path below a file.
-  for argv, message in [(["--write_pairs", str(folder / "annotations.json")], "is the input"),
-                        (["--write_pairs", str(tmp_path / "f" / "pairs.json")], "is a file, not a directory")]:
+  for argv, message in [
+    (["--write_pairs", str(folder / "annotations.json")], "is the input"),
+    (["--write_pairs", str(tmp_path / "f" / "pairs.json")], "is a file, not a directory"),
+  ]:
     assert pck.main(["--annotations", str(folder)] + argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and err.count("\n") == 1

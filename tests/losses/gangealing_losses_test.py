@@ -5,6 +5,7 @@ sides of the Huber knee (batch-reduced and per sample), `flow_identity_loss`, an
 loss call recomputed from that call's recorded residual flow (`<prefix>_delta_flow` -> `<prefix>_tv`,
 `<prefix>_fi`). Tolerance 1e-6 relative to the value (float32 means of ~1e4 terms).
 """
+
 import re
 
 import jax
@@ -25,8 +26,9 @@ def test_total_variation_and_flow_identity_losses(fx):
   diffs = np.abs(np.concatenate([np.diff(flow, axis=1).ravel(), np.diff(flow, axis=2).ravel()]))
   assert diffs.min() < 1.0 < diffs.max(), "the fixture should exercise both branches of the Huber penalty"
   assert_close(gg.total_variation_loss(flow), fx["tv_loss"], 0.0, "tv_loss", rtol=RTOL)
-  assert_close(gg.total_variation_loss(flow, reduce_batch=False), fx["tv_loss_per_sample"], 0.0,
-               "tv_loss_per_sample", rtol=RTOL)
+  assert_close(
+    gg.total_variation_loss(flow, reduce_batch=False), fx["tv_loss_per_sample"], 0.0, "tv_loss_per_sample", rtol=RTOL
+  )
   assert_close(gg.flow_identity_loss(flow), fx["flow_identity_loss"], 0.0, "flow_identity_loss", rtol=RTOL)
 
 
@@ -58,10 +60,12 @@ def test_total_variation_properties():
 
 # -- the full objective, through the trainer's own loss function ---------------------------------------------
 
+
 def _perceptual(fx, note: str):
   from jaxgeal.convert import lpips as convert_lpips
   from jaxgeal.models import lpips
   from tests.fixtures import load_checkpoint
+
   if "mse stand-in" in note:
     return gg.MSEDistance()
   vgg = load_checkpoint(fx, "simclr_vgg_phase150.pt")
@@ -86,10 +90,11 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
 
   import json
   from tests.fixtures import call_kwargs
+
   hp = fx.meta["hyperparameters"]
   # The checkpoint holding the networks, and the json that records its constructors ("... (see stn.json)"):
   # the ll state dict does not store its inject index.
-  (stn_file, stn_desc), = [(n, d) for n, d in fx.meta["checkpoints"].items() if "t_ema" in str(d)]
+  ((stn_file, stn_desc),) = [(n, d) for n, d in fx.meta["checkpoints"].items() if "t_ema" in str(d)]
   stn_meta = json.loads(fx.resolve(re.search(r"see (\S+\.json)", stn_desc).group(1)).read_text())
   inject = call_kwargs(stn_meta["constructor"]["ll"]["call"])["inject_index"]
   nets = convert_gg.convert_gangealing_checkpoint(load_checkpoint(fx, stn_file), inject_index=inject)
@@ -106,10 +111,18 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
     text = call["call"]
     cluster = text.startswith("gangealing_cluster_loss")
     models = trainer.Models(
-        G=G, stn=stn, ll=convert_gg.build_latent_learner(lcfg), flow_size=hp["flow_size"],
-        num_heads=hp["num_heads"], flips="flips=True" in text, padding_mode=hp["padding_mode"],
-        sample_from_full_res="sample_from_full_res=True" in text, tv_weight=hp["tv_weight"],
-        fi_weight=hp["flow_identity_weight"], freeze_ll=False)
+      G=G,
+      stn=stn,
+      ll=convert_gg.build_latent_learner(lcfg),
+      flow_size=hp["flow_size"],
+      num_heads=hp["num_heads"],
+      flips="flips=True" in text,
+      padding_mode=hp["padding_mode"],
+      sample_from_full_res="sample_from_full_res=True" in text,
+      tv_weight=hp["tv_weight"],
+      fi_weight=hp["flow_identity_weight"],
+      freeze_ll=False,
+    )
     perceptual = _perceptual(fx, call.get("note", ""))
     noise = [nchw_to_nhwc(n) for n in fx.sequence(f"{prefix}_noise")]
     L = G.num_layers
@@ -118,16 +131,33 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
 
     def loss(stn_params, coefficients, perceptual, gen_vars, pca, z, noise):
       lv = {"params": {"coefficients": coefficients}, "pca": pca}
-      terms = trainer.sample_and_loss(models, stn_params, lv, gen_vars, perceptual, z, hp["psi"],
-                                      noise=(noise[:L], noise[L:]), return_aux=True, cluster=cluster)
+      terms = trainer.sample_and_loss(
+        models,
+        stn_params,
+        lv,
+        gen_vars,
+        perceptual,
+        z,
+        hp["psi"],
+        noise=(noise[:L], noise[L:]),
+        return_aux=True,
+        cluster=cluster,
+      )
       return terms["total"], terms
 
     # Jitted (weights as arguments, not constants): one compile instead of thousands of eager dispatches.
     (_, t), (g_stn, g_ll) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
-        stn_vars["params"], jnp.asarray(ll_vars["params"]["coefficients"]), perceptual, gen_vars,
-        ll_vars["pca"], z, noise)
-    ours = {"unaligned": t["unaligned"], "target_fullres": t["target_fullres"], "perceptual": t["perceptual"],
-            "delta_flow": t["delta_flow"], "tv": t["tv"], "fi": t["flow_identity"], "total": t["total"]}
+      stn_vars["params"], jnp.asarray(ll_vars["params"]["coefficients"]), perceptual, gen_vars, ll_vars["pca"], z, noise
+    )
+    ours = {
+      "unaligned": t["unaligned"],
+      "target_fullres": t["target_fullres"],
+      "perceptual": t["perceptual"],
+      "delta_flow": t["delta_flow"],
+      "tv": t["tv"],
+      "fi": t["flow_identity"],
+      "total": t["total"],
+    }
     if cluster:
       ours.update(distances=t["distances"], assign_indices=t["assignment"], aligned_pred=t["aligned_pred"])
     compared = 0
@@ -145,12 +175,14 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
       compared += 1
     # Recorded as `d total / d <name>`: `ll.<key>` for the latent learner, bare `t_ema` keys for the STN; each
     # mapped back to the upstream layout through the converter's own key map.
-    grads = {"ll": (convert_gg.LATENT_LEARNER_KEYS, {"params": {"coefficients": g_ll}}),
-             "t_ema": (convert_gg.stn_keys(scfg), {"params": g_stn})}
+    grads = {
+      "ll": (convert_gg.LATENT_LEARNER_KEYS, {"params": {"coefficients": g_ll}}),
+      "t_ema": (convert_gg.stn_keys(scfg), {"params": g_stn}),
+    }
     for name in fx.arrays:
       if not name.startswith(prefix + "_grad__"):
         continue
-      param = name[len(prefix) + 7:]
+      param = name[len(prefix) + 7 :]
       net, key = ("ll", param[3:]) if param.startswith("ll.") else ("t_ema", param)
       keymap, tree = grads[net]
       ours_g = keymap.upstream_value(key, tree)
@@ -166,11 +198,15 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
 def test_a_similarity_only_stn_has_no_flow_terms():
   import jax.numpy as jnp
   from types import SimpleNamespace
+
   x = jnp.ones((2, 8, 8, 3))
   run = lambda a, b: SimpleNamespace(image=a * 0.5, flow=None)
-  for terms in (gg.gangealing_loss(run, gg.MSEDistance(), x, None, x, tv_weight=1e3, fi_weight=1.0),
-                gg.gangealing_cluster_loss(run, gg.MSEDistance(), x, None, x, num_heads=1, flips=True,
-                                           tv_weight=1e3, fi_weight=1.0)):
+  for terms in (
+    gg.gangealing_loss(run, gg.MSEDistance(), x, None, x, tv_weight=1e3, fi_weight=1.0),
+    gg.gangealing_cluster_loss(
+      run, gg.MSEDistance(), x, None, x, num_heads=1, flips=True, tv_weight=1e3, fi_weight=1.0
+    ),
+  ):
     assert float(terms["tv"]) == 0.0 and float(terms["flow_identity"]) == 0.0
     np.testing.assert_allclose(terms["total"], 0.25, rtol=1e-6)
 
@@ -179,13 +215,13 @@ def test_local_contrast_distance_ignores_smooth_colour_and_sees_structure():
   rng = np.random.default_rng(0)
   yy, xx = np.mgrid[:32, :32] / 31.0
   disc = ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.08).astype(np.float32)
-  scene = np.stack([disc * 0.8 - 0.4, disc * -0.5 + 0.1, disc * 0.3], -1)[None]      # an object on a flat field
+  scene = np.stack([disc * 0.8 - 0.4, disc * -0.5 + 0.1, disc * 0.3], -1)[None]  # an object on a flat field
   recoloured = scene * 0.7 + np.stack([xx * 0.8 - 0.2, yy * 0.6, 0 * xx + 0.2], -1)[None].astype(np.float32)
   shifted = np.roll(scene, 4, axis=2)
   d = gg.LocalContrastDistance()
   same, colour, moved = (float(jax.jit(lambda a, b: d(a, b))(scene, o)[0]) for o in (scene, recoloured, shifted))
   assert same < 1e-12
-  assert colour < 0.1 * moved, (colour, moved)     # a smooth colour change costs little, a 4 px shift a lot
+  assert colour < 0.1 * moved, (colour, moved)  # a smooth colour change costs little, a 4 px shift a lot
   mse = gg.MSEDistance()
   assert float(mse(scene, recoloured)[0]) > float(mse(scene, shifted)[0])  # ...where plain MSE ranks them the other way
   batch = rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
@@ -201,8 +237,8 @@ def test_local_contrast_blur_is_an_edge_padded_gaussian():
   k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
   k /= k.sum()
   p = np.pad(x.astype(np.float64), ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
-  rows = sum(k[i] * p[:, i:i + 12] for i in range(2 * r + 1))
-  expected = sum(k[i] * rows[:, :, i:i + 9] for i in range(2 * r + 1))
+  rows = sum(k[i] * p[:, i : i + 12] for i in range(2 * r + 1))
+  expected = sum(k[i] * rows[:, :, i : i + 9] for i in range(2 * r + 1))
   np.testing.assert_allclose(gg._gaussian_blur(jnp.asarray(x), sigma), expected, atol=1e-5)
 
 
@@ -210,7 +246,8 @@ def _blob_pose(images):
   """An ideal (equivariant) pose estimator for one elongated blob: centroid, principal axis and size from image
   moments, as the (N, 1, 2, 3) similarity matrix (output -> input coordinates) that congeals it."""
   from jaxgeal.ops import warp
-  grid = np.asarray(warp.identity_grid(images.shape[1:3]))[0]         # (H, W, 2) x, y in [-1, 1]
+
+  grid = np.asarray(warp.identity_grid(images.shape[1:3]))[0]  # (H, W, 2) x, y in [-1, 1]
   w = np.asarray(images)[..., 0]
   w = w / w.sum((1, 2), keepdims=True)
   mu = np.einsum("nhw,hwi->ni", w, grid)
@@ -218,19 +255,25 @@ def _blob_pose(images):
   cov = np.einsum("nhw,nhwi,nhwj->nij", w, d, d)
   theta = 0.5 * np.arctan2(2 * cov[:, 0, 1], cov[:, 0, 0] - cov[:, 1, 1])
   s = np.linalg.det(cov) ** 0.25
-  m = np.stack([np.stack([s * np.cos(theta), -s * np.sin(theta), mu[:, 0]], -1),
-                np.stack([s * np.sin(theta), s * np.cos(theta), mu[:, 1]], -1)], -2)
+  m = np.stack(
+    [
+      np.stack([s * np.cos(theta), -s * np.sin(theta), mu[:, 0]], -1),
+      np.stack([s * np.sin(theta), s * np.cos(theta), mu[:, 1]], -1),
+    ],
+    -2,
+  )
   return jnp.asarray(m[:, None], jnp.float32)
 
 
 def test_equivariance_loss_is_zero_for_an_ideal_pose_estimator_and_counts_every_warp_missed():
   from jaxgeal.ops import warp
+
   grid = np.asarray(warp.identity_grid((48, 48)))[0]
   blobs = []
   for angle, cx in ((0.3, 0.1), (-0.5, -0.1), (1.2, 0.0)):
     rot = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
     q = (grid - [cx, 0.05]) @ rot.T / [0.3, 0.12]
-    blobs.append(np.exp(-0.5 * (q ** 2).sum(-1)))
+    blobs.append(np.exp(-0.5 * (q**2).sum(-1)))
   x = jnp.asarray(np.repeat(np.stack(blobs)[..., None], 3, -1), jnp.float32)
   kw = dict(max_rotation=np.radians(30), max_log_scale=0.2, max_shift=0.2)
   key = jax.random.PRNGKey(3)
@@ -250,23 +293,32 @@ def test_zoom_neutral_equivariance_does_not_reward_zooming_in():
   """An STN that zooms in (scales every matrix's linear part by z, as on featureless background) pays z^2 less
   in the matrix form; the zoom-neutral form charges the same rotation error whatever the zoom."""
   x = jax.random.uniform(jax.random.PRNGKey(0), (4, 16, 16, 3))
-  angle = 0.4 * jnp.arange(1, 5.0)   # a pose estimator that ignores its input: every warp R goes unmatched
-  base = jnp.stack([jnp.stack([jnp.cos(angle), -jnp.sin(angle), 0 * angle], -1),
-                    jnp.stack([jnp.sin(angle), jnp.cos(angle), 0 * angle], -1)], -2)[:, None]
+  angle = 0.4 * jnp.arange(1, 5.0)  # a pose estimator that ignores its input: every warp R goes unmatched
+  base = jnp.stack(
+    [
+      jnp.stack([jnp.cos(angle), -jnp.sin(angle), 0 * angle], -1),
+      jnp.stack([jnp.sin(angle), jnp.cos(angle), 0 * angle], -1),
+    ],
+    -2,
+  )[:, None]
   key = jax.random.PRNGKey(1)
   kw = dict(max_rotation=np.radians(30), max_log_scale=0.0, max_shift=0.0)
 
   def loss(zoom, **k):
     constant = lambda im: jnp.tile(base * jnp.array([zoom, zoom, 1.0]), (len(im) // len(base), 1, 1, 1))
     return float(gg.equivariance_loss(constant, x, key, **kw, **k))
-  np.testing.assert_allclose(loss(0.25), 0.25 ** 2 * loss(1.0), rtol=1e-5)
+
+  np.testing.assert_allclose(loss(0.25), 0.25**2 * loss(1.0), rtol=1e-5)
   np.testing.assert_allclose(loss(0.25, zoom_neutral=True), loss(1.0, zoom_neutral=True), rtol=1e-5)
-  np.testing.assert_allclose(loss(1.0, zoom_neutral=True), loss(1.0), rtol=1e-6)   # at unit zoom they agree
+  np.testing.assert_allclose(loss(1.0, zoom_neutral=True), loss(1.0), rtol=1e-6)  # at unit zoom they agree
   # A shift that goes unmatched is charged in input units by both forms.
   shifted = dict(max_rotation=0.0, max_log_scale=0.0, max_shift=0.3)
   fixed = lambda im: jnp.broadcast_to(0.25 * jnp.eye(2, 3), (len(im), 1, 2, 3))
-  np.testing.assert_allclose(float(gg.equivariance_loss(fixed, x, key, **shifted, zoom_neutral=True)),
-                             float(gg.equivariance_loss(fixed, x, key, **shifted)), rtol=1e-6)
+  np.testing.assert_allclose(
+    float(gg.equivariance_loss(fixed, x, key, **shifted, zoom_neutral=True)),
+    float(gg.equivariance_loss(fixed, x, key, **shifted)),
+    rtol=1e-6,
+  )
 
 
 def _under_rotate(m):
@@ -283,5 +335,5 @@ def test_random_similarity_stays_in_its_ranges():
   log_scale = 0.5 * np.log(np.linalg.det(m[:, :, :2]))
   assert np.abs(angle).max() <= 0.5 + 1e-6 and np.abs(angle).max() > 0.45
   assert np.abs(log_scale).max() <= 0.1 + 1e-6 and np.abs(m[:, :, 2]).max() <= 0.2 + 1e-6
-  np.testing.assert_allclose(m[:, 0, 0], m[:, 1, 1], atol=1e-6)       # a similarity: no shear
+  np.testing.assert_allclose(m[:, 0, 0], m[:, 1, 1], atol=1e-6)  # a similarity: no shear
   np.testing.assert_allclose(m[:, 0, 1], -m[:, 1, 0], atol=1e-6)

@@ -3,6 +3,7 @@ second-order gradients of R1 and of the path-length penalty with respect to netw
 
 Tolerance: 1e-4 absolute on losses; gradients 1e-4 relative to their largest magnitude.
 """
+
 import re
 
 import jax
@@ -61,11 +62,9 @@ def test_stylegan2_losses_match_upstream(fx):
   def path_fn(p):
     # As train.py: the latents come out of the mapping network (g([path_z], return_latents=True)), so the
     # penalty also reaches the mapping weights through them.
-    _, latents = G.apply({**gv, "params": p}, jnp.asarray(a["path_z"]), randomize_noise=False,
-                         return_latents=True)
+    _, latents = G.apply({**gv, "params": p}, jnp.asarray(a["path_z"]), randomize_noise=False, return_latents=True)
     synth = lambda lat: G.apply({**gv, "params": p}, lat, None, False, method=G.synthesis)
-    pen, mean, lengths, img = losses.g_path_regularize(synth, latents, noise, kw["mean_path_length"],
-                                                       kw["decay"])
+    pen, mean, lengths, img = losses.g_path_regularize(synth, latents, noise, kw["mean_path_length"], kw["decay"])
     return pen, (mean, lengths, img, latents)
 
   (pen, (mean, lengths, img, latents)), p_grads = jax.value_and_grad(path_fn, has_aux=True)(gv["params"])
@@ -87,8 +86,9 @@ def test_stylegan2_losses_match_upstream(fx):
 def test_logistic_losses_are_softplus_of_the_logits():
   real, fake = jnp.array([[2.0], [-1.0]]), jnp.array([[0.5], [-3.0]])
   sp = lambda x: np.log1p(np.exp(x))
-  np.testing.assert_allclose(losses.d_logistic_loss(real, fake),
-                             np.mean(sp(-np.asarray(real))) + np.mean(sp(np.asarray(fake))), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.d_logistic_loss(real, fake), np.mean(sp(-np.asarray(real))) + np.mean(sp(np.asarray(fake))), rtol=1e-6
+  )
   np.testing.assert_allclose(losses.g_nonsaturating_loss(fake), np.mean(sp(-np.asarray(fake))), rtol=1e-6)
 
 

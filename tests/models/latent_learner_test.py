@@ -9,6 +9,7 @@ PCA: upstream fits sklearn's IncrementalPCA, whose rank-N truncation after each 
 PCA whenever the pool spans more than one batch (5 * D rows). method="incremental" reproduces it; the default
 exact method is compared with a float64 SVD and its distance to upstream is printed (run with -s).
 """
+
 import json
 import pathlib
 import re
@@ -48,8 +49,9 @@ def _models(fx):
   ckpt = fixtures.load_checkpoint(fx, pt_name)
   ctor = json.loads(fx.resolve(pathlib.Path(pt_name).with_suffix(".json").name).read_text())["constructor"]
   kw = fixtures.call_kwargs(ctor["ll"]["call"])
-  config, ll_vars = gangealing.convert_latent_learner(ckpt["ll"], inject_index=kw["inject_index"],
-                                                      n_latent=kw["n_latent"])
+  config, ll_vars = gangealing.convert_latent_learner(
+    ckpt["ll"], inject_index=kw["inject_index"], n_latent=kw["n_latent"]
+  )
   assert (config["num_heads"], config["ndirs"]) == (kw["num_heads"], kw["n_comps"])
   g_config, g_vars = convert_g.convert_generator(ckpt["g_ema"])
   return gangealing.build_latent_learner(config), ll_vars, convert_g.build_generator(g_config), g_vars
@@ -70,9 +72,11 @@ def _replay(fx):
   out["pca_encode"] = _up_to_sign(pca.encode(jnp.asarray(a["pca_w_pool"][:n_enc])), a["pca_encode"], axis=0)
   exact = ll_lib.fit_pca_arrays(a["pca_w_pool"], n_comps)
   gap = np.abs(_up_to_sign(exact.components, a["pca_components"], axis=1) - a["pca_components"]).max()
-  print(f"\n{fx.id}: exact PCA vs upstream IncrementalPCA components: max |diff| {gap:.2e} "
-        f"({len(ll_lib.sklearn_batches(len(a['pca_w_pool']), 5 * a['pca_w_pool'].shape[1], n_comps))} "
-        "sklearn batches)")
+  print(
+    f"\n{fx.id}: exact PCA vs upstream IncrementalPCA components: max |diff| {gap:.2e} "
+    f"({len(ll_lib.sklearn_batches(len(a['pca_w_pool']), 5 * a['pca_w_pool'].shape[1], n_comps))} "
+    "sklearn batches)"
+  )
   # The interpolator, for each recorded psi and with lat_mean overridden.
   w = out["w"] = G.apply(gv, jnp.asarray(a["z"]), method=G.mapping)
   out["c"] = ll.apply(llv, method=ll.targets)
@@ -88,8 +92,9 @@ def _replay(fx):
   kw = fixtures.call_kwargs(fx.call("km_centroids")["call"])
   noise = [nchw_to_nhwc(n) for n in fx.sequence("km_noise")]
   layers = len(stylegan2.noise_resolutions(G.size))
-  render = ll_lib.pose_renderer(G, gv, kw["inject_index"],
-                                noise=[noise[i:i + layers] for i in range(0, len(noise), layers)])
+  render = ll_lib.pose_renderer(
+    G, gv, kw["inject_index"], noise=[noise[i : i + layers] for i in range(0, len(noise), layers)]
+  )
   draws = [int(a["km_randint_0"][0])] + [int(d[0]) for d in fx.sequence("km_multinomial")]
   pool = G.apply(gv, jnp.asarray(a["km_z_0"]), method=G.mapping)
   assert pool.shape[0] == kw["num_latent"]
@@ -126,11 +131,11 @@ def test_exact_pca_of_the_recorded_pool_matches_a_float64_svd(fx):
   _, s, vt = np.linalg.svd(w - w.mean(0), full_matrices=False)
   assert_close(_up_to_sign(pca.components, vt[:n], axis=1), vt[:n], 1e-5, f"{fx.id}:components")
   assert_close(pca.mean, fx["pca_mean"], 1e-6, f"{fx.id}:mean")
-  assert_close(pca.explained_variance, s[:n] ** 2 / (len(w) - 1), 1e-5, f"{fx.id}:explained_variance",
-               rtol=1e-5)
+  assert_close(pca.explained_variance, s[:n] ** 2 / (len(w) - 1), 1e-5, f"{fx.id}:explained_variance", rtol=1e-5)
 
 
 # -- properties -------------------------------------------------------------------------------------------
+
 
 def _random_learner(k=3, ndirs=2, d=16, inject=3, n_latent=8, seed=0):
   ll = ll_lib.LatentLearner(num_heads=k, ndirs=ndirs, style_dim=d, inject_index=inject, n_latent=n_latent)
@@ -188,8 +193,9 @@ def test_streaming_pca_over_batches_equals_one_shot_svd(method):
   sample = lambda key, b: (jax.random.normal(key, (b, d)) * scales) @ basis.T.astype(np.float32) + mean
   pca = ll_lib.fit_pca(sample, jax.random.PRNGKey(3), n_comps, num_samples=n, batch_size=batch, method=method)
   # The same draws at once: batch i is sample(fold_in(key, i), batch); the last one is cut to n rows.
-  w = np.concatenate([np.asarray(sample(jax.random.fold_in(jax.random.PRNGKey(3), i), batch), np.float64)
-                      for i in range(-(-n // batch))])[:n]
+  w = np.concatenate(
+    [np.asarray(sample(jax.random.fold_in(jax.random.PRNGKey(3), i), batch), np.float64) for i in range(-(-n // batch))]
+  )[:n]
   _, s, vt = np.linalg.svd(w - w.mean(0), full_matrices=False)
   assert float(pca.n_samples) == n
   assert_close(pca.mean, w.mean(0, keepdims=True), 1e-4, "mean")
@@ -230,8 +236,11 @@ def test_variables_from_pca_start_targets_at_the_centroid_projections():
 
 
 def test_converter_refuses_unknown_missing_and_inconsistent_keys():
-  sd = {"coefficients": np.zeros((2, 3), np.float32), "directions": np.zeros((3, 8), np.float32),
-        "lat_mean": np.zeros((1, 8), np.float32)}
+  sd = {
+    "coefficients": np.zeros((2, 3), np.float32),
+    "directions": np.zeros((3, 8), np.float32),
+    "lat_mean": np.zeros((1, 8), np.float32),
+  }
   config, v = gangealing.convert_latent_learner(sd, inject_index=2, n_latent=4)
   assert config == {"num_heads": 2, "ndirs": 3, "style_dim": 8, "inject_index": 2, "n_latent": 4}
   assert v["pca"]["directions"].shape == (3, 8)

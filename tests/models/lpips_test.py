@@ -6,6 +6,7 @@ checkpoints the json names, converted with our torch-free converter. Observed ma
 the bound is 1e-4): distances and per-layer terms <= 6e-8 (values up to 0.6), spatial maps <= 2.7e-7, the
 normalize=True path <= 1.2e-8, VGG feature maps <= 1.8e-6 (values up to 2.5).
 """
+
 import functools
 import re
 
@@ -33,8 +34,7 @@ def _apply(lpips_variant: bool, normalize: bool, spatial: bool, features: bool =
   module = lpips.LPIPS(lpips=lpips_variant)
   if features:
     return jax.jit(lambda v, x: module.apply(v, x, method=lpips.LPIPS.features))
-  return jax.jit(lambda v, x, y: module.apply(v, x, y, normalize=normalize, spatial=spatial,
-                                              ret_per_layer=not spatial))
+  return jax.jit(lambda v, x, y: module.apply(v, x, y, normalize=normalize, spatial=spatial, ret_per_layer=not spatial))
 
 
 def _split_call(call: str) -> tuple[str, str]:
@@ -45,7 +45,7 @@ def _split_call(call: str) -> tuple[str, str]:
     depth += {"(": 1, ")": -1}.get(call[end], 0)
     if depth == 0:
       break
-  rest = call[end + 1:]
+  rest = call[end + 1 :]
   assert rest.startswith("(") and rest.endswith(")"), call
   return call[6:end], rest[1:-1]
 
@@ -94,7 +94,7 @@ def _converted(vgg_path: str, lin_path: str | None):
   lin = _state_dict(lin_path) if lin_path else None
   _, config, variables = convert.convert(_state_dict(vgg_path), lin)
   assert config["lpips"] == (lin is not None)
-  return jax.tree_util.tree_map(jnp.asarray, variables)   # On the device once, not per call.
+  return jax.tree_util.tree_map(jnp.asarray, variables)  # On the device once, not per call.
 
 
 def _replay(fx, call: dict) -> dict[str, float]:
@@ -112,7 +112,7 @@ def _replay(fx, call: dict) -> dict[str, float]:
 
   ctor, args = _split_call(text)
   ctor_flags, call_flags = _flags(ctor), _flags(args)
-  lpips_variant = ctor_flags.get("lpips", True)       # 'LPIPS(...)' is the default (LPIPS v0.1) model.
+  lpips_variant = ctor_flags.get("lpips", True)  # 'LPIPS(...)' is the default (LPIPS v0.1) model.
   spatial = ctor_flags.get("spatial", False)
   normalize = call_flags.get("normalize", False)
   x, y = _inputs(fx, args)
@@ -130,8 +130,9 @@ def _replay(fx, call: dict) -> dict[str, float]:
     # README quirk: upstream's entry 0 *is* the total (in-place `val += res[l]`); layer 0 is the remainder.
     errors[layers_name + "[0]=total"] = assert_close(total, ref[0], ATOL, f"{fx.id}/{layers_name}[0]")
     errors[layers_name + "[1:]"] = assert_close(per_layer[1:], ref[1:], ATOL, f"{fx.id}/{layers_name}[1:]")
-    errors[layers_name + " layer 0"] = assert_close(per_layer[0], ref[0] - ref[1:].sum(0), ATOL,
-                                                    f"{fx.id}/{layers_name} layer 0")
+    errors[layers_name + " layer 0"] = assert_close(
+      per_layer[0], ref[0] - ref[1:].sum(0), ATOL, f"{fx.id}/{layers_name} layer 0"
+    )
   return errors
 
 
@@ -152,7 +153,7 @@ def test_every_recorded_call_matches_upstream(fx):
 
 # -- properties that need no fixture (random VGG weights, converted like a real state dict) ---------------
 
-SIZE = 16   # The smallest input with a non-empty relu5_3 map (four 2x2 max-pools).
+SIZE = 16  # The smallest input with a non-empty relu5_3 map (four 2x2 max-pools).
 
 
 @functools.lru_cache(maxsize=None)
@@ -164,8 +165,10 @@ def _random_variables(kind: str):
     vgg[f"{i}.weight"] = (rng.standard_normal((c, in_ch, 3, 3)) * np.sqrt(2 / (9 * c))).astype(np.float32)
     vgg[f"{i}.bias"] = (0.05 * rng.standard_normal(c)).astype(np.float32)
     in_ch = c
-  lin = {f"lin{k}.model.1.weight": np.abs(rng.standard_normal((1, c, 1, 1))).astype(np.float32) / c
-         for k, c in enumerate(lpips.CHANNELS)}
+  lin = {
+    f"lin{k}.model.1.weight": np.abs(rng.standard_normal((1, c, 1, 1))).astype(np.float32) / c
+    for k, c in enumerate(lpips.CHANNELS)
+  }
   _, _, variables = convert.convert(vgg, lin if kind == "lpips" else None)
   return jax.tree_util.tree_map(jnp.asarray, variables)
 
@@ -180,18 +183,23 @@ def test_distance_to_itself_is_zero_and_outputs_follow_the_options(kind):
 
   @jax.jit
   def everything(loss, x, y):
-    return dict(loss=loss(x, y), self=loss.distance(x, x), d=loss.distance(x, y),
-                layers=loss.distance(x, y, ret_per_layer=True), spatial=loss.distance(x, y, spatial=True),
-                normalized=loss.distance((x + 1) / 2, (y + 1) / 2, normalize=True),
-                features=loss.features(x),
-                vgg_ssl=lpips.vgg_ssl_loss(loss.variables, x, y) if kind == "vgg_ssl" else None)
+    return dict(
+      loss=loss(x, y),
+      self=loss.distance(x, x),
+      d=loss.distance(x, y),
+      layers=loss.distance(x, y, ret_per_layer=True),
+      spatial=loss.distance(x, y, spatial=True),
+      normalized=loss.distance((x + 1) / 2, (y + 1) / 2, normalize=True),
+      features=loss.features(x),
+      vgg_ssl=lpips.vgg_ssl_loss(loss.variables, x, y) if kind == "vgg_ssl" else None,
+    )
 
   out = everything(loss, _images(0), _images(1))
   d = out["d"]
   assert d.shape == (2,) and bool(jnp.all(d > 0))
   np.testing.assert_allclose(out["self"], 0.0, atol=1e-7)
   np.testing.assert_allclose(out["loss"], lpips.LOSS_SCALES[kind] * d, rtol=1e-6)
-  if kind == "vgg_ssl":   # GANgealing's training loss: the channel-sum distance / 18.
+  if kind == "vgg_ssl":  # GANgealing's training loss: the channel-sum distance / 18.
     np.testing.assert_allclose(out["vgg_ssl"], d / 18, rtol=1e-6)
   total, per_layer = out["layers"]
   assert per_layer.shape == (5, 2)
@@ -199,11 +207,15 @@ def test_distance_to_itself_is_zero_and_outputs_follow_the_options(kind):
   np.testing.assert_allclose(per_layer.sum(0), total, rtol=1e-5)
   # The spatial map is the per-layer maps upsampled and summed; its mean is close to (not equal to) d.
   assert out["spatial"].shape == (2, SIZE, SIZE, 1) and bool(jnp.all(out["spatial"] >= 0))
-  np.testing.assert_allclose(out["normalized"], d, rtol=1e-5)   # [0, 1] inputs are mapped to [-1, 1].
+  np.testing.assert_allclose(out["normalized"], d, rtol=1e-5)  # [0, 1] inputs are mapped to [-1, 1].
   s = SIZE
-  assert [f.shape for f in out["features"]] == [(2, s, s, 64), (2, s // 2, s // 2, 128),
-                                                 (2, s // 4, s // 4, 256), (2, s // 8, s // 8, 512),
-                                                 (2, s // 16, s // 16, 512)]
+  assert [f.shape for f in out["features"]] == [
+    (2, s, s, 64),
+    (2, s // 2, s // 2, 128),
+    (2, s // 4, s // 4, 256),
+    (2, s // 8, s // 8, 512),
+    (2, s // 16, s // 16, 512),
+  ]
 
 
 def test_loss_is_jittable_as_an_argument_and_differentiable():
@@ -217,8 +229,8 @@ def test_loss_is_jittable_as_an_argument_and_differentiable():
   # Dead ReLUs: with relu5_3 zero everywhere, a plain sqrt in the unit normalisation gives NaN gradients.
   params = jax.tree_util.tree_map(lambda a: a, loss.variables["params"])
   params["net"]["features_28"]["bias"] = jnp.full((512,), -1e4)
-  dead = loss.replace(variables={"params": params})   # relu4_3 is O(1): conv 28 + bias stays below 0.
-  value, grad = value_and_grad(dead, x, y)   # Same structure: no recompilation.
+  dead = loss.replace(variables={"params": params})  # relu4_3 is O(1): conv 28 + bias stays below 0.
+  value, grad = value_and_grad(dead, x, y)  # Same structure: no recompilation.
   assert bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad)))
 
 
@@ -233,7 +245,7 @@ def test_gradient_matches_finite_differences_in_float64():
     eps = 1e-6
 
     @jax.jit
-    def check(x):   # One compilation for the gradient and both evaluations.
+    def check(x):  # One compilation for the gradient and both evaluations.
       return jax.grad(f)(x), f(x + eps * u), f(x - eps * u)
 
     grad, plus, minus = check(x)

@@ -12,6 +12,7 @@ test skips exactly those (listed by name below) and asserts that every other rec
 `test_point_outputs_through_our_stn` then closes them end to end with our warps of x and xB (the point tests
 can only use the warps the fixture records, i.e. those of x): indices exact, points within 5e-5 px.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,8 +34,14 @@ from tests.fixtures import assert_close, collect
 
 ATOL = 1e-4
 # Key-point outputs, replayed by the tests of jaxgeal.ops.points (plus `transferred_points_res<N>` variants).
-POINT_OUTPUTS = {"congealed_points", "uncongealed_points", "transferred_points", "sim_congealed_points",
-                 "sim_uncongealed_points", "sim_transferred_points"}
+POINT_OUTPUTS = {
+  "congealed_points",
+  "uncongealed_points",
+  "transferred_points",
+  "sim_congealed_points",
+  "sim_uncongealed_points",
+  "sim_transferred_points",
+}
 
 
 def _is_point_output(name: str) -> bool:
@@ -71,9 +78,9 @@ class Replayer:
     arch = {k: self.config[k] for k in stn_lib.ARCH_KEYS if k in self.config}
     params = self.variables["params"]
     self.targets = {  # name in the recorded call -> (module, its variables)
-        "t_ema": (stn_lib.from_config(self.config), self.variables),
-        "t_ema.stns[0]": (stn_lib.build_stn(self.config["transforms"][0], **arch), {"params": params["stns_0"]}),
-        "t_ema.stns[1]": (stn_lib.build_stn(self.config["transforms"][1], **arch), {"params": params["stns_1"]}),
+      "t_ema": (stn_lib.from_config(self.config), self.variables),
+      "t_ema.stns[0]": (stn_lib.build_stn(self.config["transforms"][0], **arch), {"params": params["stns_0"]}),
+      "t_ema.stns[1]": (stn_lib.build_stn(self.config["transforms"][1], **arch), {"params": params["stns_1"]}),
     }
     self.targets["t_ema.forward_with_flip"] = self.targets["t_ema"]
     # congeal_points(return_full=True) also returns the forward's image and residual flow: replayed as forward.
@@ -95,7 +102,7 @@ class Replayer:
       return text[1:-1]
     m = re.fullmatch(r"(\w+)\[:(\d+)\]", text)
     if m:
-      return a[m.group(1)][:int(m.group(2))]
+      return a[m.group(1)][: int(m.group(2))]
     m = re.fullmatch(r"(\w+)\.repeat_interleave\(K, 0\)", text)
     if m:
       return np.repeat(a[m.group(1)], self.k, axis=0)
@@ -115,7 +122,7 @@ class Replayer:
     # congeal_points' key points (2nd positional) do not affect the forward outputs replayed here.
     assert len(positional) == 1 or m.group(1).endswith("congeal_points"), f"unexpected arguments in {stmt!r}"
     kwargs = {}
-    for arg in args[len(positional):]:
+    for arg in args[len(positional) :]:
       name, text = arg.split("=", 1)
       kwargs[name.strip()] = self.value(text.strip())
     return m.group(1), self.value(args[0]), kwargs
@@ -150,8 +157,15 @@ def _to_nhwc(a):
 def _pick(name: str, out):
   """Our value for a recorded output, by the output's role (its name and the fixture's meaning)."""
   if isinstance(out, stn_lib.FlipOutput):
-    roles = {"flip_out": out.output.image, "flip_warp": out.output.grid, "flip_flow": out.output.flow,
-             "flip_inputs": out.inputs, "flip_indices": out.flipped, "flip_tv": out.tv, "flip_tvF": out.tv_flipped}
+    roles = {
+      "flip_out": out.output.image,
+      "flip_warp": out.output.grid,
+      "flip_flow": out.output.flow,
+      "flip_inputs": out.inputs,
+      "flip_indices": out.flipped,
+      "flip_tv": out.tv,
+      "flip_tvF": out.tv_flipped,
+    }
     return roles[name]
   m = re.fullmatch(r"inter_(img|warp)_(\d+)", name)
   if m:
@@ -159,8 +173,14 @@ def _pick(name: str, out):
     return stage.image if m.group(1) == "img" else stage.grid
   if name == "sim_out":
     return out.intermediates[0].image
-  for prefix, field in (("out_", "image"), ("congeal_full_img", "image"), ("grid", "grid"),
-                        ("delta_flow", "flow"), ("congeal_full_warp", "flow"), ("sim_matrix", "matrix")):
+  for prefix, field in (
+    ("out_", "image"),
+    ("congeal_full_img", "image"),
+    ("grid", "grid"),
+    ("delta_flow", "flow"),
+    ("congeal_full_warp", "flow"),
+    ("sim_matrix", "matrix"),
+  ):
     if name.startswith(prefix):
       return getattr(out, field)
   if name.endswith("oob") or "_oob_" in name:
@@ -205,8 +225,10 @@ def test_stn_parity(fx):
         except AssertionError as e:
           failures.append(str(e))
       checked.add(name)
-  print(f"\n{fx.id}: {rp.compiles} compiled configurations; max abs errors:",
-        {k: f"{v:.1e}" if isinstance(v, float) else v for k, v in sorted(errors.items())})
+  print(
+    f"\n{fx.id}: {rp.compiles} compiled configurations; max abs errors:",
+    {k: f"{v:.1e}" if isinstance(v, float) else v for k, v in sorted(errors.items())},
+  )
   print(f"{fx.id}: left to the point tests: {sorted(skipped)}")
   recorded = {o for c in fx.meta["calls"] for o in c["outputs"]}
   assert recorded == checked | skipped, f"unchecked outputs: {sorted(recorded - checked - skipped)}"
@@ -260,8 +282,7 @@ def test_point_outputs_through_our_stn(fx):
       errors[name] = 0
     else:
       errors[name] = assert_close(value, fx[name], 1e-3, name)
-  print(f"\n{fx.id}: point outputs through our STN, max abs error (px):",
-        {k: f"{v:.1e}" for k, v in errors.items()})
+  print(f"\n{fx.id}: point outputs through our STN, max abs error (px):", {k: f"{v:.1e}" for k, v in errors.items()})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -322,8 +343,7 @@ def test_forward_with_flip_selection():
     smooth = jnp.array([True, False, True]) == mirrored
     flow = jnp.where((smooth | (jnp.arange(n) == 2))[:, None, None, None], 0.0, rough)
     grid = warp.identity_grid(s, n) + 0.1
-    return stn_lib.STNOutput(image=img, grid=grid, flow=flow, matrix=jnp.zeros((n, 2, 3)),
-                             oob=jnp.zeros((n,), bool))
+    return stn_lib.STNOutput(image=img, grid=grid, flow=flow, matrix=jnp.zeros((n, 2, 3)), oob=jnp.zeros((n,), bool))
 
   out = stn_lib._forward_with_flip(forward, x)
   assert np.array_equal(out.flipped, [True, False, False])
@@ -352,7 +372,8 @@ def test_jit_grad():
   def loss_and_grad(v):
     def loss(v):
       out = stn.apply(v, x, padding_mode="reflection", output_resolution=48, warp_policy=scores, alpha=0.7)
-      return jnp.mean(out.image ** 2) + total_variation_loss(out.flow)
+      return jnp.mean(out.image**2) + total_variation_loss(out.flow)
+
     return jax.value_and_grad(loss)(v)
 
   value, grads = loss_and_grad(_perturb(variables))

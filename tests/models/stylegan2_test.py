@@ -4,6 +4,7 @@ Parity tests replay every recorded call of each `stylegan2_g` / `stylegan2_d` fi
 indices and inputs all read from the fixture) on weights converted from the fixture's `.pt` by our own reader
 and converter. Tolerance: max abs error <= 1e-4 on images, latents and logits.
 """
+
 import ast
 import re
 
@@ -40,7 +41,7 @@ def _generator_calls(text: str) -> list[ast.Call]:
         break
     if end is None:
       continue
-    expr = ast.parse(text[m.start():end], mode="eval").body
+    expr = ast.parse(text[m.start() : end], mode="eval").body
     if expr.args and isinstance(expr.args[0], ast.List):
       calls.append(expr)
   return calls
@@ -92,7 +93,7 @@ class _Replay:
     styles = self.value(call.args[0])
     if kw.pop("mapping_only", False):
       return [self.G.apply(self.v, styles[0], method=self.G.mapping)]
-    kw.pop("num_fp16_res", None)   # fp16 pre-normalisation: cancelled by demodulation in fp32 (README)
+    kw.pop("num_fp16_res", None)  # fp16 pre-normalisation: cancelled by demodulation in fp32 (README)
     if rosinality:
       kw["truncation_mode"] = "rosinality"
     out = self.G.apply(self.v, styles, **kw)
@@ -165,7 +166,7 @@ def test_any_power_of_two_size_builds_and_generates(tiny_g):
 def test_random_noise_changes_the_image_and_fixed_noise_does_not(tiny_g):
   G, v = tiny_g
   v = jax.tree_util.tree_map(lambda x: x, v)
-  v["params"]["conv1"]["noise"]["weight"] = jnp.ones((1,))   # noise strength is 0 at init
+  v["params"]["conv1"]["noise"]["weight"] = jnp.ones((1,))  # noise strength is 0 at init
   z = jnp.ones((1, 8))
   a = G.apply(v, z, rngs={"noise": jax.random.PRNGKey(1)})
   b = G.apply(v, z, rngs={"noise": jax.random.PRNGKey(2)})
@@ -186,8 +187,7 @@ def test_style_mixing_uses_the_first_style_below_the_inject_index(tiny_g):
 def test_inject_index_may_be_random_and_traced_under_jit(tiny_g):
   G, v = tiny_g
   z = jax.random.normal(jax.random.PRNGKey(0), (2, 2, 8))
-  f = jax.jit(lambda k: G.apply(v, [z[0], z[1]], randomize_noise=False, return_latents=True,
-                                rngs={"mixing": k})[1])
+  f = jax.jit(lambda k: G.apply(v, [z[0], z[1]], randomize_noise=False, return_latents=True, rngs={"mixing": k})[1])
   w1 = G.apply(v, z[0], method=G.mapping)
   for seed in range(4):
     lat = f(jax.random.PRNGKey(seed))
@@ -199,8 +199,9 @@ def test_truncation_with_psi_zero_gives_the_mean_latent_image(tiny_g):
   G, v = tiny_g
   z = jax.random.normal(jax.random.PRNGKey(3), (2, 8))
   tl = G.apply(v, z, method=G.mean_latent)
-  _, lat = G.apply(v, z, truncation=0.0, truncation_latent=tl, inject_index=G.n_latent,
-                   randomize_noise=False, return_latents=True)
+  _, lat = G.apply(
+    v, z, truncation=0.0, truncation_latent=tl, inject_index=G.n_latent, randomize_noise=False, return_latents=True
+  )
   np.testing.assert_allclose(lat, jnp.broadcast_to(tl[:, None], lat.shape), atol=1e-6)
   with pytest.raises(ValueError, match="truncation_latent"):
     G.apply(v, z, truncation=0.5, randomize_noise=False)

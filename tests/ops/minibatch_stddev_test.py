@@ -1,4 +1,5 @@
 """Minibatch standard deviation: rosinality's grouping (sample b in sub-group b % (B / group))."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

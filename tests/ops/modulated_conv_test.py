@@ -1,5 +1,6 @@
 """Modulated convolution (StyleGAN2 eqs. 1-3): every implementation against an explicit per-sample conv,
 implementations against each other with resampling, and gradients against finite differences."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,8 +30,10 @@ def test_equals_explicit_per_sample_convolution(impl, demodulate, k):
 @pytest.mark.parametrize("mode", ["up", "down"])
 def test_implementations_agree_when_resampling(mode):
   x, w, s = _inputs(seed=1, h=8)
-  outs = [mc.modulated_conv2d(jnp.asarray(x), jnp.asarray(w), jnp.asarray(s), up=mode == "up",
-                              down=mode == "down", impl=impl) for impl in mc.IMPLS]
+  outs = [
+    mc.modulated_conv2d(jnp.asarray(x), jnp.asarray(w), jnp.asarray(s), up=mode == "up", down=mode == "down", impl=impl)
+    for impl in mc.IMPLS
+  ]
   assert outs[0].shape == ((3, 16, 16, 5) if mode == "up" else (3, 4, 4, 5))
   for o in outs[1:]:
     np.testing.assert_allclose(o, outs[0], atol=2e-5)
@@ -63,8 +66,10 @@ def test_gradients_match_finite_differences(impl):
     eps = 1e-6
     for arg, (g, idx) in enumerate(zip(grads, [(1, 2, 1, 3), (1, 0, 2, 4), (0, 2)])):
       args = [x, w, s]
-      plus = list(args); plus[arg] = args[arg].at[idx].add(eps)
-      minus = list(args); minus[arg] = args[arg].at[idx].add(-eps)
+      plus = list(args)
+      plus[arg] = args[arg].at[idx].add(eps)
+      minus = list(args)
+      minus[arg] = args[arg].at[idx].add(-eps)
       fd = (f(*plus) - f(*minus)) / (2 * eps)
       np.testing.assert_allclose(g[idx], fd, rtol=1e-5, atol=1e-8)
 
@@ -74,8 +79,9 @@ def test_phase_decomposed_transposed_conv_equals_dilated_definition(k):
   # torch conv_transpose2d(stride 2) == zero-dilate the input, pad k-1, correlate with the flipped kernel.
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 3))
   w = jax.random.normal(jax.random.PRNGKey(1), (k, k, 3, 4))
-  want = jax.lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), [(k - 1, k - 1)] * 2, lhs_dilation=(2, 2),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  want = jax.lax.conv_general_dilated(
+    x, w[::-1, ::-1], (1, 1), [(k - 1, k - 1)] * 2, lhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   got = mc.conv_transpose_stride2(x, w)
   assert got.shape == want.shape == (2, 2 * 5 + k - 2, 2 * 6 + k - 2, 4)
   np.testing.assert_allclose(got, want, atol=1e-5)

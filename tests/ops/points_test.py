@@ -12,6 +12,7 @@ xB's matrix is estimated from `sim_uncongealed_points` and must then predict `si
 Properties: normalisation round trips and pixel centres, closed-form similarity inverse, nearest neighbours on
 identity grids, first-minimum ties, chunked == unchunked search, memory of a 128x128 x 10,000-point search.
 """
+
 from __future__ import annotations
 
 import functools
@@ -81,9 +82,12 @@ def test_congeal_points_similarity_parity(fx):
   assert img == "x", f"recorded matrices belong to x, the call congeals {img}"
   flags = _flags(args)
   out = P.congeal_points_similarity(
-      r.select("sim_matrix", call), jnp.asarray(fx[pts]), r.image_size,
-      normalize_input_points=flags.get("normalize_input_points", True),
-      unnormalize_output_points=flags.get("unnormalize_output_points", False))
+    r.select("sim_matrix", call),
+    jnp.asarray(fx[pts]),
+    r.image_size,
+    normalize_input_points=flags.get("normalize_input_points", True),
+    unnormalize_output_points=flags.get("unnormalize_output_points", False),
+  )
   err = assert_close(out, fx["sim_congealed_points"], ATOL_PX, f"{fx.id}:sim_congealed_points")
   print(f"{fx.id}: sim_congealed_points max error {err:.2e} px")
 
@@ -117,8 +121,7 @@ def test_congeal_points_composed_parity(fx):
   out = P.congeal_points_composed(matrix, r.select("delta_flow", call), points, r.image_size)
   np.testing.assert_array_equal(np.asarray(out), expected)
   # The flow-only search on the explicit grid identity + residual gives the same indices.
-  _, sim_points = P.congeal_points_composed(matrix, residual, points, r.image_size,
-                                            return_similarity_points=True)
+  _, sim_points = P.congeal_points_composed(matrix, residual, points, r.image_size, return_similarity_points=True)
   grid = residual + warp.identity_grid(r.flow_size, residual.shape[0])
   np.testing.assert_array_equal(np.asarray(P.congeal_points_flow(grid, sim_points, r.image_size)), expected)
 
@@ -164,8 +167,9 @@ def test_similarity_transfer_consistent_with_recorded_uncongeal(fx):
 
 
 def _random_similarity(rng, batch):
-  return warp.make_affine_matrix(*(jnp.asarray(rng.normal(0.0, s, (batch, 1)), jnp.float32)
-                                   for s in (0.3, 0.2, 0.1, 0.1)))[:, 0]
+  return warp.make_affine_matrix(
+    *(jnp.asarray(rng.normal(0.0, s, (batch, 1)), jnp.float32) for s in (0.3, 0.2, 0.1, 0.1))
+  )[:, 0]
 
 
 @pytest.mark.parametrize("res,out_res", [(128, 128), (128, 64), (64, 48), (256, 17)])
@@ -225,8 +229,7 @@ def test_uncongeal_output_resolution_resizes_the_grid():
     out = P.uncongeal_points(grid, q, 40, 16, output_resolution=res, **kw)
     ref = P.uncongeal_points(warp.resize_grid(grid, scale_factor=res / 16), q, 40, 16, **kw)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
-    already = P.uncongeal_points(warp.resize_grid(grid, scale_factor=res / 16), q, 40, 16,
-                                 output_resolution=res, **kw)
+    already = P.uncongeal_points(warp.resize_grid(grid, scale_factor=res / 16), q, 40, 16, output_resolution=res, **kw)
     np.testing.assert_array_equal(np.asarray(already), np.asarray(ref))
 
 
@@ -265,8 +268,7 @@ def test_chunked_and_unchunked_nearest_neighbours_agree():
   residual = jnp.asarray(0.2 * rng.normal(size=(2, fs, fs, 2)), jnp.float32)
   pts = jnp.asarray(rng.uniform(-4.0, 67.0, (2, 333, 2)), jnp.float32)
   full = P.congeal_points_flow(residual, pts, 64, residual=True, chunk_size=None)
-  f = jax.jit(functools.partial(P.congeal_points_flow, image_size=64, residual=True),
-              static_argnames="chunk_size")
+  f = jax.jit(functools.partial(P.congeal_points_flow, image_size=64, residual=True), static_argnames="chunk_size")
   for chunk in (1, 64, 100, 333, 1000):
     np.testing.assert_array_equal(np.asarray(f(residual, pts, chunk_size=chunk)), np.asarray(full))
   # Against a direct numpy search.
@@ -318,6 +320,7 @@ def test_composed_and_transfer_identity_warps():
   idx2 = P.congeal_points_composed(matrix, jnp.zeros((b, fs, fs, 2)), moved, s)
   np.testing.assert_array_equal(np.asarray(idx2), np.asarray(idx))  # Points are 1e-3 cells from any tie.
   t = jax.jit(P.transfer_points, static_argnames=("image_size", "output_resolution", "chunk_size"))
-  out_res = t(ident, jnp.zeros((b, fs, fs, 2)), grid_b, jnp.asarray(pts), image_size=s,
-              output_resolution=2 * fs, chunk_size=16)
+  out_res = t(
+    ident, jnp.zeros((b, fs, fs, 2)), grid_b, jnp.asarray(pts), image_size=s, output_resolution=2 * fs, chunk_size=16
+  )
   assert_close(np.asarray(out_res)[interior], np.asarray(out)[interior], 1e-4, "output_resolution interior")

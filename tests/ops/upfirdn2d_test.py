@@ -1,5 +1,6 @@
 """upfirdn2d and its blur / up / down wrappers: agreement with a direct numpy definition, shape arithmetic,
 unit DC gain of the StyleGAN2 filters, and gradients against finite differences."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,23 +17,24 @@ def numpy_upfirdn2d(x, k2d, up, down, pad):
   u[:, ::up, ::up] = x
   p0, p1 = pad
   u = np.pad(u, ((0, 0), (max(p0, 0), max(p1, 0)), (max(p0, 0), max(p1, 0)), (0, 0)))
-  u = u[:, max(-p0, 0):u.shape[1] - max(-p1, 0), max(-p0, 0):u.shape[2] - max(-p1, 0)]
+  u = u[:, max(-p0, 0) : u.shape[1] - max(-p1, 0), max(-p0, 0) : u.shape[2] - max(-p1, 0)]
   kf = np.asarray(k2d, np.float64)[::-1, ::-1]
   kh, kw = kf.shape
   oh, ow = u.shape[1] - kh + 1, u.shape[2] - kw + 1
   out = np.zeros((b, oh, ow, c))
   for i in range(kh):
     for j in range(kw):
-      out += kf[i, j] * u[:, i:i + oh, j:j + ow]
+      out += kf[i, j] * u[:, i : i + oh, j : j + ow]
   return out[:, ::down, ::down]
 
 
-@pytest.mark.parametrize("up,down,pad", [(1, 1, (1, 2)), (2, 1, (2, 1)), (1, 2, (1, 1)), (2, 2, (0, 0)),
-                                         (3, 1, (-1, 2)), (1, 1, (-1, -1))])
+@pytest.mark.parametrize(
+  "up,down,pad", [(1, 1, (1, 2)), (2, 1, (2, 1)), (1, 2, (1, 1)), (2, 2, (0, 0)), (3, 1, (-1, 2)), (1, 1, (-1, -1))]
+)
 def test_matches_the_definition_for_asymmetric_kernels(up, down, pad):
   rng = np.random.default_rng(0)
   x = rng.standard_normal((2, 7, 9, 3)).astype(np.float32)
-  k1 = np.array([1.0, 2.0, 4.0, 3.0], np.float32)               # asymmetric: catches a missing flip
+  k1 = np.array([1.0, 2.0, 4.0, 3.0], np.float32)  # asymmetric: catches a missing flip
   k2 = rng.standard_normal((3, 4)).astype(np.float32)
   for k, k2d in [(k1, np.outer(k1, k1)), (k2, k2)]:
     got = fir.upfirdn2d(jnp.asarray(x), k, up=up, down=down, pad=pad)
@@ -56,8 +58,7 @@ def test_stylegan_filters_have_unit_dc_gain(taps):
   k = fir.make_kernel(taps)
   assert np.isclose(np.sum(np.outer(k, k)), 1.0)
   inner = lambda y, m: np.asarray(y)[0, m:-m, m:-m, 0]
-  np.testing.assert_allclose(inner(fir.blur(x, k, pad=(len(taps) // 2, (len(taps) - 1) // 2)), 2), 3.0,
-                             rtol=1e-6)
+  np.testing.assert_allclose(inner(fir.blur(x, k, pad=(len(taps) // 2, (len(taps) - 1) // 2)), 2), 3.0, rtol=1e-6)
   np.testing.assert_allclose(inner(fir.upsample2d(x, k), 4), 3.0, rtol=1e-6)
   np.testing.assert_allclose(inner(fir.downsample2d(x, k), 2), 3.0, rtol=1e-6)
 
@@ -65,8 +66,9 @@ def test_stylegan_filters_have_unit_dc_gain(taps):
 def test_2d_and_separable_kernels_agree():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
   k = fir.make_kernel([1, 3, 3, 1])
-  np.testing.assert_allclose(fir.upfirdn2d(x, k, up=2, pad=(2, 1)),
-                             fir.upfirdn2d(x, np.outer(k, k), up=2, pad=(2, 1)), atol=1e-6)
+  np.testing.assert_allclose(
+    fir.upfirdn2d(x, k, up=2, pad=(2, 1)), fir.upfirdn2d(x, np.outer(k, k), up=2, pad=(2, 1)), atol=1e-6
+  )
 
 
 def test_gradient_matches_finite_differences():

@@ -4,6 +4,7 @@ Parity: every call recorded in `warp_ops.json` (upstream `antialiased_sampling.p
 replayed from its recorded inputs, with every size and option read from the json, and must match upstream
 to 1e-5 of the output's magnitude. Properties: identities, gradients, jit, DC gain.
 """
+
 from __future__ import annotations
 
 import re
@@ -108,13 +109,13 @@ def _replay_convex(fx, call):
 
 
 REPLAYERS = (  # (pattern identifying the upstream call, replayer)
-    (r"^Warp\(\)", _replay_warp),
-    (r"MipmapWarp\(", _replay_mipmap),
-    (r"BilinearDownsample\(", _replay_downsample),
-    (r"make_affine_matrix", _replay_similarity),
-    (r"^apply_affine\(", _replay_apply_affine),
-    (r"check_if_warp_exceeds_image_boundaries", _replay_oob),
-    (r"upsample_flow", _replay_convex),
+  (r"^Warp\(\)", _replay_warp),
+  (r"MipmapWarp\(", _replay_mipmap),
+  (r"BilinearDownsample\(", _replay_downsample),
+  (r"make_affine_matrix", _replay_similarity),
+  (r"^apply_affine\(", _replay_apply_affine),
+  (r"check_if_warp_exceeds_image_boundaries", _replay_oob),
+  (r"upsample_flow", _replay_convex),
 )
 
 
@@ -216,8 +217,7 @@ def test_grid_sample_gradients_match_finite_differences(mode):
     loss = lambda im, g: jnp.sum(probe * warp.grid_sample(im, g, mode))
     d_img, d_grid = jax.grad(loss, argnums=(0, 1))(img, grid)
     eps = 1e-6
-    for arg, grad, direction in ((1, d_grid, rng.normal(size=grid.shape)),
-                                 (0, d_img, rng.normal(size=img.shape))):
+    for arg, grad, direction in ((1, d_grid, rng.normal(size=grid.shape)), (0, d_img, rng.normal(size=img.shape))):
       args = [img, grid]
       plus, minus = list(args), list(args)
       plus[arg] = args[arg] + eps * direction
@@ -267,8 +267,9 @@ def test_resize_grid_keeps_an_identity_grid_in_the_interior(scale):
   assert grid.shape == (1, out, out, 2)
   expected = warp.identity_grid(out)
   margin = max(1, int(scale))
-  assert_close(grid[:, margin:-margin, margin:-margin], expected[:, margin:-margin, margin:-margin], 1e-6,
-               f"resize x{scale}")
+  assert_close(
+    grid[:, margin:-margin, margin:-margin], expected[:, margin:-margin, margin:-margin], 1e-6, f"resize x{scale}"
+  )
 
 
 def test_resize_grid_by_size_equals_resize_by_matching_scale():
@@ -354,7 +355,6 @@ def test_mipmap_warp_jits_and_has_finite_gradients():
   d_img, d_grid = jax.grad(fn, argnums=(0, 1))(img, grid)
   assert np.isfinite(np.asarray(d_img)).all() and np.isfinite(np.asarray(d_grid)).all()
   assert float(jnp.abs(d_grid).max()) > 0.0
-
 
 
 def _interpolate_reference(x: np.ndarray, out_size: int, scale: float, axis: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Cluster classifier (second stage, §3.2): trained on argmin labels of a tiny K=4 flips model, it is added to
 the stage-1 export (which loads back to the same logits, the stage-1 networks untouched), a killed run resumes
 exactly, and 8 fake CPU devices train as 1. One stage-1 model and one full stage-2 run serve all the tests."""
+
 import importlib.util
 import json
 import pathlib
@@ -33,7 +34,7 @@ def stage2_config(stage1_model, dest, total_steps=4, num_devices=None, batch_siz
   c = _config("cars_classifier")
   c.gangealing_model = str(dest / "model")
   c.total_steps = total_steps
-  c.log_every = 1          # block on every step: concurrent collectives can deadlock on 2 cores
+  c.log_every = 1  # block on every step: concurrent collectives can deadlock on 2 cores
   c.ckpt_every = 2
   c.num_devices = num_devices
   if batch_size:
@@ -76,13 +77,13 @@ def test_classifier_trains_on_assignments_and_joins_the_export(full_run):
   assert [r["step"] for r in metrics] == [1, 2, 3, 4]
   assert all(np.isfinite(r["loss"]) and 0 <= r["accuracy"] <= 1 for r in metrics)
   kind, ccfg, cvars = checkpoint.load_models(dest / "model")["classifier"]
-  assert kind == "cluster_classifier" and ccfg["num_classes"] == 8       # K heads x (no flip, flip)
+  assert kind == "cluster_classifier" and ccfg["num_classes"] == 8  # K heads x (no flip, flip)
   assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(cvars["params"]))
 
 
 def test_a_killed_run_resumes_exactly(stage1, full_run, tmp_path):
   full, full_dest = full_run
-  cluster_classifier.train_and_evaluate(stage2_config(stage1, tmp_path, 2), str(tmp_path / "work"))   # killed
+  cluster_classifier.train_and_evaluate(stage2_config(stage1, tmp_path, 2), str(tmp_path / "work"))  # killed
   resumed = cluster_classifier.train_and_evaluate(stage2_config(stage1, tmp_path, 4), str(tmp_path / "work"))
   assert int(resumed.step) == 4
   _assert_trees_equal(full.params, resumed.params, "params")
@@ -103,11 +104,16 @@ def test_the_exported_classifier_loads_back_to_the_trained_logits_beside_the_unt
   # What alignment loads (jaxgeal.align) computes the logits of the classifier the trainer trained.
   aligner = align.Aligner.load(dest / "model")
   _, scfg, _ = before["t_ema"]
-  trained = cls_lib.ResnetClassifier(size=scfg["flow_size"], num_classes=8, supersize=scfg.get("supersize"),
-                                     channels=tuple(tuple(c) for c in scfg["channels"]))
+  trained = cls_lib.ResnetClassifier(
+    size=scfg["flow_size"],
+    num_classes=8,
+    supersize=scfg.get("supersize"),
+    channels=tuple(tuple(c) for c in scfg["channels"]),
+  )
   x = jax.random.uniform(jax.random.PRNGKey(3), (2, scfg["flow_size"], scfg["flow_size"], 3), minval=-1, maxval=1)
-  np.testing.assert_array_equal(aligner.classifier.apply(aligner.classifier_variables, x),
-                                trained.apply({"params": state.params}, x))
+  np.testing.assert_array_equal(
+    aligner.classifier.apply(aligner.classifier_variables, x), trained.apply({"params": state.params}, x)
+  )
 
 
 MULTI_DEVICE = """

@@ -1,5 +1,6 @@
 """jaxgeal.trainers.config_checks: every shipped config and variant is valid, and each kind of bad value is
 refused with one message naming the field, its value and what it may be."""
+
 import logging
 
 import pytest
@@ -20,11 +21,18 @@ def test_every_config_and_variant_is_valid(name, arg):
 
 
 def test_the_variant_list_is_complete():
-  assert {("cats.py", "tiny"), ("demo.py", "train_gan"), ("demo.py", "lopsided"),
-          ("cars_classifier.py", "tiny"), ("stylegan2_64.py", "tiny")} <= set(ALL)
+  assert {
+    ("cats.py", "tiny"),
+    ("demo.py", "train_gan"),
+    ("demo.py", "lopsided"),
+    ("cars_classifier.py", "tiny"),
+    ("stylegan2_64.py", "tiny"),
+  } <= set(ALL)
 
 
-@pytest.mark.parametrize("name,field,value,message", [
+@pytest.mark.parametrize(
+  "name,field,value,message",
+  [
     ("cats.py", "batch_size", -2, "config.batch_size=-2: must be a positive integer"),
     ("cats.py", "batch_size", 0, "config.batch_size=0: must be a positive integer"),
     ("cats.py", "batch_size", True, "config.batch_size=True: must be a positive integer"),
@@ -51,7 +59,8 @@ def test_the_variant_list_is_complete():
     ("demo.py", "stylegan2.total_steps", 0, "config.stylegan2.total_steps=0: must be a positive integer"),
     ("demo.py", "data.render.mirror_prob", 2.0, "config.data.render.mirror_prob=2.0: must be a number in [0, 1]"),
     ("demo.py", "data.num_pairs", 0, "config.data.num_pairs=0: must be a positive integer"),
-])
+  ],
+)
 def test_a_bad_value_names_the_field_and_the_allowed_range(name, field, value, message):
   c = _cfg(name)
   *parents, key = field.split(".")
@@ -65,10 +74,13 @@ def test_a_bad_value_names_the_field_and_the_allowed_range(name, field, value, m
 
 
 def test_the_batch_must_split_over_the_devices():
-  c = _cfg("cats.py")      # tiny: batch 4 in micro-batches of 2
+  c = _cfg("cats.py")  # tiny: batch 4 in micro-batches of 2
   config_checks.validate(c, available_devices=2)
-  with pytest.raises(config_checks.ConfigError, match=r"config.micro_batch_size=2: must be a multiple of the "
-                                                      r"number of devices \(4\)"):
+  with pytest.raises(
+    config_checks.ConfigError,
+    match=r"config.micro_batch_size=2: must be a multiple of the "
+    r"number of devices \(4\)",
+  ):
     config_checks.validate(c, available_devices=4)
   c.num_devices = 2
   config_checks.validate(c, available_devices=4)

@@ -1,6 +1,7 @@
 """The embedded demo (configs/demo.py, jaxgeal/trainers/demo.py): the `:tiny` variant runs every stage and
 writes average.png, grid.png, pck.json (valid fractions, baseline, perceptual loss) and report.md; re-running
 skips the finished stages. No PCK level is asserted: two training steps align nothing."""
+
 import importlib.util
 import json
 import pathlib
@@ -41,7 +42,7 @@ def test_the_shipped_generator_matches_the_demo_config_and_generates():
   G = convert_stylegan2.build_generator(gcfg)
   x = G.apply(variables, jax.random.normal(jax.random.PRNGKey(0), (2, gcfg["style_dim"])), randomize_noise=False)
   assert kind == "generator" and x.shape == (2, 32, 32, 3) and np.isfinite(np.asarray(x)).all()
-  assert demo.shipped_generator(_config("train_gan")) is None    # the recipe that made it trains from scratch
+  assert demo.shipped_generator(_config("train_gan")) is None  # the recipe that made it trains from scratch
   # The harder category (clutter, wider rotation) fine-tunes the shipped generator on its own renders.
   # So do the two-framings category (half close-ups) and the two-poses ones (heads lean left or right; equally
   # often, or 70 / 30).
@@ -93,11 +94,22 @@ def test_tiny_demo_writes_its_outputs_and_resumes(tmp_path):
   assert "lcn" in report and "equivariance term (weight 30" in report and doc["equivariance_weight"] == 30.0
   # The scored renders are on disk, and the PCK CLI re-scores them with the trained model to the same numbers.
   out = tmp_path / "cli.json"
-  assert pck.main(["--model", str(tmp_path / "gangealing" / "model"), "--annotations", str(tmp_path / "heldout"),
-                   "--no_flip", "--out", str(out)]) == 0
+  assert (
+    pck.main(
+      [
+        "--model",
+        str(tmp_path / "gangealing" / "model"),
+        "--annotations",
+        str(tmp_path / "heldout"),
+        "--no_flip",
+        "--out",
+        str(out),
+      ]
+    )
+    == 0
+  )
   cli = json.loads(out.read_text())
-  assert [cli[k] for k in ("pck@0.1", "pck@0.05", "pck@0.01")] == [doc[k] for k in ("pck@0.1", "pck@0.05",
-                                                                                   "pck@0.01")]
+  assert [cli[k] for k in ("pck@0.1", "pck@0.05", "pck@0.01")] == [doc[k] for k in ("pck@0.1", "pck@0.05", "pck@0.01")]
   # Resume: every training stage's output exists, so only the evaluation runs again.
   again = main.run(_config("tiny"), str(tmp_path))
   assert again["pck@0.1"] == doc["pck@0.1"]

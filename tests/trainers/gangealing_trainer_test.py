@@ -1,6 +1,7 @@
 """GANgealing trainer on the CPU-sized config: it runs end to end (PCA, training, checkpoints, visuals,
 export), a killed run resumes with identical parameters, the loss falls on a small problem, and 8 fake CPU
 devices give the losses of 1."""
+
 import importlib.util
 import json
 import pathlib
@@ -26,7 +27,7 @@ def load_config(name="cats", variant="tiny"):
 def tiny(total_steps, **overrides):
   c = load_config()
   c.total_steps = total_steps
-  c.log_every = 1           # block on every step (fake-device collectives, exact metrics rows)
+  c.log_every = 1  # block on every step (fake-device collectives, exact metrics rows)
   c.ckpt_every = 3
   c.vis_every = 3
   for k, v in overrides.items():
@@ -42,14 +43,18 @@ def test_runs_end_to_end_and_a_killed_run_resumes_exactly(tmp_path):
   full = trainer.train_and_evaluate(tiny(6), str(tmp_path / "full"))
   assert [r["step"] for r in rows(tmp_path / "full")] == list(range(1, 7))
   assert all(np.isfinite(r["total"]) for r in rows(tmp_path / "full"))
-  assert all(r["equivariance"] == 0.0 for r in rows(tmp_path / "full"))   # a jaxgeal addition, off in paper configs
+  assert all(r["equivariance"] == 0.0 for r in rows(tmp_path / "full"))  # a jaxgeal addition, off in paper configs
   assert sorted(p.name for p in (tmp_path / "full" / "visuals").glob("*_0000006.png")) == [
-      "aligned_0000006.png", "average_0000006.png", "targets_0000006.png", "x_0000006.png"]
+    "aligned_0000006.png",
+    "average_0000006.png",
+    "targets_0000006.png",
+    "x_0000006.png",
+  ]
   exported = checkpoint.load_models(tmp_path / "full" / "model")
   assert {n: m[0] for n, m in exported.items()} == {"t_ema": "stn", "ll": "latent_learner", "g_ema": "generator"}
-  assert exported["t_ema"][1]["test"]["iters"] == 3          # cats' test-time settings travel with the model
+  assert exported["t_ema"][1]["test"]["iters"] == 3  # cats' test-time settings travel with the model
 
-  trainer.train_and_evaluate(tiny(3), str(tmp_path / "part"))        # "killed" after step 3
+  trainer.train_and_evaluate(tiny(3), str(tmp_path / "part"))  # "killed" after step 3
   resumed = trainer.train_and_evaluate(tiny(6), str(tmp_path / "part"))
   for name in ("stn", "stn_ema", "ll"):
     for a, b in zip(jax.tree_util.tree_leaves(getattr(full, name)), jax.tree_util.tree_leaves(getattr(resumed, name))):
@@ -72,7 +77,7 @@ def test_the_cpu_step_has_no_loop_and_no_sharding_on_one_device(micro_batch_size
   step = trainer.make_train_step(models, c, mesh, stn_tx, ll_tx, stn_sched, ll_sched)
   jaxpr = jax.make_jaxpr(step)(state, gen_vars, perceptual).jaxpr
   assert not _conv_in_loop(jaxpr) and "sharding_constraint" not in _primitives(jaxpr)
-  c.unroll_micro_batches = False        # accelerators: one scanned copy of the loss program
+  c.unroll_micro_batches = False  # accelerators: one scanned copy of the loss program
   step = trainer.make_train_step(models, c, mesh, stn_tx, ll_tx, stn_sched, ll_sched)
   assert _conv_in_loop(jax.make_jaxpr(step)(state, gen_vars, perceptual).jaxpr)
 
@@ -82,13 +87,13 @@ def test_lcn_stand_in_takes_its_scales_from_the_config():
   c.perceptual.update(kind="lcn", lcn_sigma=1.5, lcn_scales=3)
   d = trainer.make_perceptual(c)
   assert isinstance(d, trainer.gg_losses.LocalContrastDistance) and (d.sigma, d.scales) == (1.5, 3)
-  with pytest.raises(ValueError, match="divisible by 4"):   # three scales pool twice
+  with pytest.raises(ValueError, match="divisible by 4"):  # three scales pool twice
     d(np.zeros((1, 6, 6, 3), np.float32), np.zeros((1, 6, 6, 3), np.float32))
 
 
 def _subjaxprs(eqn):
   for v in eqn.params.values():
-    for x in (v if isinstance(v, (tuple, list)) else (v,)):
+    for x in v if isinstance(v, (tuple, list)) else (v,):
       if isinstance(x, jax.extend.core.ClosedJaxpr):
         yield x.jaxpr
       elif isinstance(x, jax.extend.core.Jaxpr):
@@ -116,13 +121,12 @@ def _conv_in_loop(jaxpr) -> bool:
 
 def test_loss_falls_when_the_target_is_fixed(tmp_path):
   c = tiny(24)
-  c.optim.anneal_psi = 0          # psi = 0 from the start: align to the learned target throughout
-  c.optim.period = 1000           # no restart inside the run
+  c.optim.anneal_psi = 0  # psi = 0 from the start: align to the learned target throughout
+  c.optim.period = 1000  # no restart inside the run
   c.batch_size = c.micro_batch_size = 4
   trainer.train_and_evaluate(c, str(tmp_path))
   losses = [r["total"] for r in rows(tmp_path)]
   assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6]), losses
-
 
 
 def test_equivariance_term_is_logged_and_weighted_into_the_total(tmp_path):
@@ -131,8 +135,12 @@ def test_equivariance_term_is_logged_and_weighted_into_the_total(tmp_path):
   trainer.train_and_evaluate(c, str(tmp_path))
   (r,) = rows(tmp_path)
   assert r["equivariance"] > 0
-  expected = (r["perceptual"] + c.loss.tv_weight * r["tv"] + c.loss.flow_identity_weight * r["flow_identity"]
-              + 5.0 * r["equivariance"])
+  expected = (
+    r["perceptual"]
+    + c.loss.tv_weight * r["tv"]
+    + c.loss.flow_identity_weight * r["flow_identity"]
+    + 5.0 * r["equivariance"]
+  )
   np.testing.assert_allclose(r["total"], expected, rtol=1e-5)
   # The zoom-neutral form (jaxgeal.losses.gangealing.equivariance_loss) is a config switch, off by default.
   G, _, gcfg = trainer.load_generator(c)

@@ -1,5 +1,6 @@
 """jaxgeal.trainers.loop: the periodic line says step / total, speed and time left; the parameter table goes to
 the log file only (records marked console=False), its total to the console."""
+
 import logging
 
 import numpy as np
@@ -12,14 +13,14 @@ def test_progress_reports_step_of_total_speed_and_time_left(monkeypatch):
   now = [100.0]
   monkeypatch.setattr(loop.time, "monotonic", lambda: now[0])
   p = loop.Progress(start_step=0, total_steps=1000)
-  now[0] += 50.0                   # first interval: compilation
+  now[0] += 50.0  # first interval: compilation
   p(100)
   assert p.note == "step 100/1000 (10%), 2 steps/s, ETA 7m30s"
   now[0] += 10.0
-  p(200)                           # 10 steps/s since the first logged step: 800 steps left
+  p(200)  # 10 steps/s since the first logged step: 800 steps left
   assert p.note == "step 200/1000 (20%), 10 steps/s, ETA 1m20s" and p.steps_per_sec == 10.0
   now[0] += 4000.0
-  p(300)                           # 200 steps in 4010 s since step 100: 700 steps left take 14035 s
+  p(300)  # 200 steps in 4010 s since step 100: 700 steps left take 14035 s
   assert p.note.endswith("0.025 steps/s, ETA 3h53m")
 
 
@@ -27,8 +28,17 @@ def test_run_logs_a_progress_line_per_logging_step(tmp_path, caplog):
   manager = checkpoint.training_manager(tmp_path)
   writer = metric_writers.create_default_writer(tmp_path, resume_step=0, tensorboard=False)
   with caplog.at_level(logging.INFO):
-    loop.run(name="toy", state={"x": np.zeros(())}, step_fn=lambda s, i: (s, {"loss": 1.0 / (i + 1)}),
-             start_step=0, total_steps=4, manager=manager, writer=writer, log_every=2, ckpt_every=4)
+    loop.run(
+      name="toy",
+      state={"x": np.zeros(())},
+      step_fn=lambda s, i: (s, {"loss": 1.0 / (i + 1)}),
+      start_step=0,
+      total_steps=4,
+      manager=manager,
+      writer=writer,
+      log_every=2,
+      ckpt_every=4,
+    )
   writer.close()
   lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("toy step")]
   assert [l.split(",")[0] for l in lines] == ["toy step 2/4 (50%)", "toy step 4/4 (100%)"]

@@ -1,5 +1,6 @@
 """configs/stylegan2_256.py and configs/stylegan2_64.py: they load, name the StyleGAN2 trainer, and the `:tiny`
 variant trains end to end through `python -m jaxgeal.main` on a prepared image folder, and fine-tunes its export."""
+
 import json
 import os
 import pathlib
@@ -48,9 +49,16 @@ def test_tiny_variant_trains_two_steps_from_the_command_line(tmp_path):
   report = image_folder.build_image_folder(tmp_path / "images", tmp_path / "data", size=16)
   workdir = tmp_path / "run"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "jaxgeal.main", f"--config={REPO / 'configs' / 'stylegan2_256.py'}:tiny",
-         f"--workdir={workdir}", f"--config.data.source={report.path}", "--config.total_steps=2",
-         "--config.vis_every=0"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "jaxgeal.main",
+    f"--config={REPO / 'configs' / 'stylegan2_256.py'}:tiny",
+    f"--workdir={workdir}",
+    f"--config.data.source={report.path}",
+    "--config.total_steps=2",
+    "--config.vis_every=0",
+  ]
   # The timeout only guards against a hang: two compiled training steps took 225 s on a slow 2-core machine
   # and passed 300 s when other jobs shared its cores.
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_TIMEOUT)
@@ -60,16 +68,27 @@ def test_tiny_variant_trains_two_steps_from_the_command_line(tmp_path):
   assert (workdir / "model" / "model.json").exists()
   # Fine-tuning from that export is one flag (a new run: its steps count from 0).
   tuned = tmp_path / "tuned"
-  cmd = cmd[:4] + [f"--workdir={tuned}", f"--config.data.source={report.path}", "--config.vis_every=0",
-                   f"--config.init_from={workdir / 'model'}", "--config.total_steps=1"]
+  cmd = cmd[:4] + [
+    f"--workdir={tuned}",
+    f"--config.data.source={report.path}",
+    "--config.vis_every=0",
+    f"--config.init_from={workdir / 'model'}",
+    "--config.total_steps=1",
+  ]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_TIMEOUT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert [json.loads(l)["step"] for l in (tuned / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 def test_missing_data_source_is_reported(tmp_path):
-  cmd = [sys.executable, "-m", "jaxgeal.main", f"--config={REPO / 'configs' / 'stylegan2_256.py'}:tiny",
-         f"--workdir={tmp_path}"]
-  proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
-                        text=True, timeout=HANG_TIMEOUT)
+  cmd = [
+    sys.executable,
+    "-m",
+    "jaxgeal.main",
+    f"--config={REPO / 'configs' / 'stylegan2_256.py'}:tiny",
+    f"--workdir={tmp_path}",
+  ]
+  proc = subprocess.run(
+    cmd, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=HANG_TIMEOUT
+  )
   assert proc.returncode == 2 and "data.source" in proc.stderr

@@ -1,5 +1,6 @@
 """StyleGAN2 trainer: a few steps run with finite losses and regularisers on their lazy schedule, 8 fake CPU
 devices give the same losses as 1, a killed run resumes exactly, and init_from starts from a saved model."""
+
 import json
 import pathlib
 
@@ -21,7 +22,7 @@ def tiny_config(total_steps=4, num_devices=1):
   c.batch_size = 8
   c.num_devices = num_devices
   c.total_steps = total_steps
-  c.log_every = 1          # block on every step: concurrent collectives can deadlock on 2 cores
+  c.log_every = 1  # block on every step: concurrent collectives can deadlock on 2 cores
   c.vis_every = 0
   c.ckpt_every = 2
   c.n_vis = 4
@@ -57,12 +58,12 @@ def test_steps_run_with_lazy_regularisers_and_export_a_model(tmp_path):
 def test_init_from_starts_from_an_exported_model_and_refuses_another_shape(tmp_path):
   trained = trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "a"), data=fake_data)
   config = tiny_config()
-  config.seed = 5                       # other fresh weights: what is equal below comes from the file
+  config.seed = 5  # other fresh weights: what is equal below comes from the file
   config.init_from = str(tmp_path / "a" / "model")
   models, _, _ = trainer.build_models(config)
   g_tx, d_tx = trainer.make_optimizers(config)
   state = trainer.init_state(models, config, g_tx, d_tx)
-  assert int(state.step) == 0 and float(state.mean_path_length) == 0.0   # a new run, not a resume
+  assert int(state.step) == 0 and float(state.mean_path_length) == 0.0  # a new run, not a resume
   for name in ("g", "g_ema", "d", "noises"):
     pairs = zip(jax.tree_util.tree_leaves(getattr(trained, name)), jax.tree_util.tree_leaves(getattr(state, name)))
     for a, b in pairs:
@@ -91,7 +92,7 @@ def test_init_from_starts_from_an_exported_model_and_refuses_another_shape(tmp_p
 
 def test_killed_run_resumes_exactly(tmp_path):
   full = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "full"), data=fake_data)
-  trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "part"), data=fake_data)       # "killed" at 2
+  trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "part"), data=fake_data)  # "killed" at 2
   resumed = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "part"), data=fake_data)
   for a, b in zip(jax.tree_util.tree_leaves(full.g_ema), jax.tree_util.tree_leaves(resumed.g_ema)):
     np.testing.assert_array_equal(a, b)
