@@ -296,7 +296,7 @@ def write_report(path: pathlib.Path, config, rows, seconds, command: str):
     "|---|---|---|---|---|---|---|",
   ]
   for name, r in rows:
-    cell = lambda k: f"{r[k]:.3f} ± {r[k + '_std']:.3f}" if f"{k}_std" in r else f"{r[k]:.3f}"
+    cell = lambda k, r=r: f"{r[k]:.3f} ± {r[k + '_std']:.3f}" if f"{k}_std" in r else f"{r[k]:.3f}"
     train = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
     pose = (
       f"{r['angle_left_deg']:.1f} / {r['log_scale_left']:.3f} / {r['shift_left_px']:.2f}"

@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgeal.ops import mipmap
-from jaxgeal.ops import warp
+from jaxgeal.ops import mipmap, warp
 
 
 def _time(fn, *args, repeats: int) -> tuple[float, float]:

@@ -15,9 +15,7 @@ offline). Writes average.png, grid.png, pck.json and report.md into the workdir;
 
 import ml_collections
 
-from jaxgeal.trainers import config_variants, gangealing_config
-from jaxgeal.trainers import stylegan2
-
+from jaxgeal.trainers import config_variants, gangealing_config, stylegan2
 
 FINE_TUNED = ("complex", "closeup", "bimodal", "lopsided")  # variants whose generator is the shipped one fine-tuned
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -123,7 +124,7 @@ def load_model(model_dir: str | os.PathLike, name: str | None = None, kind: str 
     if name not in models:
       raise KeyError(f"{model_dir} holds {sorted(models)}, not {name!r}")
     return models[name]
-  for n, m in models.items():
+  for m in models.values():
     if kind is None or m[0] == kind:
       return m
   raise KeyError(f"{model_dir} holds no model of kind {kind!r} (it has {sorted(models)})")

@@ -21,7 +21,7 @@ import argparse
 import collections
 import os
 import pathlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 OUTPUT_NAME_RULE = (
   "outputs are named by the input's stem (cat.jpg -> cat.png); inputs sharing a stem keep "

@@ -21,7 +21,8 @@ of `jaxgeal.datasets`:
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import grain.python as grain
 import numpy as np
@@ -152,8 +153,9 @@ def training_images(data_config, batch_size: int, *, seed: int, start_step: int 
   the last record index served, so the batches after a resume are exactly those an uninterrupted run would
   have seen: step s starts at record s * B_local.
   """
-  import jax
   import json
+
+  import jax
 
   source = data_config.get("source") if hasattr(data_config, "get") else data_config
   if not source:

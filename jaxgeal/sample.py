@@ -66,7 +66,7 @@ def sample(
     if noise_mode == "random":
       # Per-seed noise, so an image does not depend on the batch it was drawn in.
       noise = [
-        jax.vmap(lambda k, r=r: jax.random.normal(jax.random.fold_in(k, i), (r, r, 1)))(noise_rng)
+        jax.vmap(lambda k, r=r, i=i: jax.random.normal(jax.random.fold_in(k, i), (r, r, 1)))(noise_rng)
         for i, r in enumerate(stylegan2.noise_resolutions(G.size))
       ]
       return G.apply(v, latent, noise, method=G.synthesis)

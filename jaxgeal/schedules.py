@@ -27,7 +27,7 @@ All schedules are pure jnp functions of a scalar or array step; they jit and wor
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

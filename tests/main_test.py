@@ -4,7 +4,6 @@ progress lines (step / total, time left) but no library INFO chatter, which goes
 
 import json
 import os
-import pathlib
 import re
 import subprocess
 import sys

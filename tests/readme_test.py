@@ -19,10 +19,10 @@ import pathlib
 import re
 import shlex
 
+import ml_collections
 import pytest
 from absl import flags
 from ml_collections import config_flags
-import ml_collections
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import pathlib
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +36,8 @@ from jaxgeal.align import splat as splat_lib
 from jaxgeal.losses.gangealing import total_variation_loss
 from jaxgeal.models import cluster_classifier as cls_lib
 from jaxgeal.models import stn as stn_lib
-from jaxgeal.ops import mipmap
+from jaxgeal.ops import mipmap, warp
 from jaxgeal.ops import points as pts
-from jaxgeal.ops import warp
 
 __all__ = ["Aligner", "ModelNotFoundError"]
 ModelNotFoundError = checkpoint.ModelNotFoundError
@@ -117,11 +115,11 @@ class Aligner:
   def load(
     cls,
     model_dir,
-    iters: Optional[int] = None,
-    padding_mode: Optional[str] = None,
+    iters: int | None = None,
+    padding_mode: str | None = None,
     flip: bool = True,
     batch_size: int = 32,
-  ) -> "Aligner":
+  ) -> Aligner:
     """Loads `t_ema` (and `classifier`) from a model directory; iters / padding_mode default to its `test`."""
     path = pathlib.Path(model_dir)
     if not path.exists():
@@ -149,7 +147,7 @@ class Aligner:
 
   # -- the forward pass ----------------------------------------------------------------------------------------
 
-  def _forward_fn(self, out_res: int, cluster: Optional[int]):
+  def _forward_fn(self, out_res: int, cluster: int | None):
     key = (out_res, cluster)
     if key in self._jitted:
       return self._jitted[key]
@@ -199,7 +197,7 @@ class Aligner:
         chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
       yield chunk, bs - pad
 
-  def congeal(self, images, output_resolution: Optional[int] = None, cluster: Optional[int] = None) -> dict:
+  def congeal(self, images, output_resolution: int | None = None, cluster: int | None = None) -> dict:
     """Warps images to the congealed frame (§4.1).
 
     Returns numpy arrays: aligned (N, R, R, 3), grid (N, R, R, 2) sampling the unmirrored inputs, flipped (N,),
@@ -247,7 +245,7 @@ class Aligner:
 
   # -- points ---------------------------------------------------------------------------------------------------
 
-  def congeal_points(self, images, points, res: Optional[int] = None, out: Optional[dict] = None, **kwargs):
+  def congeal_points(self, images, points, res: int | None = None, out: dict | None = None, **kwargs):
     """(N, P, 2) image pixels -> pixels of the congealed image of side `res` (default S)."""
     out = out if out is not None else self.congeal(images, **kwargs)
     res = res or self.size
@@ -259,7 +257,7 @@ class Aligner:
       q = invert_flow_points(jnp.asarray(out["flow"]), q)
     return np.asarray(pts.unnormalize_points(q, res, res))
 
-  def uncongeal_points(self, images, points_congealed, res: Optional[int] = None, out: Optional[dict] = None, **kwargs):
+  def uncongeal_points(self, images, points_congealed, res: int | None = None, out: dict | None = None, **kwargs):
     """(N, P, 2) pixels of the congealed image of side `res` (default S) -> image pixels (§4.1)."""
     out = out if out is not None else self.congeal(images, **kwargs)
     res = res or self.size
@@ -288,7 +286,7 @@ class Aligner:
 
   # -- similarity-only alignment (congeal_dataset) -----------------------------------------------------------------
 
-  def congeal_similarity(self, images, output_resolution: Optional[int] = None, source_sizes=None, **kwargs) -> dict:
+  def congeal_similarity(self, images, output_resolution: int | None = None, source_sizes=None, **kwargs) -> dict:
     """Similarity-only alignment (upstream congeal_dataset): aligned, oob, scale, effective_resolution, score.
 
     scale is the side of the congealed square as a fraction of the image side (sqrt |det A|); the
@@ -324,7 +322,7 @@ class Aligner:
     label,
     sigma=1.3,
     opacity: float = 0.75,
-    out: Optional[dict] = None,
+    out: dict | None = None,
     blend: str = "alpha",
     levels: int = blend_lib.DEFAULT_LEVELS,
     **kwargs,

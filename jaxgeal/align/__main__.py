@@ -28,7 +28,6 @@ import argparse
 import json
 import pathlib
 import sys
-from typing import Optional
 
 import numpy as np
 
@@ -49,10 +48,11 @@ def _list_images(path) -> list[pathlib.Path]:
   return files
 
 
-def _load_images(files, size: int, source_sizes: Optional[list] = None) -> np.ndarray:
+def _load_images(files, size: int, source_sizes: list | None = None) -> np.ndarray:
   """Images resized (bicubic) to the model's size; a note is printed when any is resized. min(w, h) of
   each original is appended to `source_sizes` when given."""
   from PIL import Image
+
   from jaxgeal import images as images_lib
 
   resized = 0

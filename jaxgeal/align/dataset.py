@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def select(
   fraction_retained: float = 1.0,
   oob=None,
   effective_resolution=None,
-  min_effective_resolution: Optional[float] = None,
+  min_effective_resolution: float | None = None,
 ) -> np.ndarray:
   """Indices kept by congeal_dataset, in their original order.
 

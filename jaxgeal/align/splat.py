@@ -14,7 +14,6 @@ splatted layer over the image (alpha or Laplacian blending) lives in blend.py.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +30,7 @@ def window_radius(sigma_max: float) -> int:
 
 
 def splat(
-  points: Array, values: Array, size: int, sigma, valid: Optional[Array] = None, radius: Optional[int] = None
+  points: Array, values: Array, size: int, sigma, valid: Array | None = None, radius: int | None = None
 ) -> tuple[Array, Array]:
   """Gaussian-splats per-point values into size x size images.
 
@@ -123,6 +122,7 @@ def load_label(path) -> np.ndarray:
   Raises ValueError naming the file when it is unreadable or not a square label.
   """
   from PIL import Image
+
   from jaxgeal import images as images_lib
 
   try:

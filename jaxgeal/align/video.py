@@ -25,7 +25,7 @@ import os
 import pathlib
 import shutil
 import zipfile
-from typing import Callable, Iterable, Iterator, Optional
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -174,8 +174,8 @@ def propagate_video(
   sigma: float = 1.3,
   opacity: float = 0.75,
   chunk: int = 16,
-  fps: Optional[float] = None,
-  frames: Optional[Iterable[np.ndarray]] = None,
+  fps: float | None = None,
+  frames: Iterable[np.ndarray] | None = None,
   writer=None,
   blend: str = "alpha",
   levels: int = blend_lib.DEFAULT_LEVELS,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import pathlib
 import warnings
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +31,7 @@ import numpy as np
 
 from jaxgeal import images as images_lib
 from jaxgeal.models import stn as stn_lib
-from jaxgeal.ops import mipmap
-from jaxgeal.ops import warp
+from jaxgeal.ops import mipmap, warp
 
 ANIMATION_FORMATS = ("mp4", "gif")
 
@@ -44,7 +43,7 @@ def interpolate_grid(start, end, t) -> jax.Array:
   return (1.0 - t) * jnp.asarray(start) + t * jnp.asarray(end)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sampler(antialias: bool, padding_mode: str):
   """One jitted sampler per setting (t is traced), shared by every animation."""
 
@@ -63,8 +62,8 @@ def congealing_frames(
   num_frames: int = 48,
   flip_frames: int = 16,
   hold: int = 0,
-  output_resolution: Optional[int] = None,
-  out: Optional[dict] = None,
+  output_resolution: int | None = None,
+  out: dict | None = None,
   **kwargs,
 ) -> Iterator[np.ndarray]:
   """Yields (N, R, R, 3) frames in [-1, 1] of the images morphing into their congealed versions.
@@ -135,7 +134,7 @@ def write_animation(path, frames: Iterable[np.ndarray], fps: float = 24) -> path
       writer = imageio.get_writer(str(path), fps=fps, macro_block_size=2, ffmpeg_log_level="error")  # No banner.
       writer.append_data(_even(to_u8(first)))
     except Exception as e:  # No ffmpeg backend (imageio raises several types).
-      warnings.warn(f"cannot write mp4 ({e}); writing a gif instead")
+      warnings.warn(f"cannot write mp4 ({e}); writing a gif instead", stacklevel=2)
       if writer is not None:
         try:
           writer.close()
@@ -154,7 +153,7 @@ def write_animation(path, frames: Iterable[np.ndarray], fps: float = 24) -> path
   return path
 
 
-def animate(aligner, images, path, fps: float = 24, nrow: Optional[int] = None, **kwargs) -> pathlib.Path:
+def animate(aligner, images, path, fps: float = 24, nrow: int | None = None, **kwargs) -> pathlib.Path:
   """Writes one congealing animation of the images (a grid of them when N > 1); returns the path written.
 
   kwargs go to `congealing_frames` (num_frames, flip_frames, hold, output_resolution, out, cluster).
@@ -188,7 +187,7 @@ def color_wheel() -> np.ndarray:
   return np.concatenate(rows).astype(np.float64)
 
 
-def flow_to_color(flow, max_radius: Optional[float] = None) -> np.ndarray:
+def flow_to_color(flow, max_radius: float | None = None) -> np.ndarray:
   """(H, W, 2) flow (x, y) -> (H, W, 3) uint8 Middlebury colours (see the module docstring).
 
   The magnitude is normalised by max_radius (default: the largest in the field); magnitudes beyond it are
@@ -220,7 +219,7 @@ def displacement(grid, source_size: int) -> np.ndarray:
   return (grid - ident) * (source_size / 2.0)
 
 
-def flow_image(aligner, images, out: Optional[dict] = None, max_radius: Optional[float] = None, **kwargs) -> np.ndarray:
+def flow_image(aligner, images, out: dict | None = None, max_radius: float | None = None, **kwargs) -> np.ndarray:
   """(N, R, R, 3) uint8 colour-coded displacement fields of the images' congealing warps."""
   out = out if out is not None else aligner.congeal(images, **kwargs)
   disp = displacement(out["grid"], aligner.size)
@@ -255,7 +254,7 @@ def draw_points(image, points, colours=None, radius: int = 2, visible=None) -> n
 
 
 def correspondence_grid(
-  images, points, colours=None, visible=None, radius: int = 2, nrow: Optional[int] = None, padding: int = 0
+  images, points, colours=None, visible=None, radius: int = 2, nrow: int | None = None, padding: int = 0
 ) -> np.ndarray:
   """(N, H, W, 3) images and their (N, P, 2) matched points -> one uint8 grid, point i in colour i everywhere.
 

@@ -19,8 +19,7 @@ import argparse
 import pathlib
 import sys
 
-from jaxgeal import checkpoint
-from jaxgeal import cli
+from jaxgeal import checkpoint, cli
 from jaxgeal.convert import torch_pickle
 
 

@@ -18,14 +18,13 @@ tensor through the map; parity tests map recorded upstream gradients back throug
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
 
 from jaxgeal.convert import state_dict as sdc
 from jaxgeal.models import latent_learner
-
 
 # Upstream models/latent_learner.py::DirectionInterpolator (wpeebles/gangealing, commit
 # ffa6387c7ffd3f7de76bdc693dc2272e274e9bfd): the learned alphas and the two PCA buffers, all stored as they are.

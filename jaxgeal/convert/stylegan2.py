@@ -12,7 +12,7 @@ path and layout; the converters below and the parity tests' gradient checks both
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp

@@ -59,7 +59,8 @@ import pickle
 import tarfile
 import types
 import zipfile
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -167,7 +168,7 @@ class _StorageType(_Inert):
 
   __slots__ = ("dtype",)
 
-  def __init__(self, name: str, dtype: Optional[np.dtype]):
+  def __init__(self, name: str, dtype: np.dtype | None):
     super().__init__(name)
     object.__setattr__(self, "dtype", dtype)
 
@@ -183,7 +184,7 @@ class _StorageRef:
 
   __slots__ = ("key", "dtype", "start", "length")
 
-  def __init__(self, key: str, dtype: Optional[np.dtype], start: int, length: int):
+  def __init__(self, key: str, dtype: np.dtype | None, start: int, length: int):
     self.key, self.dtype, self.start, self.length = key, dtype, start, length
 
 
@@ -209,7 +210,7 @@ class _Tensors:
     self.allocated = 0  # bytes of all tensors so far (limit max_bytes)
     self.repeated = 0  # bytes of the tensors that repeat storage elements (limit: the file's size)
 
-  def new(self, storage, offset, size, stride, dtype: Optional[np.dtype]) -> np.ndarray:
+  def new(self, storage, offset, size, stride, dtype: np.dtype | None) -> np.ndarray:
     if not isinstance(storage, _StorageRef):
       raise _Bad(f"a tensor is rebuilt from a {type(storage).__name__}, not from a storage reference")
     dtype = dtype if dtype is not None else (storage.dtype if storage.dtype is not None else np.dtype("uint8"))
@@ -417,7 +418,7 @@ def _numpy_frombuffer(buf, dtype, shape, order):
 class _RestrictedUnpickler(pickle.Unpickler):
   """pickle.Unpickler whose globals come only from `allowed` and whose storages come from `storage`."""
 
-  def __init__(self, file, path, record, allowed, storage: Optional[Callable[[tuple], _StorageRef]]):
+  def __init__(self, file, path, record, allowed, storage: Callable[[tuple], _StorageRef] | None):
     super().__init__(file, encoding="utf-8")  # torch.load's choice for Python-2 strings.
     self._path, self._record, self._allowed, self._storage = path, record, allowed, storage
 

@@ -45,15 +45,25 @@ Bad images: unreadable files are skipped, logged and listed in the build report;
 `max_bad_fraction` (default 1%) of them fails the build (`TooManyBadImagesError`).
 """
 
-from jaxgeal.datasets.base import (
-  BuildReport,
-  MissingDataError,
-  TooManyBadImagesError,  # noqa: F401
-  DEFAULT_MAX_BAD_FRACTION,
-)
-from jaxgeal.datasets.cub import build_cub  # noqa: F401
-from jaxgeal.datasets.image_folder import build_image_folder  # noqa: F401
-from jaxgeal.datasets.keypoints import KeypointDataset, open_keypoint_dataset  # noqa: F401
-from jaxgeal.datasets.lsun import build_lsun  # noqa: F401
-from jaxgeal.datasets.reader import PreparedDataSource, open_dataset  # noqa: F401
-from jaxgeal.datasets.spair import build_spair  # noqa: F401
+from jaxgeal.datasets.base import DEFAULT_MAX_BAD_FRACTION, BuildReport, MissingDataError, TooManyBadImagesError
+from jaxgeal.datasets.cub import build_cub
+from jaxgeal.datasets.image_folder import build_image_folder
+from jaxgeal.datasets.keypoints import KeypointDataset, open_keypoint_dataset
+from jaxgeal.datasets.lsun import build_lsun
+from jaxgeal.datasets.reader import PreparedDataSource, open_dataset
+from jaxgeal.datasets.spair import build_spair
+
+__all__ = [
+  "DEFAULT_MAX_BAD_FRACTION",
+  "BuildReport",
+  "KeypointDataset",
+  "MissingDataError",
+  "PreparedDataSource",
+  "TooManyBadImagesError",
+  "build_cub",
+  "build_image_folder",
+  "build_lsun",
+  "build_spair",
+  "open_dataset",
+  "open_keypoint_dataset",
+]

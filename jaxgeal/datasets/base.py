@@ -34,11 +34,12 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from jaxgeal.datasets import preprocessing
 
@@ -75,7 +76,7 @@ class BuildReport:
     return d
 
   @classmethod
-  def from_json(cls, d: dict[str, Any]) -> "BuildReport":
+  def from_json(cls, d: dict[str, Any]) -> BuildReport:
     d = dict(d)
     d["bad_images"] = [tuple(b) for b in d.get("bad_images", [])]
     return cls(**d)

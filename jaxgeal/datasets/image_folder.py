@@ -20,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import tensorflow_datasets as tfds
 

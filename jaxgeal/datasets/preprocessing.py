@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -57,14 +57,14 @@ class Affine:
     b = np.asarray(boxes, np.float64)
     return self(b.reshape(b.shape[:-1] + (2, 2))).reshape(b.shape)
 
-  def then(self, other: "Affine") -> "Affine":
+  def then(self, other: Affine) -> Affine:
     """The map `other(self(p))`."""
     sx, sy = self.scale[0] * other.scale[0], self.scale[1] * other.scale[1]
     tx = self.offset[0] * other.scale[0] + other.offset[0]
     ty = self.offset[1] * other.scale[1] + other.offset[1]
     return Affine((sx, sy), (tx, ty))
 
-  def inverse(self) -> "Affine":
+  def inverse(self) -> Affine:
     sx, sy = self.scale
     return Affine((1.0 / sx, 1.0 / sy), (-self.offset[0] / sx, -self.offset[1] / sy))
 
@@ -73,7 +73,7 @@ class Affine:
     return np.asarray([*self.scale, *self.offset], np.float32)
 
   @classmethod
-  def from_array(cls, a) -> "Affine":
+  def from_array(cls, a) -> Affine:
     sx, sy, tx, ty = (float(v) for v in np.asarray(a).reshape(4))
     return cls((sx, sy), (tx, ty))
 

@@ -41,7 +41,7 @@ import functools
 import json
 import os
 import pathlib
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -162,7 +162,7 @@ class Warp:
     )
 
   @classmethod
-  def from_json(cls, d: dict) -> "Warp":
+  def from_json(cls, d: dict) -> Warp:
     return cls(
       size=int(d["size"]),
       angle=float(d["angle"]),
@@ -456,7 +456,7 @@ def render(
   index: int,
   size: int = 64,
   *,
-  mirror: Optional[bool] = None,
+  mirror: bool | None = None,
   mirror_prob: float = 0.5,
   deformation: float = 0.3,
   max_rotation: float = 20.0,
@@ -469,9 +469,9 @@ def render(
   closeup_scale: Sequence[float] = (0.60, 0.80),
   rotation_offset: float = 0.0,
   clockwise_prob: float = 0.5,
-  appearance_of: Optional[Sequence[int]] = None,
+  appearance_of: Sequence[int] | None = None,
   supersample: int = 2,
-  shader: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+  shader: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict:
   """Render image `index` of the category drawn with `seed`.
 
@@ -571,7 +571,7 @@ def render(
   )
 
 
-def make_dataset(n: int, size: int = 64, seed: int = 0, *, num_pairs: Optional[int] = None, **render_kwargs) -> dict:
+def make_dataset(n: int, size: int = 64, seed: int = 0, *, num_pairs: int | None = None, **render_kwargs) -> dict:
   """Render images 0..n-1 of `seed` in the key point structure of `jaxgeal.datasets` (as SPair / CUB).
 
   Returns dict(images (n, size, size, 3) float32 in [-1, 1], keypoints (n, P, 2) float32, visibility (n, P)

@@ -21,7 +21,7 @@ jaxgeal.datasets.prepare`, which pads or crops as upstream and moves the annotat
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -105,12 +105,12 @@ def evaluate_model(
   aligner,
   dataset,
   alphas: Sequence[float] = pck.DEFAULT_ALPHAS,
-  pairs: Optional[str] = None,
-  num_pairs: Optional[int] = None,
+  pairs: str | None = None,
+  num_pairs: int | None = None,
   both_ways: bool = False,
   num_bootstrap: int = 0,
   seed: int = 0,
-  threshold: Optional[str] = None,
+  threshold: str | None = None,
   flip: bool = True,
   progress: bool = False,
 ) -> dict:

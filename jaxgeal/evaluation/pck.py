@@ -40,7 +40,8 @@ import argparse
 import json
 import pathlib
 import sys
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -176,7 +177,7 @@ def as_dataset(dataset) -> Mapping[str, Any]:
 
 
 def sample_pairs(
-  num_images: int, mode: str = "random", fixed_pairs=None, num_pairs: Optional[int] = None, seed: int = 0
+  num_images: int, mode: str = "random", fixed_pairs=None, num_pairs: int | None = None, seed: int = 0
 ) -> np.ndarray:
   """(M, 2) source/target image indices.
 
@@ -259,12 +260,12 @@ def pck_transfer(
   dataset: Mapping[str, Any],
   alphas: Sequence[float] = DEFAULT_ALPHAS,
   pairs: str = "fixed",
-  num_pairs: Optional[int] = None,
+  num_pairs: int | None = None,
   both_ways: bool = False,
   num_bootstrap: int = 0,
   seed: int = 0,
-  threshold: Optional[str] = None,
-  flip_fn: Optional[Callable[[Any], Any]] = None,
+  threshold: str | None = None,
+  flip_fn: Callable[[Any], Any] | None = None,
   batch_size: int = 50,
 ) -> dict:
   """PCK-Transfer of `transfer_fn` on `dataset` (structure in the module docstring). JSON-serialisable result.
@@ -333,7 +334,7 @@ def evaluate_predictions(
   rows,
   predicted,
   alphas: Sequence[float] = DEFAULT_ALPHAS,
-  threshold: Optional[str] = None,
+  threshold: str | None = None,
   num_bootstrap: int = 0,
   seed: int = 0,
   flips=None,
@@ -379,7 +380,7 @@ def evaluate_predictions(
   return out
 
 
-def annotations_to_json(dataset: Mapping[str, Any], image_files: Optional[Sequence[str]] = None) -> dict:
+def annotations_to_json(dataset: Mapping[str, Any], image_files: Sequence[str] | None = None) -> dict:
   """The JSON document of a dataset's annotations (invisible key points are written as null)."""
   kps, vis = keypoints_and_visibility(dataset)
   n = len(kps)
@@ -408,7 +409,7 @@ def annotations_to_json(dataset: Mapping[str, Any], image_files: Optional[Sequen
   return doc
 
 
-def save_annotations(path, dataset: Mapping[str, Any], image_files: Optional[Sequence[str]] = None):
+def save_annotations(path, dataset: Mapping[str, Any], image_files: Sequence[str] | None = None):
   path = pathlib.Path(path)
   path.write_text(json.dumps(annotations_to_json(dataset, image_files), indent=1))
   return path

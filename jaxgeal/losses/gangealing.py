@@ -25,7 +25,8 @@ alone left most of the rotation uncorrected.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax

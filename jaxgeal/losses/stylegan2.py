@@ -12,7 +12,7 @@ the trainer closes over params and differentiates through them (R1 and path leng
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -14,7 +14,8 @@ jnp.where selections instead of boolean-indexed (dynamically shaped) batches.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -38,8 +39,8 @@ class ResnetClassifier(nn.Module):
 
   size: int = 128
   num_classes: int = 1
-  supersize: Optional[int] = None
-  channels: Optional[Sequence[tuple[int, int]]] = None
+  supersize: int | None = None
+  channels: Sequence[tuple[int, int]] | None = None
   channel_multiplier: float = 0.5
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
 

@@ -11,7 +11,8 @@ The STN trunks of GANgealing (§3.2) reuse ConvLayer / ResBlock / EqualLinear fr
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

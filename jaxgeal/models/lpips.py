@@ -22,7 +22,8 @@ Images are NHWC. Dropout in front of the linear heads is inactive (upstream runs
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import flax.struct

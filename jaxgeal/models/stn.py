@@ -26,7 +26,8 @@ Attribute names follow upstream (`convs`, `final_conv`, `final_linear`, `warp_he
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import flax.struct
@@ -36,13 +37,12 @@ import jax.numpy as jnp
 from jaxgeal.losses.gangealing import total_variation_loss
 from jaxgeal.models import layers
 from jaxgeal.models.latent_learner import lerp
-from jaxgeal.ops import mipmap
-from jaxgeal.ops import warp
+from jaxgeal.ops import mipmap, warp
 
 Array = Any
 HIGHEST = jax.lax.Precision.HIGHEST
 MAX_NUM_LEVELS = 3.5  # MipmapWarp(max_num_levels=3.5) of both warp heads: levels in [0, 2.5].
-WarpPolicy = Union[str, None, Array]
+WarpPolicy = str | None | Array
 
 
 def default_channels(channel_multiplier: float = 0.5, max_channels: int = 512) -> tuple[tuple[int, int], ...]:
@@ -94,7 +94,7 @@ def make_trunk(
   return convs, final_conv
 
 
-def downsample_input(x: Array, flow_size: int, supersize: Optional[int]) -> Array:
+def downsample_input(x: Array, flow_size: int, supersize: int | None) -> Array:
   """Upstream's `input_downsample`: the regression input at flow_size (tent filter, stride supersize/flow_size)."""
   if x.shape[2] <= flow_size:
     return x
@@ -108,7 +108,7 @@ def downsample_input(x: Array, flow_size: int, supersize: Optional[int]) -> Arra
   return x
 
 
-def head_indices(warp_policy: WarpPolicy, num_heads: int) -> Optional[Array]:
+def head_indices(warp_policy: WarpPolicy, num_heads: int) -> Array | None:
   """None for the cartesian policy, else the (N,) head per image: argmax of the (N, K') scores, mod K.
 
   The modulo is upstream's: a cluster classifier with K*(1 + flips) classes can drive the STN directly.
@@ -123,12 +123,12 @@ def head_indices(warp_policy: WarpPolicy, num_heads: int) -> Optional[Array]:
   return jnp.argmax(scores, axis=1) % num_heads
 
 
-def _alpha(alpha, n: int) -> Optional[Array]:
+def _alpha(alpha, n: int) -> Array | None:
   """A scalar or (N,) alpha as an (N,) array (None stays None)."""
   return None if alpha is None else jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (n,))
 
 
-def _per_row(value: Optional[Array], n_rows: int) -> Optional[Array]:
+def _per_row(value: Array | None, n_rows: int) -> Array | None:
   """Repeats per-image values (N, ...) for N * split image-major output rows (upstream repeat_interleave)."""
   if value is None or value.shape[0] == n_rows:
     return value
@@ -152,16 +152,16 @@ class STNOutput:
 
   image: Array
   grid: Array
-  flow: Optional[Array] = None
-  matrix: Optional[Array] = None
-  oob: Optional[Array] = None
+  flow: Array | None = None
+  matrix: Array | None = None
+  oob: Array | None = None
   intermediates: tuple = ()
 
   def __getitem__(self, name: str):
     """Dict-style access (out["image"]) for code written against upstream-like dict outputs."""
     return getattr(self, name)
 
-  def unfold(self, num_heads: int) -> "STNOutput":
+  def unfold(self, num_heads: int) -> STNOutput:
     """Cartesian outputs (B*K, ...) -> (B, K, ...) (upstream's unfold=True), intermediates dropped."""
     split = lambda a: a.reshape((a.shape[0] // num_heads, num_heads) + a.shape[1:])
     return jax.tree_util.tree_map(split, self.replace(intermediates=()))
@@ -288,8 +288,8 @@ class SpatialTransformer(nn.Module):
 
   transform: str = "similarity"
   flow_size: int = 128
-  supersize: Optional[int] = None
-  channels: Optional[Sequence[tuple[int, int]]] = None
+  supersize: int | None = None
+  channels: Sequence[tuple[int, int]] | None = None
   channel_multiplier: float = 0.5
   num_heads: int = 1
   flow_downsample: int = 8
@@ -368,7 +368,7 @@ class SpatialTransformer(nn.Module):
     self,
     x,
     *,
-    output_resolution: Optional[int] = None,
+    output_resolution: int | None = None,
     iters: int = 1,
     alpha=None,
     padding_mode: str = "border",
@@ -438,8 +438,8 @@ class ComposedSTN(nn.Module):
 
   transforms: Sequence[str] = ("similarity", "flow")
   flow_size: int = 128
-  supersize: Optional[int] = None
-  channels: Optional[Sequence[tuple[int, int]]] = None
+  supersize: int | None = None
+  channels: Sequence[tuple[int, int]] | None = None
   channel_multiplier: float = 0.5
   num_heads: int = 1
   flow_downsample: int = 8
@@ -472,7 +472,7 @@ class ComposedSTN(nn.Module):
     self,
     x,
     *,
-    output_resolution: Optional[int] = None,
+    output_resolution: int | None = None,
     iters: int = 1,
     alpha=None,
     padding_mode: str = "border",
@@ -538,7 +538,7 @@ ARCH_KEYS = (
 )
 
 
-def build_stn(transforms: Union[str, Sequence[str]] = ("similarity", "flow"), **kwargs) -> nn.Module:
+def build_stn(transforms: str | Sequence[str] = ("similarity", "flow"), **kwargs) -> nn.Module:
   """Upstream's `get_stn`: one transform -> SpatialTransformer, several -> ComposedSTN (kwargs: ARCH_KEYS)."""
   if isinstance(transforms, str):
     transforms = [transforms]

@@ -13,7 +13,8 @@ Models know nothing of files: `jaxgeal/convert/stylegan2.py` maps upstream state
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -21,7 +21,6 @@ Layout: NHWC images, (B, H, W, 2) grids with align_corners=False coordinates (se
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +70,7 @@ def _downsample_2x(x: jax.Array) -> jax.Array:
   return bilinear_downsample(x, 2)
 
 
-def num_stack_levels(max_num_levels: float, min_level: float = 0.0, size: Optional[tuple] = None) -> int:
+def num_stack_levels(max_num_levels: float, min_level: float = 0.0, size: tuple | None = None) -> int:
   """Static level count: ceil(highest reachable level) + 1, capped at what an input of `size` holds."""
   count = int(math.ceil(max(max_num_levels - 1.0, min_level))) + 1
   if size is not None:

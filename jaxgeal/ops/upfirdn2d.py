@@ -11,7 +11,7 @@ is ([1, 3, 3, 1] outer product); a 2-D kernel is applied directly.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -24,14 +24,14 @@ has static shapes, jits and is differentiable with respect to images and grids.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 PADDING_MODES = ("zeros", "border", "reflection")
-HW = Union[int, Sequence[int]]
+HW = int | Sequence[int]
 
 
 def _hw(size: HW) -> tuple[int, int]:
@@ -191,7 +191,7 @@ def make_3x3(matrix: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _linear_taps(in_size: int, out_size: int, scale_factor: Optional[float]):
+def _linear_taps(in_size: int, out_size: int, scale_factor: float | None):
   """Static taps and weights of `F.interpolate(bilinear, align_corners=False)` along one axis.
 
   PyTorch maps output index d to source index (d + 0.5) * r - 0.5 with r = 1/scale_factor when a scale
@@ -230,7 +230,7 @@ def _upsample_pow2_axis(x: jax.Array, axis: int, factor: int) -> jax.Array:
   return out
 
 
-def _resize_axis(x: jax.Array, axis: int, out_size: int, scale_factor: Optional[float]) -> jax.Array:
+def _resize_axis(x: jax.Array, axis: int, out_size: int, scale_factor: float | None) -> jax.Array:
   factor = out_size // x.shape[axis]
   if (
     factor >= 2
@@ -248,7 +248,7 @@ def _resize_axis(x: jax.Array, axis: int, out_size: int, scale_factor: Optional[
 
 
 def resize_bilinear(
-  x: jax.Array, out_hw: Optional[HW] = None, scale_factor: Optional[Union[float, Sequence[float]]] = None
+  x: jax.Array, out_hw: HW | None = None, scale_factor: float | Sequence[float] | None = None
 ) -> jax.Array:
   """`F.interpolate(mode='bilinear', align_corners=False)` (no antialiasing) of a (B, H, W, C) array.
 
@@ -268,7 +268,7 @@ def resize_bilinear(
   return _resize_axis(x, 2, wo, sx)
 
 
-def resize_grid(grid: jax.Array, out_hw: Optional[HW] = None, scale_factor: Optional[float] = None) -> jax.Array:
+def resize_grid(grid: jax.Array, out_hw: HW | None = None, scale_factor: float | None = None) -> jax.Array:
   """Bilinearly resizes a (B, H, W, 2) sampling grid (upstream's path to `output_resolution`).
 
   Upstream calls `F.interpolate(grid, scale_factor=output_resolution / flow_size, mode='bilinear')`:
@@ -336,8 +336,8 @@ def convex_upsample(flow: jax.Array, mask: jax.Array, factor: int = 8) -> jax.Ar
 
 def warp_exceeds_image_bounds(
   grid: jax.Array,
-  image_bounds: Optional[jax.Array] = None,
-  out_hw: Optional[HW] = None,
+  image_bounds: jax.Array | None = None,
+  out_hw: HW | None = None,
   split_size: int = 1,
   threshold: float = 0.025,
 ) -> jax.Array:

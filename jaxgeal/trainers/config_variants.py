@@ -1,7 +1,7 @@
 """Config variants: `--config=configs/X.py:<variant>` applies a named override (e.g. `tiny`, the CPU-sized
 version of a paper config) to the config the file builds."""
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import ml_collections
 

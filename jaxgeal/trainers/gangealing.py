@@ -35,12 +35,11 @@ import optax
 from jaxgeal import checkpoint, images, metric_writers, schedules, sharding
 from jaxgeal.convert import stylegan2 as convert_sg2
 from jaxgeal.losses import gangealing as gg_losses
-from jaxgeal.trainers import loop
 from jaxgeal.models import latent_learner as ll_lib
 from jaxgeal.models import stn as stn_lib
 from jaxgeal.models import stylegan2
 from jaxgeal.ops import mipmap
-
+from jaxgeal.trainers import loop
 
 # -- models -------------------------------------------------------------------------------------------------
 

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxgeal.align import Aligner
-from jaxgeal.align import ModelNotFoundError
+from jaxgeal.align import Aligner, ModelNotFoundError
 from tests.align.conftest import SIZE, image_from_congealed, known_matrix
 
 
@@ -119,6 +118,7 @@ def test_flipped_round_trip(aligner, images):
 
 def test_invert_flow_points_smooth_flow():
   import jax.numpy as jnp
+
   from jaxgeal.align import invert_flow_points
   from jaxgeal.ops import warp
 

@@ -4,8 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgeal.align import blend
-from jaxgeal.align import splat
+from jaxgeal.align import blend, splat
 
 SHAPES = [(2, 64, 64), (1, 37, 50), (1, 5, 7)]  # Divisible by 2^(levels-1), not divisible, tiny.
 

@@ -365,6 +365,7 @@ def test_an_output_below_a_file_is_one_line(model_dir, tmp_path, capsys):
 
 def test_video_writer_is_quiet(aligner, tmp_path, monkeypatch):
   import imageio.v2 as imageio
+
   from jaxgeal.align import video
 
   calls = []

@@ -4,8 +4,7 @@ correspondences equal to the Aligner's, written without holding the video's poin
 import numpy as np
 import pytest
 
-from jaxgeal.align import splat
-from jaxgeal.align import video
+from jaxgeal.align import splat, video
 from tests.align.conftest import make_model
 
 

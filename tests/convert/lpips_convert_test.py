@@ -15,7 +15,7 @@ from jaxgeal.models import lpips
 from tests import fixtures
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _vgg_features_sd() -> dict:
   """A `features` state dict with the right shapes (zeros, small values: only keys and layouts matter)."""
   sd, in_ch = {}, 3

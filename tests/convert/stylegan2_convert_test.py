@@ -207,6 +207,7 @@ def test_converters_accept_a_complete_rosinality_state_dict_and_nothing_less():
 def _tiny_state_dict():
   """A real rosinality-layout generator state dict, made by converting our own init backwards."""
   import jax
+
   from jaxgeal.models import stylegan2
 
   G = stylegan2.Generator(size=8, style_dim=4, n_mlp=1, channels=((4, 4), (8, 4)))

@@ -7,8 +7,8 @@ import logging
 import pathlib
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
+from PIL import Image
 
 tfds.disable_progress_bar()
 logging.getLogger("absl").setLevel(logging.ERROR)  # tfds' per-build chatter ("custom data configuration", ...).

@@ -6,8 +6,8 @@ import io
 import sys
 
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
 
 from jaxgeal.datasets import base, lsun, reader
 from tests.datasets import fakes

@@ -166,7 +166,7 @@ def test_a_marker_rendered_at_a_canonical_keypoint_appears_at_the_reported_keypo
   size, radius = 128, 0.05
   for index, k in [(0, 4), (1, 9), (2, 0), (3, 10)]:
     centre = synthetic.CANONICAL_KEYPOINTS[k]
-    shader = lambda c: (np.sum((c - centre) ** 2, -1) <= radius**2).astype(np.float32)[:, None]
+    shader = lambda c, centre=centre: (np.sum((c - centre) ** 2, -1) <= radius**2).astype(np.float32)[:, None]
     r = synthetic.render(5, index, size, mirror=mirror, supersample=4, shader=shader)
     weight = r["image"][..., 0]
     assert weight.sum() > 10, "the marker is visible"

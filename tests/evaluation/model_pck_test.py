@@ -15,8 +15,7 @@ from PIL import Image
 
 from jaxgeal.align import Aligner
 from jaxgeal.datasets import keypoints, spair, synthetic
-from jaxgeal.evaluation import model_pck
-from jaxgeal.evaluation import pck
+from jaxgeal.evaluation import model_pck, pck
 from tests.align.conftest import SIZE, make_model
 
 

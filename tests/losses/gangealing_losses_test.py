@@ -81,15 +81,15 @@ def _perceptual(fx, note: str):
 @pytest.mark.parity
 @pytest.mark.parametrize("fx", collect("losses_gangealing"))
 def test_gangealing_losses_and_gradients_match_upstream(fx):
+  import json
+
   import jax.numpy as jnp
+
   from jaxgeal.convert import gangealing as convert_gg
   from jaxgeal.convert import stylegan2 as convert_sg2
   from jaxgeal.models import stn as stn_lib
   from jaxgeal.trainers import gangealing as trainer
-  from tests.fixtures import load_checkpoint, nchw_to_nhwc
-
-  import json
-  from tests.fixtures import call_kwargs
+  from tests.fixtures import call_kwargs, load_checkpoint, nchw_to_nhwc
 
   hp = fx.meta["hyperparameters"]
   # The checkpoint holding the networks, and the json that records its constructors ("... (see stn.json)"):
@@ -129,7 +129,7 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
     assert len(noise) == 2 * L
     z = jnp.asarray(fx.sequence(f"{prefix}_z")[0])
 
-    def loss(stn_params, coefficients, perceptual, gen_vars, pca, z, noise):
+    def loss(stn_params, coefficients, perceptual, gen_vars, pca, z, noise, models=models, L=L, cluster=cluster):
       lv = {"params": {"coefficients": coefficients}, "pca": pca}
       terms = trainer.sample_and_loss(
         models,
@@ -196,8 +196,9 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
 
 
 def test_a_similarity_only_stn_has_no_flow_terms():
-  import jax.numpy as jnp
   from types import SimpleNamespace
+
+  import jax.numpy as jnp
 
   x = jnp.ones((2, 8, 8, 3))
   run = lambda a, b: SimpleNamespace(image=a * 0.5, flow=None)

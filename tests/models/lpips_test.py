@@ -24,12 +24,12 @@ from tests.fixtures import assert_close, nchw_to_nhwc
 ATOL = 1e-4
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _state_dict(path: str):
   return torch_pickle.load(path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _apply(lpips_variant: bool, normalize: bool, spatial: bool, features: bool = False):
   module = lpips.LPIPS(lpips=lpips_variant)
   if features:
@@ -89,7 +89,7 @@ def _variables(fx, lpips_variant: bool, ctor: str):
   return _converted(str(fx.resolve(vgg_file)), lin_path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _converted(vgg_path: str, lin_path: str | None):
   lin = _state_dict(lin_path) if lin_path else None
   _, config, variables = convert.convert(_state_dict(vgg_path), lin)
@@ -156,7 +156,7 @@ def test_every_recorded_call_matches_upstream(fx):
 SIZE = 16  # The smallest input with a non-empty relu5_3 map (four 2x2 max-pools).
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_variables(kind: str):
   """Kaiming-normal (fan_out) trunk as torchvision initialises it, non-negative heads as LPIPS learns them."""
   rng = np.random.default_rng(0)

@@ -27,8 +27,7 @@ from jaxgeal.convert import gangealing
 from jaxgeal.losses.gangealing import total_variation_loss
 from jaxgeal.models import cluster_classifier as cc
 from jaxgeal.models import stn as stn_lib
-from jaxgeal.ops import mipmap
-from jaxgeal.ops import warp
+from jaxgeal.ops import mipmap, warp
 from tests import fixtures
 from tests.fixtures import assert_close, collect
 
@@ -188,7 +187,7 @@ def _pick(name: str, out):
   raise KeyError(f"no role known for recorded output {name!r}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _replayer(fx_id: str) -> Replayer:
   (fx,) = [p.values[0] for p in collect("stn") if p.values[0] is not None and p.values[0].id == fx_id]
   return Replayer(fx)
@@ -292,7 +291,7 @@ def test_point_outputs_through_our_stn(fx):
 SMALL = ((4, 16), (8, 16), (16, 16), (32, 16), (64, 8))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fresh():
   """A fresh 2-head composed STN (64 from 128), its variables, input and output, from one jitted init."""
   stn = stn_lib.ComposedSTN(flow_size=64, supersize=128, channels=SMALL, num_heads=2)

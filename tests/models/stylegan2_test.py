@@ -153,7 +153,7 @@ def test_layer_and_latent_counts_follow_the_size():
     assert (G.n_latent, G.num_layers) == (n_latent, n_noise)
     assert len(stylegan2.noise_resolutions(size)) == n_noise
   with pytest.raises(ValueError, match="powers of two"):
-    stylegan2.Generator(size=48).n_latent
+    _ = stylegan2.Generator(size=48).n_latent
 
 
 def test_any_power_of_two_size_builds_and_generates(tiny_g):

@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgeal.ops import mipmap
-from jaxgeal.ops import warp
+from jaxgeal.ops import mipmap, warp
 from tests.fixtures import assert_close, collect, nchw_to_nhwc
 
 RTOL = 1e-5  # Of the largest |expected|; upstream's own float32-vs-float64 spread is below 7e-6.

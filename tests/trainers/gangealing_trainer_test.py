@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from jaxgeal import checkpoint
-from tests.trainers import multidevice
 from jaxgeal.trainers import gangealing as trainer
+from tests.trainers import multidevice
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

@@ -1,13 +1,12 @@
 """configs/stylegan2_256.py and configs/stylegan2_64.py: they load, name the StyleGAN2 trainer, and the `:tiny`
 variant trains end to end through `python -m jaxgeal.main` on a prepared image folder, and fine-tunes its export."""
 
+import importlib.util
 import json
 import os
 import pathlib
 import subprocess
 import sys
-
-import importlib.util
 
 import pytest
 

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from tests.trainers import multidevice
 from jaxgeal import checkpoint
 from jaxgeal.trainers import stylegan2 as trainer
+from tests.trainers import multidevice
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
