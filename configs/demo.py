@@ -11,6 +11,9 @@ scored. The GANgealing perceptual loss is `lcn`, a locally contrast-normalised M
 offline). Writes average.png, grid.png, pck.json and report.md into the workdir; stages resume.
 
   python -m jaxgeal.main --config=configs/demo.py:train_gan --workdir=/tmp/gan  # the shipped generator
+
+The variants complex, closeup, bimodal and lopsided are harder categories for the fixed versus learned c
+benchmarks (benchmarks/README.md); each fine-tunes the shipped generator on its own renders.
 """
 
 import ml_collections
