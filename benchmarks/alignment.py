@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import logging
 import pathlib
@@ -71,7 +70,7 @@ import ml_collections
 import numpy as np
 
 from jaxgeal.ops import points as pts
-from jaxgeal.trainers import demo
+from jaxgeal.trainers import config_variants, demo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ORACLE = "ground-truth similarity (upper bound of any similarity STN)"
@@ -118,13 +117,7 @@ METHODS = (
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(
-    "demo_config", REPO / path if not pathlib.Path(path).is_absolute() else path
-  )
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return config_variants.load_config(REPO / spec)  # an absolute spec stays as it is
 
 
 def with_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:

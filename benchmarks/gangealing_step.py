@@ -13,7 +13,6 @@ images/s at 256 -> 128 px. Compare ratios taken in one run only: timings here va
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import statistics
@@ -24,16 +23,14 @@ import jax.numpy as jnp
 
 from jaxgeal import sharding
 from jaxgeal.models import lpips
+from jaxgeal.trainers import config_variants
 from jaxgeal.trainers import gangealing as trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(variant):
-  spec = importlib.util.spec_from_file_location("cats", REPO / "configs" / "cats.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(variant)
+  c = config_variants.load_config(f"{REPO / 'configs' / 'cats.py'}:{variant or ''}")
   c.generator.checkpoint = None  # random frozen generator of the config's size
   return c
 

@@ -3,8 +3,10 @@
   python -m jaxgeal.main --config=configs/cub.py --workdir=workdirs/cub
   python -m jaxgeal.main --config=configs/cub.py:tiny --workdir=/tmp/cub-tiny   # CPU-sized, seconds
 
-Paper hyperparameters (Peebles et al. 2022, appendix B; ../shared/docs/upstream.md §1.2). The frozen generator
-is read from c.generator.checkpoint, a jaxgeal model directory converted from the published PyTorch file.
+Paper hyperparameters (Peebles et al. 2022, appendix B); upstream repository wpeebles/gangealing at commit
+ffa6387c7ffd3f7de76bdc693dc2272e274e9bfd: scripts/training/dogs.sh, and PRETRAINED_TEST_HYPERPARAMS in
+utils/download.py. The frozen generator is read from c.generator.checkpoint, a jaxgeal model directory
+converted from the published PyTorch file.
 """
 
 from jaxgeal.trainers import gangealing_config

@@ -11,13 +11,14 @@ scored. The GANgealing perceptual loss is `lcn`, a locally contrast-normalised M
 offline). Writes average.png, grid.png, pck.json and report.md into the workdir; stages resume.
 
   python -m jaxgeal.main --config=configs/demo.py:train_gan --workdir=/tmp/gan  # the shipped generator
+
+The variants complex, closeup, bimodal and lopsided are harder categories for the fixed versus learned c
+benchmarks (benchmarks/README.md); each fine-tunes the shipped generator on its own renders.
 """
 
 import ml_collections
 
 from jaxgeal.trainers import config_variants, gangealing_config, stylegan2
-
-FINE_TUNED = ("complex", "closeup", "bimodal", "lopsided")  # variants whose generator is the shipped one fine-tuned
 
 
 def get_config(arg=None):
@@ -25,8 +26,7 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.trainer = "demo"
   c.n_vis = 8
-  # No background clutter shapes: a 32 px StyleGAN2 learns the heads without them. Heads are recognisable
-  # after 8000 steps; 40000 (~80 min at ~8 steps/s) remove most of the speckle: demo PCK@0.1 0.43 -> 0.53.
+  # No background clutter shapes: a 32 px StyleGAN2 learns the heads without them.
   c.data = ml_collections.ConfigDict(
     dict(
       size=size,
@@ -43,7 +43,7 @@ def get_config(arg=None):
   # R1 gamma scaled down with resolution (StyleGAN2-ADA's heuristic 0.0002 res^2 / batch ~ 0.01-0.05).
   s.optim.r1 = 0.05
   s.batch_size = 16
-  s.total_steps = 40000
+  s.total_steps = 40000  # ~80 min on 2 cores; fewer steps leave speckle (benchmarks/README.md)
   s.log_every = 100
   s.vis_every = 1000
   s.ckpt_every = 1000
@@ -56,26 +56,17 @@ def get_config(arg=None):
   g.stn.update(flow_size=size, channels=((2, 16), (4, 16), (8, 16), (16, 16), (32, 8)))  # flow head reads res 2
   g.ll.update(inject=4)
   # No pretrained VGG offline: multi-scale locally contrast-normalised MSE (jaxgeal.losses.gangealing.
-  # LocalContrastDistance). Plain MSE let the STN zoom into background of the target's colour (PCK@0.1 0.08).
+  # LocalContrastDistance); plain MSE let the STN zoom into background of the target's colour.
   g.perceptual.kind = "lcn"
   # One SGDR cycle after the psi annealing (total = anneal_psi + period: the LR reaches 0 at the end, no
   # restart), and an EMA half-life of 50 steps (the paper's 312-step half-life spans most of this short run).
-  # Steps trade PCK@0.1 for time (similarity + flow, learned c, at the paper's STN LR 1e-3; GANgealing stage on 2
-  # cores): 4000 steps 0.53 in ~7 min, 6000 steps 0.59 in ~9.5 min, 8000 steps 0.63 in ~13 min (too close to the
-  # 15 min budget).
   g.optim.update(anneal_psi=1000, period=5000)
-  # STN learning rate 10x the paper's 1e-3. The STN's layers are equalised-LR (weights stored at unit scale), so
-  # Adam moves them ~10x slower than a conventional net; the paper's 1.5M steps absorb that, 6000 do not: at 1e-3
-  # the STN learned shift and scale but almost no rotation (PCK@0.1 0.59); at 1e-2 0.78; 2e-2 diverges (NaN at
-  # step 1800). Injecting c into 5 or 6 W+ layers instead of 4: 0.77, 0.74; lcn with 3 scales: 0.77; lcn sigma 4:
-  # 0.77. Longer training helped little: two more 5000-step LR cycles (SGDR restarts, 16000 steps) 0.807, 0.815.
+  # STN learning rate 10x the paper's 1e-3: the STN's layers are equalised-LR (weights stored at unit scale), so
+  # Adam moves them ~10x slower than a conventional net; the paper's 1.5M steps absorb that, 6000 do not.
   g.optim.stn_lr = 1e-2
-  # What was missing was rotation (7.8 of the renders' 10.9 deg spread left): x and its target differ in shape
-  # and texture, so the lcn loss barely changes with a few degrees (-2% for 7.5 deg) and the STN under-rotated.
-  # The equivariance term (jaxgeal.losses.gangealing.equivariance_loss, not in the paper: the similarity STN's
-  # matrices must compose with random similarities of its input) asks for the whole rotation: weight 1: PCK@0.1
-  # 0.84, 10: 0.94 (3.7 deg left), 30: 0.95 (3.5 deg left), at +8% step time. A similarity STN alone (no flow
-  # stage) with it collapsed onto flat background (0.35): in matrix units the term is cheaper when zoomed in.
+  # The equivariance term (jaxgeal.losses.gangealing.equivariance_loss, not in the paper) asks for the rotation
+  # that the lcn loss barely sees (x and its target differ in shape and texture). How these settings were
+  # found, and what else was tried: benchmarks/README.md.
   g.loss.equivariance_weight = 30.0
   g.total_steps = 6000
   g.ema_decay = 0.5 ** (1 / 50)
@@ -86,58 +77,74 @@ def get_config(arg=None):
   g.ckpt_every = 500
   g.test.update(padding_mode="border", iters=1)
   c.gangealing = g
-  if arg == "train_gan":
-    s.pretrained = None
-  elif arg == "tiny":
-    s.pretrained = None
-    c.data.update(num_train=16, num_heldout=8, num_pairs=8)
-    s.model.update(style_dim=16, channels=((4, 16), (8, 16), (16, 8), (32, 8)))
-    s.optim.update(d_reg_every=2, g_reg_every=2)
-    s.update(batch_size=4, total_steps=2, log_every=1, vis_every=0, ckpt_every=2, n_vis=4)
-    g.stn.update(channels=((2, 8), (4, 8), (8, 8), (16, 8), (32, 8)))
-    g.ll.update(inject=2, pca_samples=256, pca_batch=256)
-    g.optim.update(anneal_psi=2, period=2)
-    g.update(total_steps=2, batch_size=2, micro_batch_size=2, log_every=1, vis_every=0, ckpt_every=2, n_vis=2)
-    c.n_vis = 4
-  elif arg == "complex":
-    # A harder category for the fixed-c versus learned-c question (the paper: learning c "is critical for
-    # complex datasets"): background clutter shapes and a wider rotation spread. The generator is the shipped
-    # one fine-tuned on these renders (its heads carry over; the clutter is new). Its mean latent still renders a
-    # clean upright head, and fixed c did as well as learned c (benchmarks/alignment_complex.md: PCK@0.1 learned
-    # 0.74 / 0.77 for seeds 0 / 1, fixed 0.76 for seed 1; fixed c seed 0 collapsed onto flat background, 0.03).
-    c.data.render.update(max_clutter=6, max_rotation=30.0)
-  elif arg == "closeup":
-    # Two framings of the category, as LSUN Cats mixes full bodies and upper bodies (the paper's App. D: the
-    # mean-latent target is "often unsuitable as a dataset-wide congealing target", not "reachable" by all
-    # images): half the renders are close-ups whose head overfills the frame (ears and chin cut off). The
-    # generator is the shipped one fine-tuned on these renders. Its top W principal direction walks between the
-    # framings, but the mean latent renders a clean small full-view head, and the learned c stayed there
-    # (moved 0.15 std); benchmarks/alignment_closeup.md: with the zoom-neutral equivariance form, learned 0.69 vs
-    # fixed 0.73 PCK@0.1; with the matrix form 3 of 4 runs collapsed onto flat background.
-    c.data.render.update(closeup_prob=0.5)
-  elif arg == "bimodal":
-    # Two poses and nothing between them: every head leans left or right by 45-75 deg, none is upright. The
-    # generator is the shipped one fine-tuned on these renders; its mean latent (fixed c) renders an
-    # orientation-less blob, the unrealistic kind of target of the paper's App. D. But the learned c did not leave
-    # it (0.11 std along the top W principal direction, which walks background brightness more than lean), and
-    # neither STN rotated the heads: benchmarks/alignment_bimodal.md, zoom-neutral term: PCK@0.1 learned 0.40,
-    # fixed 0.40 (no alignment 0.11); with the matrix form both collapsed onto flat background by step 800. With
-    # c free in all 64 W directions (ll.ndirs=64) it drifted to an empty flat-colour target within 1000 steps.
-    c.data.render.update(rotation_offset=60.0, max_rotation=15.0)
-  elif arg == "lopsided":
-    # Two unequal poses: 70% of the heads lean clockwise, 30% counter-clockwise (45-75 deg), so that the mean
-    # latent lies between a majority and a minority pose and the gradient on c has a side to take. The learned c
-    # moved 0.19 std along the top W principal direction and neither STN rotated the heads
-    # (benchmarks/alignment_lopsided.md: PCK@0.1 learned 0.32, fixed 0.36, no alignment 0.14). With one look for
-    # every image (render option appearance_of, so that pose is what varies) the fine-tuned generator dropped the
-    # minority pose (6.6% of samples vs 30% of the data), and with one look and equal poses one pose as well.
-    c.data.render.update(rotation_offset=60.0, max_rotation=15.0, clockwise_prob=0.7)
-  elif arg:
-    raise config_variants.UnknownVariantError.of(arg, ["tiny", "train_gan", *FINE_TUNED])
-  if arg in FINE_TUNED:
-    # The harder categories start from the shipped generator and fine-tune it on their own renders (~20-40 min
-    # on 2 cores) instead of training from scratch (~80 min).
-    s.pretrained = None
-    s.init_from = "assets/demo_stylegan2"
-    s.total_steps = 10000
+  return config_variants.apply_variant(c, arg, VARIANTS)
+
+
+def train_gan(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Trains the 32 px StyleGAN2 from scratch instead of starting from the shipped one (which it re-creates)."""
+  c.stylegan2.pretrained = None
   return c
+
+
+def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Every stage at smoke-test size: a few renders, a narrow generator trained 2 steps, 2 GANgealing steps."""
+  s, g = c.stylegan2, c.gangealing
+  s.pretrained = None
+  c.data.update(num_train=16, num_heldout=8, num_pairs=8)
+  s.model.update(style_dim=16, channels=((4, 16), (8, 16), (16, 8), (32, 8)))
+  s.optim.update(d_reg_every=2, g_reg_every=2)
+  s.update(batch_size=4, total_steps=2, log_every=1, vis_every=0, ckpt_every=2, n_vis=4)
+  g.stn.update(channels=((2, 8), (4, 8), (8, 8), (16, 8), (32, 8)))
+  g.ll.update(inject=2, pca_samples=256, pca_batch=256)
+  g.optim.update(anneal_psi=2, period=2)
+  g.update(total_steps=2, batch_size=2, micro_batch_size=2, log_every=1, vis_every=0, ckpt_every=2, n_vis=2)
+  c.n_vis = 4
+  return c
+
+
+def _fine_tuned(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  # The harder categories start from the shipped generator and fine-tune it on their own renders (~20-40 min
+  # on 2 cores) instead of training from scratch (~80 min).
+  c.stylegan2.pretrained = None
+  c.stylegan2.init_from = "assets/demo_stylegan2"
+  c.stylegan2.total_steps = 10000
+  return c
+
+
+def complex_(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A harder category: background clutter shapes and a wider rotation spread (benchmarks/alignment_complex.md)."""
+  c.data.render.update(max_clutter=6, max_rotation=30.0)
+  return _fine_tuned(c)
+
+
+def closeup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Two framings, as LSUN Cats mixes full and upper bodies (the paper's App. D): half the renders are
+  close-ups whose head overfills the frame (benchmarks/alignment_closeup.md)."""
+  c.data.render.update(closeup_prob=0.5)
+  return _fine_tuned(c)
+
+
+def bimodal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Two poses and nothing between them: every head leans left or right by 45-75 deg, none is upright
+  (benchmarks/alignment_bimodal.md)."""
+  c.data.render.update(rotation_offset=60.0, max_rotation=15.0)
+  return _fine_tuned(c)
+
+
+def lopsided(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Two unequal poses: 70% of the heads lean clockwise, 30% counter-clockwise (45-75 deg), so that the mean
+  latent lies between a majority and a minority pose (benchmarks/alignment_lopsided.md)."""
+  c.data.render.update(rotation_offset=60.0, max_rotation=15.0, clockwise_prob=0.7)
+  return _fine_tuned(c)
+
+
+VARIANTS = {
+  "tiny": tiny,
+  "train_gan": train_gan,
+  # The fine-tuned categories made to test fixed versus learned c (the paper's Table 3); results in
+  # benchmarks/README.md.
+  "complex": complex_,
+  "closeup": closeup,
+  "bimodal": bimodal,
+  "lopsided": lopsided,
+}

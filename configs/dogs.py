@@ -3,8 +3,9 @@
   python -m jaxgeal.main --config=configs/dogs.py --workdir=workdirs/dogs
   python -m jaxgeal.main --config=configs/dogs.py:tiny --workdir=/tmp/dogs-tiny   # CPU-sized, seconds
 
-Paper hyperparameters (Peebles et al. 2022, appendix B; ../shared/docs/upstream.md §1.2). The frozen generator
-is read from c.generator.checkpoint, a jaxgeal model directory converted from the published PyTorch file.
+Paper hyperparameters (Peebles et al. 2022, appendix B) as in the script above, upstream repository
+wpeebles/gangealing at commit ffa6387c7ffd3f7de76bdc693dc2272e274e9bfd. The frozen generator is read from
+c.generator.checkpoint, a jaxgeal model directory converted from the published PyTorch file.
 """
 
 from jaxgeal.trainers import gangealing_config

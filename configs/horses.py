@@ -6,15 +6,11 @@ are upstream's table (reflection, 3 iterations).
   python -m jaxgeal.main --config=configs/horses.py:tiny --workdir=/tmp/horses-tiny   # CPU-sized, seconds
 """
 
-import importlib.util
-import pathlib
+from jaxgeal.trainers import config_variants
 
 
 def get_config(arg=None):
-  spec = importlib.util.spec_from_file_location("cars", pathlib.Path(__file__).with_name("cars.py"))
-  cars = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(cars)
-  c = cars.get_config(arg)
+  c = config_variants.sibling(__file__, "cars").get_config(arg)
   if c.generator.checkpoint is not None:  # :tiny uses a random generator
     c.generator.checkpoint = "pretrained/horses_generator"
   return c

@@ -10,17 +10,7 @@ style_dim 64 with a 4-layer mapping network; batch 8 and 20k steps: a few hours 
 data such as the synthetic heads of jaxgeal.datasets.synthetic. `:tiny` is the 16 px smoke-test variant.
 """
 
-import importlib.util
-import pathlib
-
-from jaxgeal.trainers import stylegan2
-
-
-def _sibling(name):
-  spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name(f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from jaxgeal.trainers import config_variants, stylegan2
 
 
 def small(c):
@@ -39,4 +29,4 @@ def small(c):
 def get_config(arg=None):
   c = small(stylegan2.base_config())
   c.data.source = ""  # required: a prepared dataset dir (see the module docstring)
-  return _sibling("stylegan2_256").variant(c, arg)
+  return config_variants.sibling(__file__, "stylegan2_256").variant(c, arg)

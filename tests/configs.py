@@ -1,7 +1,6 @@
-"""Loading configs/*.py as `--config` does, and every variant each file declares (the names an unknown
-variant's UnknownVariantError lists), for tests that must hold for all of them."""
+"""Every config file and every variant it declares (the names an unknown variant's UnknownVariantError lists),
+loaded as `--config` does (jaxgeal.trainers.config_variants.load_config), for tests that must hold for all."""
 
-import importlib.util
 import pathlib
 
 from jaxgeal.trainers import config_variants
@@ -11,10 +10,7 @@ CONFIG_FILES = sorted((REPO / "configs").glob("*.py"))
 
 
 def load(path: pathlib.Path, arg=None):
-  spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_variants.load_config(f"{path}:{arg}" if arg else path)
 
 
 def variants(path: pathlib.Path) -> list:

@@ -24,6 +24,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from jaxgeal.trainers import config_variants
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 GUIDES = (README, REPO / "launch" / "README.md", REPO / "benchmarks" / "README.md")
@@ -161,10 +163,8 @@ def test_every_mentioned_path_exists(guide):
   assert not missing, f"{guide.name} mentions paths that do not exist: {sorted(set(missing))}"
   for path, variant in paths:  # configs/x.py:variant names a variant that exists
     if variant and path.startswith("configs/"):
-      spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, REPO / path)
-      config = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(config)
-      assert isinstance(config.get_config(variant[1:]), ml_collections.ConfigDict), f"{path}{variant}"
+      config = config_variants.load_config(f"{REPO / path}{variant}")
+      assert isinstance(config, ml_collections.ConfigDict), f"{path}{variant}"
 
 
 def test_path_scan_finds_paths_and_variants():

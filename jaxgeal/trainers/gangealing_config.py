@@ -1,5 +1,6 @@
-"""Default GANgealing hyperparameters (Peebles et al. 2022, appendix B; upstream train.py defaults and
-scripts/training/*.sh, summarised in ../shared/docs/upstream.md §1.2) and the CPU-sized `tiny` variant.
+"""Default GANgealing hyperparameters (Peebles et al. 2022, appendix B; upstream repository wpeebles/gangealing at
+commit ffa6387c7ffd3f7de76bdc693dc2272e274e9bfd: train.py's defaults and scripts/training/*.sh) and the CPU-sized
+`tiny` variant.
 
 configs/<category>.py start from `base()` and override what the paper's script for that category sets.
 """

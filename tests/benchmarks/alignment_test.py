@@ -1,25 +1,15 @@
 """benchmarks/alignment.py: each ablation changes only what it names, and the report lists every method with
 its PCK and bootstrap deviation (the full run trains four aligners: it is a benchmark, not a test)."""
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _module():
-  spec = importlib.util.spec_from_file_location("alignment_benchmark", REPO / "benchmarks" / "alignment.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from benchmarks import alignment as bench
 
 
 def test_ablations_change_only_what_they_name():
-  bench = _module()
   base = bench.load_config("configs/demo.py")
   for _, subdir, overrides in bench.METHODS:
     if subdir is None:
@@ -33,7 +23,6 @@ def test_ablations_change_only_what_they_name():
 
 
 def test_report_lists_every_method(tmp_path):
-  bench = _module()
   config = bench.load_config("configs/demo.py")
   rows = [
     (
@@ -58,7 +47,6 @@ def test_report_lists_every_method(tmp_path):
 
 
 def test_target_offset_counts_standard_deviations_of_w_along_the_learners_directions():
-  bench = _module()
   rng = np.random.default_rng(0)
   directions = np.linalg.qr(rng.standard_normal((8, 3)))[0].T  # 3 orthonormal directions in 8-d W
   w = rng.standard_normal((20000, 3)) * [4.0, 1.0, 0.25] @ directions + rng.standard_normal((20000, 8)) * 1e-3
@@ -73,7 +61,6 @@ def test_the_ground_truth_similarity_transfer_is_exact_without_deformation():
   from jaxgeal.datasets import synthetic
   from jaxgeal.evaluation import pck
 
-  bench = _module()
   rigid = synthetic.make_dataset(6, 32, 5, num_pairs=10, deformation=0.0, mirror_prob=0.0)
   res = pck.pck_transfer(bench.ground_truth_similarity_transfer(rigid), rigid, pairs="fixed")
   assert res["pck@0.01"] == 1.0
@@ -85,7 +72,6 @@ def test_pose_left_is_zero_for_the_renderers_own_similarity_and_its_spread_for_n
   from jaxgeal.datasets import synthetic
   from jaxgeal.ops import points as pts
 
-  bench = _module()
   ds = synthetic.make_dataset(6, 32, 8, num_pairs=4, deformation=0.2, mirror_prob=0.0)
   n = len(ds["images"])
   # The ideal similarity STN: congealed normalised u -> canonical q = 3 u -> this image's pixels -> normalised.
@@ -104,7 +90,6 @@ def test_pose_left_is_zero_for_the_renderers_own_similarity_and_its_spread_for_n
 
 
 def test_training_seconds_skip_the_time_between_an_interruption_and_its_resume(tmp_path):
-  bench = _module()
   rows = [
     dict(step=100, time=10.0, steps_per_s=10.0),
     dict(step=200, time=20.0, steps_per_s=10.0),
@@ -118,7 +103,6 @@ def test_training_seconds_skip_the_time_between_an_interruption_and_its_resume(t
 
 
 def test_methods_selects_stages_and_rejects_unknown_ones(tmp_path, monkeypatch):
-  bench = _module()
   seen = {}
   monkeypatch.setattr(bench, "run", lambda config, workdir, methods: (seen.update(methods=methods), ([], {}))[1])
   monkeypatch.setattr(
@@ -149,7 +133,6 @@ def test_methods_selects_stages_and_rejects_unknown_ones(tmp_path, monkeypatch):
 
 
 def test_another_seed_of_a_stage_is_its_own_row_and_directory():
-  bench = _module()
   rows = bench.selected(["flow_fixed_c", "flow_fixed_c@1"])
   assert [r[1] for r in rows] == [None, "flow_fixed_c", "flow_fixed_c_seed1"]
   assert rows[2][0] == "similarity + flow, fixed c, seed 1"

@@ -2,7 +2,6 @@
 the stage-1 export (which loads back to the same logits, the stage-1 networks untouched), a killed run resumes
 exactly, and 8 fake CPU devices train as 1. One stage-1 model and one full stage-2 run serve all the tests."""
 
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -13,17 +12,14 @@ import pytest
 
 from jaxgeal import align, checkpoint
 from jaxgeal.models import cluster_classifier as cls_lib
-from jaxgeal.trainers import cluster_classifier, gangealing
+from jaxgeal.trainers import cluster_classifier, config_variants, gangealing
 from tests.trainers import multidevice
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _config(name):
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  m = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(m)
-  return m.get_config("tiny")
+  return config_variants.load_config(REPO / "configs" / f"{name}.py:tiny")
 
 
 def stage2_config(stage1_model, dest, total_steps=4, num_devices=None, batch_size=None):

@@ -2,7 +2,6 @@
 writes average.png, grid.png, pck.json (valid fractions, baseline, perceptual loss) and report.md; re-running
 skips the finished stages. No PCK level is asserted: two training steps align nothing."""
 
-import importlib.util
 import json
 import pathlib
 
@@ -13,16 +12,13 @@ import pytest
 from jaxgeal import checkpoint, images, main
 from jaxgeal.convert import stylegan2 as convert_stylegan2
 from jaxgeal.evaluation import pck
-from jaxgeal.trainers import demo
+from jaxgeal.trainers import config_variants, demo
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _config(arg):
-  spec = importlib.util.spec_from_file_location("demo_config", REPO / "configs" / "demo.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_variants.load_config(f"{REPO / 'configs' / 'demo.py'}:{arg or ''}")
 
 
 def test_config_names_the_demo_trainer():

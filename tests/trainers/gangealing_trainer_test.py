@@ -2,7 +2,6 @@
 export), a killed run resumes with identical parameters, the loss falls on a small problem, and 8 fake CPU
 devices give the losses of 1."""
 
-import importlib.util
 import json
 import pathlib
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxgeal import checkpoint
+from jaxgeal.trainers import config_variants
 from jaxgeal.trainers import gangealing as trainer
 from tests.trainers import multidevice
 
@@ -18,10 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def load_config(name="cats", variant="tiny"):
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_variants.load_config(f"{REPO / 'configs' / name}.py:{variant or ''}")
 
 
 def tiny(total_steps, **overrides):

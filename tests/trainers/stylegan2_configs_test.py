@@ -1,7 +1,6 @@
 """configs/stylegan2_256.py and configs/stylegan2_64.py: they load, name the StyleGAN2 trainer, and the `:tiny`
 variant trains end to end through `python -m jaxgeal.main` on a prepared image folder, and fine-tunes its export."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -11,16 +10,14 @@ import sys
 import pytest
 
 from jaxgeal.datasets import image_folder, synthetic
+from jaxgeal.trainers import config_variants
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HANG_TIMEOUT = 1200  # s; a subprocess that runs longer has hung
 
 
 def _load(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name[:-3], REPO / "configs" / name)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_variants.load_config(f"{REPO / 'configs' / name}:{arg or ''}")
 
 
 @pytest.mark.parametrize("name,size", [("stylegan2_256.py", 256), ("stylegan2_64.py", 64)])
