@@ -319,8 +319,10 @@ def write_report(path: pathlib.Path, config, rows, seconds, command: str):
   path.with_suffix(".json").write_text(json.dumps({n: r for n, r in rows}, indent=1))
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+  )
   p.add_argument("--workdir", required=True, help="stages are kept here; re-running resumes")
   p.add_argument("--config", default="configs/demo.py", help="a demo config, optionally with :variant")
   p.add_argument("--out", default=str(REPO / "benchmarks" / "alignment.md"))
@@ -330,6 +332,11 @@ def main(argv=None):
     help="comma-separated stage directories to run, each optionally as "
     "DIR@SEED for another training seed (default: all of " + ", ".join(d for _, d, _ in METHODS if d) + ")",
   )
+  return p
+
+
+def main(argv=None):
+  p = build_parser()
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   methods = args.methods.split(",") if args.methods else None

@@ -4,7 +4,7 @@ real_size to flow_size), at the CPU-sized `tiny` config and at the paper config 
 256 px generator, VGG16 vgg_ssl loss, flow_size 128 STN). Prints one JSON object.
 
   .venv/bin/python benchmarks/gangealing_step.py                       # tiny and paper, batch 1
-  .venv/bin/python benchmarks/gangealing_step.py --configs paper --batch 40 --micro-batch 5
+  .venv/bin/python benchmarks/gangealing_step.py --configs paper --batch_size 40 --micro_batch_size 5
 
 The PyTorch original on a 2-core CPU (paper config, batch 1): 10.9 s per training step, 1.8 congealed
 images/s at 256 -> 128 px. Compare ratios taken in one run only: timings here vary up to 2x run to run.
@@ -95,17 +95,23 @@ def bench(variant, batch, micro, repeats, infer_batch):
   }
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+  )
   p.add_argument("--configs", default="tiny,paper")
-  p.add_argument("--batch", type=int, default=1)
-  p.add_argument("--micro-batch", type=int, default=None)
-  p.add_argument("--infer-batch", type=int, default=8)
+  p.add_argument("--batch_size", type=int, default=1)
+  p.add_argument("--micro_batch_size", type=int, default=None)
+  p.add_argument("--congeal_batch_size", type=int, default=8, help="images per congealing batch")
   p.add_argument("--repeats", type=int, default=3)
-  args = p.parse_args()
+  return p
+
+
+def main():
+  args = build_parser().parse_args()
   results = []
   for variant in args.configs.split(","):
-    results.append(bench(variant, args.batch, args.micro_batch, args.repeats, args.infer_batch))
+    results.append(bench(variant, args.batch_size, args.micro_batch_size, args.repeats, args.congeal_batch_size))
     print(json.dumps(results[-1]), flush=True)
   print(
     json.dumps(

@@ -1,7 +1,7 @@
 """StyleGAN2 generator speed: forward images/s, forward+backward (weights: training; latents only: GANgealing's
 frozen generator) for each modulated-conv implementation, at several sizes. Prints one JSON object.
 
-  .venv/bin/python benchmarks/stylegan2.py --sizes 64,256 --batch 1 --impls all
+  .venv/bin/python benchmarks/stylegan2.py --sizes 64,256 --batch_sizes 1 --impls all
 
 Config F widths (channel multiplier 2, style_dim 512, 8 mapping layers) with random weights. Timings are the
 median of `--repeats` runs after one compile + one warm-up run; compare ratios taken in one run only.
@@ -60,19 +60,25 @@ def bench(size: int, batch: int, impl: str, repeats: int, modes):
   return out
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+  )
   p.add_argument("--sizes", default="64,256")
-  p.add_argument("--batch", default="1")
+  p.add_argument("--batch_sizes", default="1")
   p.add_argument("--impls", default="all", help="comma list of " + ",".join(modulated_conv.IMPLS) + " or all")
   p.add_argument("--modes", default="fwd,bwd_latent,bwd_params")
   p.add_argument("--repeats", type=int, default=3)
-  args = p.parse_args()
+  return p
+
+
+def main():
+  args = build_parser().parse_args()
   impls = modulated_conv.IMPLS if args.impls == "all" else args.impls.split(",")
   modes = set(args.modes.split(","))
   results = []
   for size in map(int, args.sizes.split(",")):
-    for batch in map(int, args.batch.split(",")):
+    for batch in map(int, args.batch_sizes.split(",")):
       for impl in impls:
         results.append(bench(size, batch, impl, args.repeats, modes))
         print(json.dumps(results[-1]), flush=True)

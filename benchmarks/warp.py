@@ -4,7 +4,7 @@ Times the jitted forward pass, and forward + backward (gradients w.r.t. image an
 training), for the training shapes of Peebles et al. (CVPR 2022): a 256 px image warped to a 128 px output
 by a zooming-out similarity grid, batch 1 and 40. Prints one JSON object per configuration.
 
-  python benchmarks/warp.py [--batches 1,40] [--repeats 5] [--in_size 256] [--out_size 128]
+  python benchmarks/warp.py [--batch_sizes 1,40] [--repeats 5] [--in_size 256] [--out_size 128]
 """
 
 from __future__ import annotations
@@ -33,19 +33,23 @@ def _time(fn, *args, repeats: int) -> tuple[float, float]:
   return 1e3 * first, 1e3 * float(np.median(times))
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batches", default="1,40")
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+  parser.add_argument("--batch_sizes", default="1,40")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--in_size", type=int, default=256)
   parser.add_argument("--out_size", type=int, default=128)
-  args = parser.parse_args()
+  return parser
+
+
+def main():
+  args = build_parser().parse_args()
 
   ops = {
     "grid_sample": lambda img, grid: warp.grid_sample(img, grid, "border"),
     "mipmap_warp": lambda img, grid: mipmap.mipmap_warp(img, grid, "border", max_num_levels=3.5),
   }
-  for batch in (int(b) for b in args.batches.split(",")):
+  for batch in (int(b) for b in args.batch_sizes.split(",")):
     rng = np.random.default_rng(0)
     img = jnp.asarray(rng.normal(size=(batch, args.in_size, args.in_size, 3)).astype(np.float32))
     # A mild rotation + zoom-out, the regime where the mipmap levels matter.

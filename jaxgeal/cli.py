@@ -1,7 +1,7 @@
 """What every jaxgeal command line shares: number arguments, safe output paths, output names, error lines.
 
 * Argument types (`positive_int`, `nonnegative_int`, `positive_float`, `nonnegative_float`, `fraction`) for
-  argparse `type=`: a bad value stops the parser with "argument --batch: must be a positive integer, got '0'"
+  argparse `type=`: a bad value stops the parser with "argument --batch_size: must be a positive integer, got '0'"
   instead of failing deep inside a computation.
 * `check_outputs(outputs, inputs)`: refuses, before anything is written, an output that is an input
   (the same file by path, relative path, symlink or hard link) or a directory holding one, so no command

@@ -1,4 +1,5 @@
-"""Entry point for training: `python -m jaxgeal.main --config=configs/cats.py --workdir=DIR`.
+"""Entry point for training: `python -m jaxgeal.main --config=configs/cats.py --workdir=DIR` (installed, also
+`jaxgeal-train --config=... --workdir=...`).
 
 The config (an ml_collections file; append `:tiny` for the CPU-sized variant) names its trainer; the trainer
 reads everything else from it. The config is validated before any work (jaxgeal.trainers.config_checks).
@@ -178,12 +179,21 @@ def run(config, workdir: str):
     return importlib.import_module(TRAINERS[config.get("trainer", "gangealing")]).train_and_evaluate(config, workdir)
 
 
+# absl's help flags (app.define_help_flags) print the usage and exit with status 1; asked for, help is a success.
+HELP_FLAGS = re.compile(r"--?(help|helpshort|helpfull|\?)")
+
+
 def _flags_parser(argv: list[str]) -> list[str]:
   try:
     return parse_flags(argv)
   except FlagsError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except SystemExit as e:
+    flags_given = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    if e.code == 1 and any(HELP_FLAGS.fullmatch(a) for a in flags_given):
+      sys.exit(0)
+    raise
 
 
 def main(argv):
@@ -198,5 +208,16 @@ def main(argv):
   return 0
 
 
-if __name__ == "__main__":
+def console_main():
+  """`python -m jaxgeal.main` and the `jaxgeal-train` console script: parses sys.argv and exits with main's code."""
+  if __name__ != "__main__":
+    # A console script's __main__ is its wrapper, while absl's --help shows __main__'s docstring and the flags
+    # defined by the program sys.argv[0] names: give it this module's.
+    sys.modules["__main__"].__doc__ = sys.modules["__main__"].__doc__ or __doc__
+    for name in ("config", "workdir"):
+      FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
   app.run(main, flags_parser=_flags_parser)
+
+
+if __name__ == "__main__":
+  console_main()

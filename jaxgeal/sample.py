@@ -3,7 +3,7 @@
   python -m jaxgeal.sample --checkpoint MODEL_DIR --seeds 0-15 --truncation 0.7 --out grid.png
 
 Seed s gives z = N(0, I) drawn from PRNGKey(s), so a seed names the same image on any machine. Truncation
-(psi < 1) pulls every layer's w towards the mean of `--n-mean` mapped samples.
+(psi < 1) pulls every layer's w towards the mean of `--n_mean` mapped samples.
 """
 
 from __future__ import annotations
@@ -84,24 +84,31 @@ def sample(
   return np.concatenate(out)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-    prog="python -m jaxgeal.sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    prog="python -m jaxgeal.sample",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
   )
   p.add_argument("--checkpoint", required=True, help="model directory written by `python -m jaxgeal.convert`")
   p.add_argument("--seeds", default="0-15", help="seeds, e.g. 0-15 or 1,5,9 (default 0-15)")
   p.add_argument("--truncation", type=float, default=1.0, help="psi in (0, 1]; 1 disables truncation")
-  p.add_argument("--n-mean", type=cli.positive_int, default=4096, help="samples for the truncation mean latent")
+  p.add_argument("--n_mean", type=cli.positive_int, default=4096, help="samples for the truncation mean latent")
   p.add_argument(
-    "--noise-mode",
+    "--noise_mode",
     choices=["const", "random"],
     default="const",
     help="const: the checkpoint's fixed noise buffers; random: per-seed noise",
   )
-  p.add_argument("--batch-size", type=cli.positive_int, default=8)
+  p.add_argument("--batch_size", type=cli.positive_int, default=8)
   p.add_argument("--nrow", type=cli.positive_int, default=None, help="images per grid row (default: square)")
   p.add_argument("--out", default="grid.png", help="output image (PNG)")
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
   try:
     if not 0 < args.truncation <= 1:
       raise ValueError(f"--truncation must be in (0, 1], got {args.truncation}")

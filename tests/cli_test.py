@@ -32,11 +32,11 @@ def test_number_types_accept_valid_values_and_reject_the_rest(fn, good, bad):
 
 def test_number_type_message_names_the_argument(capsys):
   p = argparse.ArgumentParser()
-  p.add_argument("--batch", type=cli.positive_int)
+  p.add_argument("--batch_size", type=cli.positive_int)
   with pytest.raises(SystemExit) as e:
-    p.parse_args(["--batch", "0"])
+    p.parse_args(["--batch_size", "0"])
   assert e.value.code == 2
-  assert "argument --batch: must be a positive integer, got '0'" in capsys.readouterr().err
+  assert "argument --batch_size: must be a positive integer, got '0'" in capsys.readouterr().err
 
 
 def test_an_output_that_is_an_input_is_refused_however_it_is_spelled(tmp_path, monkeypatch):

@@ -173,3 +173,19 @@ def test_path_scan_finds_paths_and_variants():
     ("docs/demo_grid.png", None),
   ]
   assert not REPO_PATH.search("python -m jaxgeal.align and workdirs/demo/heldout")
+
+
+def test_console_scripts_named_are_the_installed_ones():
+  try:
+    import tomllib
+  except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+  scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+  named = set(re.findall(r"`(jaxgeal-[a-z]+)`", README.read_text()))
+  assert named == set(scripts), f"README.md names {sorted(named)}, pyproject.toml installs {sorted(scripts)}"
+
+
+def test_flags_are_spelled_with_underscores():
+  # Flags are lower_snake_case (tests/command_lines_test.py): a dash inside one is an old spelling.
+  dashed = re.findall(r"(?<![\w-])--[a-z0-9]+-[\w-]+", README.read_text())
+  assert not dashed, f"README.md spells flags with dashes: {sorted(set(dashed))}"

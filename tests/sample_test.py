@@ -5,7 +5,7 @@ import pytest
 from jaxgeal import sample
 
 
-@pytest.mark.parametrize("flag", ["--batch-size", "--n-mean", "--nrow"])
+@pytest.mark.parametrize("flag", ["--batch_size", "--n_mean", "--nrow"])
 @pytest.mark.parametrize("value", ["0", "-2"])
 def test_non_positive_numbers_are_rejected_by_the_parser(flag, value, capsys):
   with pytest.raises(SystemExit) as e:

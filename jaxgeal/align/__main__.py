@@ -1,17 +1,17 @@
 """Command line for applying a GANgealing model to real images (upstream applications/, GANgealing §4, app. E, G).
 
     python -m jaxgeal.align congeal         --model DIR --input FILE_OR_DIR --out DIR   # aligned PNGs + average.png
-    python -m jaxgeal.align correspond      --model DIR --image-a A --image-b B --points-a P.json --out DIR
+    python -m jaxgeal.align correspond      --model DIR --image_a A --image_b B --points_a P.json --out DIR
     python -m jaxgeal.align flow-scores     --model DIR --input DIR --out DIR            # flow_scores.json / .csv
-    python -m jaxgeal.align congeal-dataset --model DIR --input DIR --out DIR [--fraction-retained F ...]
+    python -m jaxgeal.align congeal-dataset --model DIR --input DIR --out DIR [--fraction_retained F ...]
     python -m jaxgeal.align propagate       --model DIR --input FILE_OR_DIR --label RGBA.png --out DIR
                                             [--blend laplacian]
     python -m jaxgeal.align video           --model DIR --input VIDEO --label RGBA.png --out OUT.mp4
-                                            [--blend laplacian] [--save-correspondences CORR.npz]
-    python -m jaxgeal.align animate         --model DIR --input FILE_OR_DIR --out DIR [--grid] [--flow-image]
+                                            [--blend laplacian] [--save_correspondences CORR.npz]
+    python -m jaxgeal.align animate         --model DIR --input FILE_OR_DIR --out DIR [--grid] [--flow_image]
 
-Test-time settings (--iters, --padding-mode) default to the model's own (its `test` config), as upstream's
-pretrained hyper-parameters; --no-flip disables flip inference (appendix B.4).
+Test-time settings (--iters, --padding_mode) default to the model's own (its `test` config), as upstream's
+pretrained hyper-parameters; --no_flip disables flip inference (appendix B.4).
 
 Outputs: one per input image, named by its stem (cat.jpg -> cat.png); inputs sharing a stem (cat.jpg and
 cat.png), or whose stem is a name the command writes itself (average), keep their whole name (cat.jpg.png,
@@ -93,7 +93,7 @@ def _aligner(args):
   from jaxgeal.align import Aligner
 
   return Aligner.load(
-    args.model, iters=args.iters, padding_mode=args.padding_mode, flip=not args.no_flip, batch_size=args.batch
+    args.model, iters=args.iters, padding_mode=args.padding_mode, flip=not args.no_flip, batch_size=args.batch_size
   )
 
 
@@ -217,7 +217,7 @@ def cmd_video(args):
   cli.check_output_file(args.out, "output video")
   outputs = [args.out]
   if args.save_correspondences:
-    cli.check_output_file(video.correspondences_path(args.save_correspondences), "--save-correspondences file")
+    cli.check_output_file(video.correspondences_path(args.save_correspondences), "--save_correspondences file")
     outputs.append(video.correspondences_path(args.save_correspondences))
   cli.check_outputs(outputs, [args.input, args.label] + _model_files(args))
   label = _load_label(args.label)
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="python -m jaxgeal.align",
     description=__doc__,
+    allow_abbrev=False,
     epilog=cli.OUTPUT_NAME_RULE,
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
@@ -287,21 +288,21 @@ def build_parser() -> argparse.ArgumentParser:
       default="alpha",
       help="compositing of the edit: alpha, or Laplacian-pyramid blending (seamless)",
     )
-    p.add_argument("--blend-levels", type=cli.positive_int, default=5, help="pyramid levels of --blend laplacian")
+    p.add_argument("--blend_levels", type=cli.positive_int, default=5, help="pyramid levels of --blend laplacian")
 
   def add(name, fn, help_):
-    p = sub.add_parser(name, help=help_, description=help_, epilog=cli.OUTPUT_NAME_RULE)
+    p = sub.add_parser(name, help=help_, description=help_, epilog=cli.OUTPUT_NAME_RULE, allow_abbrev=False)
     p.add_argument("--model", required=True, help="model directory (t_ema [+ classifier])")
     p.add_argument("--out", required=True, help="output directory (video: output file)")
-    p.add_argument("--batch", type=cli.positive_int, default=32, help="images per batch")
+    p.add_argument("--batch_size", type=cli.positive_int, default=32, help="images per batch")
     p.add_argument("--iters", type=cli.positive_int, default=None, help="similarity STN iterations (default: model's)")
     p.add_argument(
-      "--padding-mode",
+      "--padding_mode",
       choices=("border", "zeros", "reflection"),
       default=None,
       help="padding of the warp (default: model's)",
     )
-    p.add_argument("--no-flip", action="store_true", help="disable flip inference")
+    p.add_argument("--no_flip", action="store_true", help="disable flip inference")
     p.add_argument(
       "--cluster", type=cli.nonnegative_int, default=None, help="clustering models: use this head for all images"
     )
@@ -312,23 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--input", required=True, help="an image or a directory of images")
   p.add_argument("--size", type=cli.positive_int, default=None, help="output resolution (default: model's input size)")
   p.add_argument(
-    "--flow-image",
+    "--flow_image",
     action="store_true",
     help="also write NAME_flow.png: the warp's displacement in Middlebury flow colours",
   )
   p = add("correspond", cmd_correspond, "transfer key points from image A to image B (+ visualisation)")
-  p.add_argument("--image-a", required=True)
-  p.add_argument("--image-b", required=True)
-  p.add_argument("--points-a", default=None, help="JSON list of [x, y] pixels of A (default: a grid)")
-  p.add_argument("--num-points", type=cli.positive_int, default=6, help="grid points per side without --points-a")
+  p.add_argument("--image_a", required=True)
+  p.add_argument("--image_b", required=True)
+  p.add_argument("--points_a", default=None, help="JSON list of [x, y] pixels of A (default: a grid)")
+  p.add_argument("--num_points", type=cli.positive_int, default=6, help="grid points per side without --points_a")
   p.add_argument("--dense", action="store_true", help="also save the dense A->B flow (S, S, 2) .npy")
   p = add("flow-scores", cmd_flow_scores, "per-image flow smoothness scores (lower is smoother), sorted")
   p.add_argument("--input", required=True)
   p = add("congeal-dataset", cmd_congeal_dataset, "similarity-align and filter a dataset (appendix E)")
   p.add_argument("--input", required=True)
   p.add_argument("--size", type=cli.positive_int, default=None, help="output resolution")
-  p.add_argument("--fraction-retained", type=cli.fraction, default=1.0)
-  p.add_argument("--min-effective-resolution", type=cli.nonnegative_float, default=192)
+  p.add_argument("--fraction_retained", type=cli.fraction, default=1.0)
+  p.add_argument("--min_effective_resolution", type=cli.nonnegative_float, default=192)
   p = add("propagate", cmd_propagate, "propagate a congealed RGBA label/mask/edit into images by splatting")
   p.add_argument("--input", required=True)
   p.add_argument(
@@ -338,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument("-s", "--sigma", type=cli.positive_float, default=1.3)
   p.add_argument("-o", "--opacity", type=cli.fraction, default=0.75)
-  p.add_argument("--save-rgba", action="store_true", help="also save the propagated RGBA layer")
+  p.add_argument("--save_rgba", action="store_true", help="also save the propagated RGBA layer")
   add_blend(p)
   p = add("video", cmd_video, "propagate an RGBA edit into every frame of a video (streaming)")
   p.add_argument("--input", required=True, help="video file (anything imageio-ffmpeg reads)")
@@ -349,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--fps", type=cli.positive_float, default=None, help="output fps (default: the input's)")
   add_blend(p)
   p.add_argument(
-    "--save-correspondences",
+    "--save_correspondences",
     default=None,
     metavar="PATH",
     help="stream every frame's congealed->frame correspondences to PATH (.npz: points (F, P, 2) "
@@ -358,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
   p = add("animate", cmd_animate, "animate images congealing (input -> aligned) as mp4 (gif without ffmpeg)")
   p.add_argument("--input", required=True, help="an image or a directory of images")
   p.add_argument("--frames", type=cli.at_least(2), default=48, help="frames of the warp (both ends included)")
-  p.add_argument("--flip-frames", type=cli.nonnegative_int, default=16, help="frames turning flipped images over first")
+  p.add_argument("--flip_frames", type=cli.nonnegative_int, default=16, help="frames turning flipped images over first")
   p.add_argument("--hold", type=cli.nonnegative_int, default=12, help="copies of the last frame (pause before looping)")
   p.add_argument("--fps", type=cli.positive_float, default=24)
   p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="mp4 falls back to gif without ffmpeg")
@@ -366,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--nrow", type=cli.positive_int, default=None, help="images per grid row (default: square-ish)")
   p.add_argument("--size", type=cli.positive_int, default=None, help="frame resolution (default: model's input size)")
   p.add_argument(
-    "--flow-image",
+    "--flow_image",
     action="store_true",
     help="also write NAME_flow.png: the warp's displacement in Middlebury flow colours",
   )

@@ -95,19 +95,26 @@ CONVERTERS = {
 }
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-    prog="python -m jaxgeal.convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    prog="python -m jaxgeal.convert",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
   )
   sub = parser.add_subparsers(dest="what", required=True)
   for name, (_, helptext, *extra_args) in CONVERTERS.items():
-    p = sub.add_parser(name, help=helptext)
+    p = sub.add_parser(name, help=helptext, allow_abbrev=False)
     p.add_argument("src", help="upstream PyTorch checkpoint (.pt/.pth)")
     p.add_argument("out_dir", help="output model directory (created)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     for add_args in extra_args:
       add_args(p)
-  args = parser.parse_args(argv)
+  return parser
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
   try:
     cli.check_output_dir(args.out_dir)
     out = pathlib.Path(args.out_dir)

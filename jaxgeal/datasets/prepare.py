@@ -6,12 +6,13 @@
   python -m jaxgeal.datasets.prepare cub --path CUB_200_2011/ --acsm_mat val_cub_cleaned.mat --out data/
 
 Upstream flags keep their meaning (docs/upstream.md §1.2): --size takes a comma list (one dataset per size),
---pad zero|border|center|resize_small_side|none, --format png|jpeg, --max_images; --spair_category,
---spair_split, --lsun_category and --cub_acsm are accepted as aliases. Nothing is downloaded: --path is the
-data you downloaded (each subcommand's --help says which layout). Each dataset goes to
-<out>/<builder>/<config>/1.0.0/, printed at the end with the images that could not be read. A build with too
-many unreadable images fails listing how many (and the first ten) and leaves no directory it created; an
-existing dataset is only rebuilt with --overwrite. Errors (bad paths, unwritable --out) are one line on stderr.
+--pad zero|border|center|resize_small_side|none, --format png|jpeg, --max_images, --cub_acsm; upstream's
+--lsun_category, --spair_category and --spair_split are the subcommands' --category and --split, and its
+--n_worker is --num_workers. Nothing is downloaded: --path is the data you downloaded (each subcommand's --help
+says which layout). Each dataset goes to <out>/<builder>/<config>/1.0.0/, printed at the end with the images
+that could not be read. A build with too many unreadable images fails listing how many (and the first ten) and
+leaves no directory it created; an existing dataset is only rebuilt with --overwrite. Errors (bad paths,
+unwritable --out) are one line on stderr.
 """
 
 from __future__ import annotations
@@ -40,18 +41,15 @@ def _common(p: argparse.ArgumentParser, pads, default_pad: str):
   p.add_argument("--size", type=_sizes, default=[256], help="output size(s), comma separated (default 256)")
   p.add_argument("--pad", choices=pads, default=default_pad, help=f"crop / pad mode (default {default_pad})")
   p.add_argument("--format", choices=base.IMAGE_FORMATS, default="png", help="stored image format (default png)")
-  p.add_argument("--max_images", "--max-images", type=cli.positive_int, default=None, help="keep only the first N")
+  p.add_argument("--max_images", type=cli.positive_int, default=None, help="keep only the first N")
   p.add_argument(
     "--max_bad_fraction",
-    "--max-bad-fraction",
     type=cli.fraction,
     default=base.DEFAULT_MAX_BAD_FRACTION,
     help="fail if more than this fraction of images is unreadable (default 0.01)",
   )
   p.add_argument(
-    "--n_worker",
-    "--num-workers",
-    dest="num_workers",
+    "--num_workers",
     type=cli.positive_int,
     default=None,
     help="decoding threads (default min(8, CPUs))",
@@ -59,9 +57,12 @@ def _common(p: argparse.ArgumentParser, pads, default_pad: str):
   p.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-    prog="python -m jaxgeal.datasets.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    prog="python -m jaxgeal.datasets.prepare",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
   )
   sub = p.add_subparsers(dest="kind", required=True, metavar="{folder,lsun,spair,cub}")
   f = sub.add_parser(
@@ -69,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
     help="any folder of images (recursive)",
     description=image_folder.__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
   )
   _common(f, preprocessing.PAD_MODES, "center")
   f.add_argument("--pattern", default=None, help="glob relative to --path instead of the extension search")
@@ -77,28 +79,34 @@ def parser() -> argparse.ArgumentParser:
     help="an LSUN category (LMDB or exported images)",
     description=lsun.__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
   )
   _common(ls, preprocessing.PAD_MODES, "center")
-  ls.add_argument("--category", "--lsun_category", required=True, help="e.g. cat, dog, horse, church_outdoor")
+  ls.add_argument("--category", required=True, help="e.g. cat, dog, horse, church_outdoor")
   sp = sub.add_parser(
     "spair",
     help="SPair-71k pairs of one category",
     description=spair.__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
   )
   _common(sp, preprocessing.PAD_MODES, "border")
-  sp.add_argument("--category", "--spair_category", required=True, help="e.g. cat, dog, bicycle, tvmonitor")
-  sp.add_argument("--split", "--spair_split", choices=list(spair.SPLITS), default="test")
+  sp.add_argument("--category", required=True, help="e.g. cat, dog, bicycle, tvmonitor")
+  sp.add_argument("--split", choices=list(spair.SPLITS), default="test")
   cb = sub.add_parser(
-    "cub", help="CUB-200-2011 key points", description=cub.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    "cub",
+    help="CUB-200-2011 key points",
+    description=cub.__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
   )
   _common(cb, ("bbox",) + preprocessing.PAD_MODES, "bbox")
   cb.add_argument(
     "--split", choices=cub.SPLITS, default=None, help="acsm_val (default when --acsm_mat is given), train or test"
   )
-  cb.add_argument("--acsm_mat", "--acsm-mat", default=None, help="ACSM's val_cub_cleaned.mat (split acsm_val)")
+  cb.add_argument("--acsm_mat", default=None, help="ACSM's val_cub_cleaned.mat (split acsm_val)")
   cb.add_argument("--cub_acsm", action="store_true", help="upstream's flag: split acsm_val with the bbox crop")
-  cb.add_argument("--num_pairs", "--num-pairs", type=cli.nonnegative_int, default=0, help="store N seeded random pairs")
+  cb.add_argument("--num_pairs", type=cli.nonnegative_int, default=0, help="store N seeded random pairs")
   return p
 
 
@@ -133,7 +141,7 @@ def run(args: argparse.Namespace) -> list[base.BuildReport]:
 
 
 def main(argv=None) -> int:
-  args = parser().parse_args(argv)
+  args = build_parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   try:
     cli.check_output_dir(args.out)

@@ -504,11 +504,12 @@ def format_results(results: Mapping[str, Any]) -> str:
   return " | ".join(parts) + f"  [{results['num_pairs']} pairs, {results['num_keypoints']} key points]"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="python -m jaxgeal.evaluation.pck",
     description=__doc__.split("\n\n")[0],
     formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
     epilog="A GANgealing model directory (--model) is run on the annotated images and scored. Any other\n"
     "method: write the pairs to predict (--write_pairs), predict them, then score the predictions\n"
     "(--predictions). From Python: jaxgeal.evaluation.pck.pck_transfer(transfer_fn, dataset).",
@@ -523,7 +524,6 @@ def main(argv=None) -> int:
   parser.add_argument("--model", help="GANgealing model directory (t_ema) to run on the images and score")
   parser.add_argument(
     "--no_flip",
-    "--no_flip_inference",
     action="store_true",
     help="for --model: no flip inference (app. B.4; upstream --no_flip_inference)",
   )
@@ -564,6 +564,11 @@ def main(argv=None) -> int:
   )
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", help="also write the results JSON here")
+  return parser
+
+
+def main(argv=None) -> int:
+  parser = build_parser()
   args = parser.parse_args(argv)
   if sum(a is not None for a in (args.predictions, args.write_pairs, args.model)) != 1:
     parser.error(

@@ -23,9 +23,9 @@ def test_help(command, capsys):
   if command in ("propagate", "video"):
     assert "--blend {alpha,laplacian}" in out
   if command == "video":
-    assert "--save-correspondences" in out
+    assert "--save_correspondences" in out
   if command in ("animate", "congeal"):
-    assert "--flow-image" in out
+    assert "--flow_image" in out
 
 
 def test_missing_model_is_clear(tmp_path, capsys):
@@ -55,7 +55,9 @@ def test_congeal_propagate_correspond(model_dir, tmp_path, capsys):
   assert "bad.png" in capsys.readouterr().err
   (inp / "bad.png").unlink()
   out = tmp_path / "congealed"
-  assert cli.main(["congeal", "--model", str(model_dir), "--input", str(inp), "--out", str(out), "--batch", "3"]) == 0
+  assert (
+    cli.main(["congeal", "--model", str(model_dir), "--input", str(inp), "--out", str(out), "--batch_size", "3"]) == 0
+  )
   assert "resized 1" in capsys.readouterr().err
   assert sorted(p.name for p in out.glob("*.png")) == ["average.png", "im0.png", "im1.png", "im2.png"]
   label = np.zeros((64, 64, 4), np.uint8)
@@ -73,7 +75,7 @@ def test_congeal_propagate_correspond(model_dir, tmp_path, capsys):
         str(tmp_path / "label.png"),
         "--out",
         str(tmp_path / "prop"),
-        "--batch",
+        "--batch_size",
         "3",
       ]
     )
@@ -87,11 +89,11 @@ def test_congeal_propagate_correspond(model_dir, tmp_path, capsys):
         "correspond",
         "--model",
         str(model_dir),
-        "--image-a",
+        "--image_a",
         str(inp / "im0.png"),
-        "--image-b",
+        "--image_b",
         str(inp / "im1.png"),
-        "--points-a",
+        "--points_a",
         str(tmp_path / "pa.json"),
         "--out",
         str(tmp_path / "corr"),
@@ -133,7 +135,7 @@ def test_animate_and_flow_images(model_dir, tmp_path, capsys):
         "3",
         "--hold",
         "0",
-        "--flow-image",
+        "--flow_image",
       ]
     )
     == 0
@@ -173,7 +175,7 @@ def test_animate_and_flow_images(model_dir, tmp_path, capsys):
         str(inp / "im0.png"),
         "--out",
         str(tmp_path / "c"),
-        "--flow-image",
+        "--flow_image",
       ]
     )
     == 0
@@ -230,9 +232,9 @@ def test_propagate_and_video_with_laplacian_blend_and_correspondences(model_dir,
         str(tmp_path / "out.mp4"),
         "--chunk",
         "2",
-        "--blend-levels",
+        "--blend_levels",
         "3",
-        "--save-correspondences",
+        "--save_correspondences",
         str(tmp_path / "corr.npz"),
       ]
     )
@@ -264,18 +266,18 @@ def test_no_command_writes_over_its_input(model_dir, tmp_path, capsys):
     ["propagate", "--input", str(inp), "--label", str(label), "--out", str(inp)],
     [
       "correspond",
-      "--image-a",
+      "--image_a",
       str(inp / "im0.png"),
-      "--image-b",
+      "--image_b",
       str(inp / "im1.png"),
-      "--points-a",
+      "--points_a",
       str(tmp_path / "pa.json"),
       "--out",
       str(tmp_path),
     ],
     ["video", "--input", str(tmp_path / "v.mp4"), "--label", str(label), "--out", str(tmp_path / "v.mp4")],
     ["video", "--input", str(tmp_path / "v.mp4"), "--label", str(label), "--out", str(label)],
-    ["congeal", "--input", str(inp / "im1.png"), "--out", str(inp), "--flow-image"],
+    ["congeal", "--input", str(inp / "im1.png"), "--out", str(inp), "--flow_image"],
   ]:
     code = cli.main(argv + m)
     err = capsys.readouterr().err
@@ -292,7 +294,9 @@ def test_inputs_sharing_a_stem_get_their_own_outputs(model_dir, tmp_path):
   for name in ("cat.jpg", "cat.png", "average.png"):
     Image.fromarray(rng.randint(0, 255, (64, 64, 3), np.uint8)).save(inp / name)
   out = tmp_path / "o"
-  assert cli.main(["congeal", "--model", str(model_dir), "--input", str(inp), "--out", str(out), "--batch", "3"]) == 0
+  assert (
+    cli.main(["congeal", "--model", str(model_dir), "--input", str(inp), "--out", str(out), "--batch_size", "3"]) == 0
+  )
   assert sorted(p.name for p in out.glob("*.png")) == ["average.png", "average.png.png", "cat.jpg.png", "cat.png.png"]
   assert sorted(json.loads((out / "flips.json").read_text())) == ["average.png", "cat.jpg", "cat.png"]
 
@@ -338,11 +342,11 @@ def test_a_label_that_is_not_square_is_an_error(model_dir, aligner, images, tmp_
 @pytest.mark.parametrize(
   "argv",
   [
-    ["congeal", "--batch", "0"],
+    ["congeal", "--batch_size", "0"],
     ["congeal", "--iters", "-1"],
     ["propagate", "--sigma", "0", "--label", "l.png"],
     ["propagate", "--opacity", "1.5", "--label", "l.png"],
-    ["congeal-dataset", "--fraction-retained", "2"],
+    ["congeal-dataset", "--fraction_retained", "2"],
     ["video", "--fps", "0", "--label", "l.png"],
     ["animate", "--frames", "1"],
   ],

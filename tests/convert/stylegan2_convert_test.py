@@ -281,7 +281,7 @@ def test_convert_and_sample_clis_round_trip(fx, tmp_path, capsys):
   grid = tmp_path / "grid.png"
   assert (
     sample_cli.main(
-      ["--checkpoint", str(out), "--seeds", "0-4", "--truncation", "0.7", "--n-mean", "64", "--out", str(grid)]
+      ["--checkpoint", str(out), "--seeds", "0-4", "--truncation", "0.7", "--n_mean", "64", "--out", str(grid)]
     )
     == 0
   )

@@ -24,7 +24,7 @@ def test_subcommand_help_documents_the_expected_layout(capsys):
     prepare.main(["spair", "--help"])
   assert exit_info.value.code == 0
   out = capsys.readouterr().out
-  assert "PairAnnotation" in out and "--spair_category" in out and "--pad" in out
+  assert "PairAnnotation" in out and "--category" in out and "--pad" in out
 
 
 def test_each_size_becomes_one_dataset(tmp_path, capsys):
@@ -47,7 +47,7 @@ def test_each_size_becomes_one_dataset(tmp_path, capsys):
     (["folder", "--path", "{tmp}/empty", "--out", "{tmp}/out"], "no images"),
     (["folder", "--path", "{tmp}/text", "--out", "{tmp}/out"], "no images"),
     (["cub", "--path", "{tmp}/text", "--out", "{tmp}/out", "--cub_acsm"], "acsm_mat"),
-    (["spair", "--path", "{tmp}/text", "--out", "{tmp}/out", "--spair_category", "cat"], "SPair-71k"),
+    (["spair", "--path", "{tmp}/text", "--out", "{tmp}/out", "--category", "cat"], "SPair-71k"),
   ],
 )
 def test_bad_input_is_a_one_line_error_not_a_traceback(tmp_path, capsys, argv, message):
@@ -106,7 +106,7 @@ def test_an_output_below_a_file_is_one_line_naming_it(tmp_path, capsys):
   assert (tmp_path / "file").read_text() == "x"
 
 
-@pytest.mark.parametrize("flag,value", [("--max_images", "0"), ("--n_worker", "0"), ("--max_bad_fraction", "2")])
+@pytest.mark.parametrize("flag,value", [("--max_images", "0"), ("--num_workers", "0"), ("--max_bad_fraction", "2")])
 def test_bad_numbers_are_rejected_by_the_parser(capsys, flag, value):
   with pytest.raises(SystemExit):
     prepare.main(["folder", "--path", "x", "--out", "y", flag, value])
