@@ -37,10 +37,7 @@ SHORT_OPTION = re.compile(r"-[a-zA-Z?]")
 
 
 def _benchmark(name):
-  spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module(f"benchmarks.{name}")
 
 
 def _with_subparsers(name: str, parser: argparse.ArgumentParser):
