@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from jaxgeal.convert import gangealing
-from jaxgeal.convert import state_dict as sdc
 from jaxgeal.models import cluster_classifier as cc
 from jaxgeal.models import latent_learner as ll_lib
 from jaxgeal.models import stn as stn_lib
 from tests import fixtures
+from tests.convert.keymaps import check_key_map, flat_shapes
 
 BUFFERS = ("kernel", "kernel_horz", "kernel_vert", "blur_filter", "one_hot", "rebias")
 
@@ -103,6 +103,11 @@ def _upstream_stn(sd, prefix, transform, flow_size, supersize, ch, num_heads, fl
   sd[f"{head}warper.blur_filter"] = (1, 1, 4, 4)
 
 
+def _is_buffer(key: str) -> bool:
+  """Buffers we rebuild instead of converting (blur kernels, one-hot tables...)."""
+  return key.rsplit(".", 1)[-1] in BUFFERS
+
+
 def upstream_stn_shapes(transforms, flow_size, supersize, ch, num_heads=1, flow_downsample=8) -> dict:
   """{key: shape} of `get_stn(transforms, ...).state_dict()`."""
   sd = {}
@@ -111,30 +116,6 @@ def upstream_stn_shapes(transforms, flow_size, supersize, ch, num_heads=1, flow_
   for i, t in enumerate(transforms if len(transforms) > 1 else []):
     _upstream_stn(sd, f"stns.{i}.", t, flow_size, supersize, ch, num_heads, flow_downsample)
   return sd
-
-
-def _flat_shapes(tree) -> dict:
-  return {tuple(k.key for k in kp): tuple(leaf.shape) for kp, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _check_key_map(keymap: sdc.KeyMap, upstream: dict, ours: dict):
-  """Every upstream key maps (buffers to None), key -> path -> key is the identity, the layouts turn each
-  upstream shape into ours and back, and the mapped paths are exactly our variables."""
-  mapped = {}
-  for key, shape in upstream.items():
-    path, layout = keymap.path(key)
-    if path is None:
-      assert layout is sdc.BUFFER and key.rsplit(".", 1)[-1] in BUFFERS, key
-      continue
-    assert layout is not sdc.BUFFER, key
-    assert keymap.key(path) == key
-    assert path not in mapped, f"{key} and {mapped.get(path)} map to the same path {path}"
-    mapped[path] = key
-    assert path in ours, f"{key} -> {path}, which the model does not have"
-    ours_shape = jax.eval_shape(layout.to_ours, jax.ShapeDtypeStruct(shape, jnp.float32)).shape
-    assert ours_shape == ours[path], f"{key}: {shape} -> {ours_shape}, model has {ours[path]}"
-    assert jax.eval_shape(layout.to_upstream, jax.ShapeDtypeStruct(ours_shape, jnp.float32)).shape == shape
-  assert set(mapped) == set(ours), f"model variables without an upstream key: {sorted(set(ours) - set(mapped))}"
 
 
 def _our_stn_shapes(transforms, flow_size, supersize, num_heads, flow_downsample, **channels) -> dict:
@@ -146,7 +127,7 @@ def _our_stn_shapes(transforms, flow_size, supersize, num_heads, flow_downsample
     flow_downsample=flow_downsample,
     **channels,
   )
-  return _flat_shapes(jax.eval_shape(lambda: stn.init(jax.random.PRNGKey(0), jnp.zeros((1, flow_size, flow_size, 3)))))
+  return flat_shapes(jax.eval_shape(lambda: stn.init(jax.random.PRNGKey(0), jnp.zeros((1, flow_size, flow_size, 3)))))
 
 
 def _config(transforms, flow_size, flow_downsample=8):
@@ -164,7 +145,7 @@ TRANSFORMS = [["similarity"], ["flow"], ["similarity", "flow"]]
 def test_every_key_of_a_paper_size_stn_maps(transforms, channel_multiplier, num_heads):
   upstream = upstream_stn_shapes(transforms, 128, 256, _upstream_channels(channel_multiplier), num_heads)
   ours = _our_stn_shapes(transforms, 128, 256, num_heads, 8, channel_multiplier=channel_multiplier)
-  _check_key_map(gangealing.stn_keys(_config(transforms, 128)), upstream, ours)
+  check_key_map(gangealing.stn_keys(_config(transforms, 128)), upstream, ours, _is_buffer)
 
 
 # Other flow sizes, supersizes (equal to flow_size: no input_downsample buffers), flow_downsample and K.
@@ -183,7 +164,12 @@ def test_every_key_of_an_stn_of_other_sizes_maps(transforms, flow_size, supersiz
     flow_downsample,
     channels=tuple((r, c) for r, c in ch.items() if r <= flow_size),
   )
-  _check_key_map(gangealing.stn_keys(_config(transforms, flow_size, flow_downsample)), upstream, ours)
+  check_key_map(
+    gangealing.stn_keys(_config(transforms, flow_size, flow_downsample)),
+    upstream,
+    ours,
+    _is_buffer,
+  )
 
 
 def _fixture_architecture(fx):
@@ -205,7 +191,7 @@ def test_every_key_of_the_fixture_stns_architecture_maps(fx):
     transforms, kw["flow_size"], kw["supersize"], kw["num_heads"], fd, channels=tuple(channels.items())
   )
   keymap = gangealing.stn_keys(_config(transforms, kw["flow_size"], fd))
-  _check_key_map(keymap, upstream, ours)
+  check_key_map(keymap, upstream, ours, _is_buffer)
   recorded = fixtures.load_checkpoint(fx, fx.checkpoint_file())["t_ema"]
   assert {k: tuple(v.shape) for k, v in recorded.items()} == upstream
 
@@ -277,7 +263,12 @@ def test_every_key_of_a_cluster_classifier_maps(size, supersize, num_classes, ch
     size=size, num_classes=num_classes, supersize=supersize, channel_multiplier=channel_multiplier
   )
   ours = jax.eval_shape(lambda: clf.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
-  _check_key_map(gangealing.classifier_keys({"size": size}), upstream, _flat_shapes(ours))
+  check_key_map(
+    gangealing.classifier_keys({"size": size}),
+    upstream,
+    flat_shapes(ours),
+    _is_buffer,
+  )
 
 
 def test_every_key_of_a_latent_learner_maps():
@@ -285,4 +276,4 @@ def test_every_key_of_a_latent_learner_maps():
   upstream = {"coefficients": (3, 2), "directions": (2, 16), "lat_mean": (1, 16)}
   ll = ll_lib.LatentLearner(num_heads=3, ndirs=2, style_dim=16, inject_index=2, n_latent=4)
   ours = jax.eval_shape(lambda: ll.init(jax.random.PRNGKey(0), method=ll.targets))
-  _check_key_map(gangealing.LATENT_LEARNER_KEYS, upstream, _flat_shapes(ours))
+  check_key_map(gangealing.LATENT_LEARNER_KEYS, upstream, flat_shapes(ours), _is_buffer)
