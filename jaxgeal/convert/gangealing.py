@@ -24,7 +24,6 @@ import jax
 import numpy as np
 
 from jaxgeal.convert import state_dict as sdc
-from jaxgeal.models import latent_learner
 
 # Upstream models/latent_learner.py::DirectionInterpolator (wpeebles/gangealing, commit
 # ffa6387c7ffd3f7de76bdc693dc2272e274e9bfd): the learned alphas and the two PCA buffers, all stored as they are.
@@ -41,7 +40,7 @@ LATENT_LEARNER_KEYS = sdc.KeyMap(
 def convert_latent_learner(
   sd: Mapping[str, np.ndarray], *, inject_index: int | None = None, n_latent: int | None = None
 ) -> tuple[dict, dict]:
-  """`ll` state dict -> (config, variables) for `latent_learner.LatentLearner`.
+  """`ll` state dict -> (config, variables) for `jaxgeal.models.latent_learner.from_config`.
 
   config: {num_heads, ndirs, style_dim} plus inject_index / n_latent when given.
   variables: {'params': {'coefficients'}, 'pca': {'directions', 'lat_mean'}}.
@@ -66,19 +65,6 @@ def convert_latent_learner(
     "pca": {"directions": shape(ndirs, style_dim), "lat_mean": shape(1, style_dim)},
   }
   return config, LATENT_LEARNER_KEYS.convert(r, expected)
-
-
-def build_latent_learner(config: Mapping, **overrides) -> latent_learner.LatentLearner:
-  """The module for a converted config; inject_index and n_latent must come from config or overrides."""
-  kw = {k: config[k] for k in ("num_heads", "ndirs", "style_dim", "inject_index", "n_latent") if k in config}
-  kw.update(overrides)
-  missing = [k for k in ("inject_index", "n_latent") if k not in kw]
-  if missing:
-    raise ValueError(
-      f"build_latent_learner: {missing} are not stored in the ll state dict; pass them "
-      "(upstream: --inject, default 5, and the generator's n_latent)"
-    )
-  return latent_learner.LatentLearner(**kw)
 
 
 # -- spatial transformers (t, t_ema) and the cluster classifier ------------------------------------------------
@@ -307,17 +293,16 @@ def convert_stn(
     raise sdc.ConversionError(f"GANgealing STN: stages disagree on supersize: {sorted(stored)}")
   fs = cfgs[0]["flow_size"]
   flow_downsample = next((c["flow_downsample"] for c in cfgs if c["flow_downsample"]), 8)
-  config = {
-    "transforms": [c["transform"] for c in cfgs],
-    "flow_size": fs,
-    "supersize": int(supersize or (stored.pop() if stored else fs)),
-    "channels": [[res, table[res]] for res in sorted(table)],
-    "num_heads": cfgs[0]["num_heads"],
-    "flow_downsample": flow_downsample,
-    "blur_kernel": [1, 3, 3, 1],
-    "antialias": True,
-  }
-  expected = _expected_variables(stn_lib.from_config(config), fs)
+  module = stn_lib.build_stn(
+    [c["transform"] for c in cfgs],
+    flow_size=fs,
+    supersize=int(supersize or (stored.pop() if stored else fs)),
+    channels=[[res, table[res]] for res in sorted(table)],
+    num_heads=cfgs[0]["num_heads"],
+    flow_downsample=flow_downsample,
+  )
+  config = stn_lib.config_of(module)  # Upstream's blur kernel and antialiasing are the modules' defaults.
+  expected = _expected_variables(module, fs)
   return config, stn_keys(config).convert(r, expected)
 
 

@@ -116,7 +116,7 @@ def generator_config(sd: Mapping[str, np.ndarray]) -> dict:
 def convert_generator(sd: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
   """Returns (config, variables) with variables = {'params': ..., 'noises': ...}."""
   config = generator_config(sd)
-  G = build_generator(config)
+  G = stylegan2.generator_from_config(config)
   expected = jax.eval_shape(
     lambda: G.init(jax.random.PRNGKey(0), jnp.zeros((1, config["style_dim"])), randomize_noise=False)
   )
@@ -149,35 +149,11 @@ def convert_discriminator(sd: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
   c4 = config.pop("c4")
   if dict(config["channels"])[4] != c4:
     raise sdc.ConversionError("StyleGAN2 discriminator: final_conv width differs from the 4x4 block width")
-  D = build_discriminator(config)
+  D = stylegan2.discriminator_from_config(config)
   size = config["size"]
   expected = jax.eval_shape(lambda: D.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
   variables = DISCRIMINATOR_KEYS.convert(sdc.StateDictReader(sd, "StyleGAN2 discriminator"), expected)
   return config, variables
-
-
-def build_generator(config: Mapping, **overrides) -> stylegan2.Generator:
-  kw = dict(
-    size=config["size"],
-    style_dim=config["style_dim"],
-    n_mlp=config["n_mlp"],
-    channels=tuple(tuple(c) for c in config["channels"]),
-    lr_mlp=config.get("lr_mlp", 0.01),
-    blur_kernel=tuple(config.get("blur_kernel", (1, 3, 3, 1))),
-  )
-  kw.update(overrides)
-  return stylegan2.Generator(**kw)
-
-
-def build_discriminator(config: Mapping, **overrides) -> stylegan2.Discriminator:
-  kw = dict(
-    size=config["size"],
-    channels=tuple(tuple(c) for c in config["channels"]),
-    stddev_feat=config.get("stddev_feat", 1),
-    blur_kernel=tuple(config.get("blur_kernel", (1, 3, 3, 1))),
-  )
-  kw.update(overrides)
-  return stylegan2.Discriminator(**kw)
 
 
 def convert_checkpoint(ckpt: Mapping) -> dict:
@@ -200,3 +176,7 @@ def convert_checkpoint(ckpt: Mapping) -> dict:
       f"no StyleGAN2 weights found: expected keys 'g_ema', 'g' or 'd' (or a bare generator state dict); found {keys}"
     )
   return out
+
+
+# `jaxgeal.sample` and benchmarks/alignment.py still build the generator through this name.
+build_generator = stylegan2.generator_from_config

@@ -2,7 +2,7 @@
 
 Replaces upstream's `keypoints.pt` / `pairs.pt` / `permutation.pt` / `pck_thresholds.pt` /
 `inverse_coordinates.pt` beside an LMDB (docs/upstream.md §1.11) with one record per image plus dataset-level
-metadata; the structure itself is documented in `jaxgeal/datasets/__init__.py`. Writers call
+metadata; the structure itself is documented in docs/datasets.md. Writers call
 `keypoint_features` (the TFDS features), `make_example` (moves raw annotations through the same `Affine` as
 the pixels) and `dataset_metadata`; readers call `open_keypoint_dataset`.
 """

@@ -9,7 +9,7 @@ the annotated images to its input size, and transfer every pair's key points thr
     results = evaluate_model(aligner, dataset, pairs="random", both_ways=True)     # CUB protocol
 
 Flips: `flip_fn` asks the aligner which images it mirrors (the smoother residual flow, B.4; the cluster
-classifier for K > 1) and `pck.pck_transfer` then scores those images mirrored, with mirrored annotations; the
+classifier for K > 1) and `metric.pck_transfer` then scores those images mirrored, with mirrored annotations; the
 transfer itself runs on the already-mirrored images, with flipping off for one-head models so that the
 decision is not taken twice.
 
@@ -25,11 +25,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxgeal.evaluation import pck
+from jaxgeal.evaluation import annotations, metric
 
 
 def transfer_functions(aligner, flip: bool = True):
-  """(transfer_fn, flip_fn) for `pck.pck_transfer`; flip_fn is None without flip inference."""
+  """(transfer_fn, flip_fn) for `metric.pck_transfer`; flip_fn is None without flip inference."""
   from jaxgeal.align import Aligner  # pylint: disable=g-import-not-at-top
 
   flips = flip and (aligner.flip or aligner.num_heads > 1)
@@ -68,14 +68,14 @@ def fit_to_model(dataset, size: int) -> dict:
   their annotations scaled. Raises ValueError naming the first non-square image."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
-  ds = dict(pck.as_dataset(dataset))
+  ds = dict(annotations.as_dataset(dataset))
   images = ds.get("images")
   if images is None:
     raise ValueError(
       "running a model needs the images: annotations with image 'file' entries or a prepared key point dataset"
     )
   names = ds.get("files") or [f"image {i}" for i in range(len(images))]
-  kps, vis = pck.keypoints_and_visibility(ds)
+  kps, vis = annotations.keypoints_and_visibility(ds)
   ds["keypoints"], ds["visibility"] = np.where(vis[..., None], kps, np.nan), vis
   for key in ("bbox", "pck_threshold"):
     if ds.get(key) is not None:
@@ -104,7 +104,7 @@ def fit_to_model(dataset, size: int) -> dict:
 def evaluate_model(
   aligner,
   dataset,
-  alphas: Sequence[float] = pck.DEFAULT_ALPHAS,
+  alphas: Sequence[float] = metric.DEFAULT_ALPHAS,
   pairs: str | None = None,
   num_pairs: int | None = None,
   both_ways: bool = False,
@@ -115,7 +115,7 @@ def evaluate_model(
   progress: bool = False,
 ) -> dict:
   """PCK-Transfer of `aligner` on `dataset` (a mapping with images, a `KeypointDataset`, or
-  `pck.load_annotations(..., load_images=True)`); pairs default to the dataset's fixed pairs, else random.
+  `annotations.load_annotations(..., load_images=True)`); pairs default to the dataset's fixed pairs, else random.
   The result also records the model's test-time settings (`model_settings`)."""
   ds = fit_to_model(dataset, aligner.size)
   pairs = pairs or ("fixed" if ds.get("pairs") is not None and len(ds["pairs"]) else "random")
@@ -124,7 +124,7 @@ def evaluate_model(
   if progress:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-    rows = len(pck.sample_pairs(len(ds["keypoints"]), pairs, ds.get("pairs"), num_pairs, seed))
+    rows = len(metric.sample_pairs(len(ds["keypoints"]), pairs, ds.get("pairs"), num_pairs, seed))
     bar, inner = tqdm(total=rows * (2 if both_ways else 1), desc="PCK-Transfer", unit="pair"), transfer_fn
 
     def transfer_fn(images_a, images_b, kps_a):
@@ -133,7 +133,7 @@ def evaluate_model(
       return out
 
   try:
-    res = pck.pck_transfer(
+    res = metric.pck_transfer(
       transfer_fn,
       ds,
       alphas,
@@ -170,7 +170,7 @@ def run_cli(args) -> dict:
 
     dataset, source = keypoints.open_keypoint_dataset(args.dataset, args.split), str(args.dataset)
   else:
-    dataset, source = pck.load_annotations(args.annotations, load_images=True), str(args.annotations)
+    dataset, source = annotations.load_annotations(args.annotations, load_images=True), str(args.annotations)
   res = evaluate_model(
     aligner,
     dataset,

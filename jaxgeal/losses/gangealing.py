@@ -19,8 +19,7 @@ Upstream: models/losses/loss.py::total_variation_loss, flow_identity_loss.
 
 Not in the paper (jaxgeal additions, off in the paper configs): `LocalContrastDistance` ("lcn"), a perceptual
 stand-in where no pretrained VGG can be loaded, and `equivariance_loss`, a term asking the similarity STN to
-undo random similarities of its input (R M(Rx) = M(x)), which the demo weights in because the alignment loss
-alone left most of the rotation uncorrected.
+undo random similarities of its input (R M(Rx) = M(x)). How the demo uses them: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -81,8 +80,8 @@ def _blur_matrix(n: int, sigma: float) -> np.ndarray:
 
 
 def _gaussian_blur(x: Array, sigma: float) -> Array:
-  """Separable Gaussian blur per channel (NHWC), edge padding, as two small matrix products: on CPU ~5x faster
-  than the equivalent sum of 2r + 1 shifted slices (whose backward pass dominated the demo's training step)."""
+  """Separable Gaussian blur per channel (NHWC), edge padding, as two small matrix products (on CPU several
+  times faster, backward pass included, than summing 2r + 1 shifted slices)."""
   mh = jnp.asarray(_blur_matrix(x.shape[1], sigma), x.dtype)
   mw = jnp.asarray(_blur_matrix(x.shape[2], sigma), x.dtype)
   hi = jax.lax.Precision.HIGHEST
@@ -96,10 +95,9 @@ class LocalContrastDistance:
   loss. Each channel becomes (x - G*x) / sqrt(G*(x - G*x)^2 + eps) (G a Gaussian of `sigma` px), at the input
   size and at `scales` - 1 further 2x average-pooled sizes; the per-scale MSEs are averaged.
 
-  Plain MSE lets colour dominate: a StyleGAN's coarse layers set both pose and background colour, so the STN
-  can lower MSE by zooming into a region of the right colour instead of aligning the object (what the demo
-  did with MSE). Normalising local mean and contrast keeps edges and parts (the structure LPIPS/VGG features
-  respond to) and removes the smooth colour field, as SSIM's structure term does.
+  Normalising local mean and contrast keeps edges and parts (the structure LPIPS/VGG features respond to) and
+  removes the smooth colour field, as SSIM's structure term does, so that matching colours (e.g. by zooming into
+  a region of the right colour) does not pay as it does under plain MSE.
   """
 
   sigma: float = flax.struct.field(pytree_node=False, default=2.0)
@@ -152,15 +150,11 @@ def equivariance_loss(
 
   Resample each x with a random similarity R (x'(p) = x(R p)); congealing x' must land where congealing x
   does, so the regressed matrices (output -> input coordinates) satisfy R M(x') = M(x). The mean squared
-  violation is returned. The GANgealing loss alone pins the rotation only weakly when x and its target y
-  differ in shape and texture (the demo's lcn loss drops 2% when 7.5 deg of residual rotation are removed),
-  and the STN under-rotates; this self-consistency term (as in Thewlis et al., ICCV 2017, for landmark
-  detectors) asks for the whole rotation without saying which pose is canonical: that stays the target's.
-  Known limit: in matrix units a violation costs less when the STN zooms in (the linear part scales with it);
-  the demo's similarity STN trained alone with it collapsed onto flat background, which lcn scores low. The
-  congealed-frame error M(x)^-1 R M(x') - I is the matrix error divided by s(M(x))^2 (M's linear part is s times
-  a rotation), which rewards zooming out instead, through the translation column. `zoom_neutral` rewards neither;
-  no run with it has collapsed so far (benchmarks/alignment.md, alignment_closeup.md).
+  violation is returned. A self-consistency term (as in Thewlis et al., ICCV 2017, for landmark detectors): it
+  asks for the whole rotation without saying which pose is canonical, which stays the target's. In matrix
+  units a violation costs less when the STN zooms in (the linear part scales with it); the congealed-frame
+  error M(x)^-1 R M(x') - I is the matrix error divided by s(M(x))^2 (M's linear part is s times a rotation),
+  which rewards zooming out instead; `zoom_neutral` rewards neither. Measured effects: benchmarks/README.md.
 
   predict: (N, H, W, 3) -> (N, K, 2, 3) matrices of the first similarity stage (all K heads).
   matrices: M(x) when the caller has them already (the training forward pass); else predicted here.

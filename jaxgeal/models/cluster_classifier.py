@@ -8,7 +8,7 @@ STN's trunk (1x1 ConvLayer, ResBlocks down to 4x4, final_conv), then `to_logits`
 flattened 4x4 features to the classes *with* fused leaky ReLU on the logits (an upstream quirk kept for weight
 compatibility). It is initialised from the similarity STN's trunk (`init_from_stn`), its head at random.
 
-The helpers below are the host-sync-free forms of upstream's `assign` / `run_flip*`: they return masks and
+The helpers below are the host-sync-free forms of upstream's `run_flip` / `run_flip_cartesian`: they return masks and
 jnp.where selections instead of boolean-indexed (dynamically shaped) batches.
 """
 
@@ -59,12 +59,6 @@ class ResnetClassifier(nn.Module):
     return self.to_logits(out.reshape(out.shape[0], -1))
 
 
-def assign(logits: Array, num_clusters: int, ignore_flips: bool = False) -> Array:
-  """(N,) predicted class; with ignore_flips the cluster k alone (class mod K)."""
-  classes = jnp.argmax(logits, axis=1)
-  return classes % num_clusters if ignore_flips else classes
-
-
 def run_flip(x: Array, logits: Array, num_clusters: int):
   """Upstream `run_flip`: (inputs mirrored where the predicted class is a flip class, classes, flipped).
 
@@ -73,12 +67,6 @@ def run_flip(x: Array, logits: Array, num_clusters: int):
   classes = jnp.argmax(logits, axis=1)
   flipped = classes >= num_clusters
   return jnp.where(flipped[:, None, None, None], stn_lib.mirror(x), x), classes, flipped
-
-
-def run_flip_target(x: Array, logits: Array, target_cluster, num_clusters: int):
-  """Upstream `run_flip_target`: for a given cluster, mirror x where its flip class scores higher."""
-  flipped = logits[:, target_cluster + num_clusters] > logits[:, target_cluster]  # argmax tie -> unflipped.
-  return jnp.where(flipped[:, None, None, None], stn_lib.mirror(x), x), flipped
 
 
 def run_flip_cartesian(x: Array, logits: Array, num_clusters: int):

@@ -25,7 +25,7 @@ Three parts:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -287,6 +287,20 @@ def variables_from_pca(pca: PCA, num_heads: int = 1, centroids=None) -> dict:
     "params": {"coefficients": coeffs},
     "pca": {"directions": jnp.asarray(pca.components, jnp.float32), "lat_mean": jnp.asarray(pca.mean, jnp.float32)},
   }
+
+
+def from_config(config: Mapping, **overrides) -> LatentLearner:
+  """The LatentLearner of a model config ({num_heads, ndirs, style_dim, inject_index, n_latent}); inject_index
+  and n_latent must come from the config or the overrides."""
+  kw = {k: config[k] for k in ("num_heads", "ndirs", "style_dim", "inject_index", "n_latent") if k in config}
+  kw.update(overrides)
+  missing = [k for k in ("inject_index", "n_latent") if k not in kw]
+  if missing:
+    raise ValueError(
+      f"latent learner config: {missing} are not stored in the ll state dict; pass them "
+      "(upstream: --inject, default 5, and the generator's n_latent)"
+    )
+  return LatentLearner(**kw)
 
 
 # -- k-means++ initialisation of K targets ----------------------------------------------------------------

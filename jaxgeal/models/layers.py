@@ -105,8 +105,7 @@ class ConvLayer(nn.Module):
   @nn.compact
   def __call__(self, x):
     if self.downsample:
-      p = (len(self.blur_kernel) - 2) + (self.kernel_size - 1)
-      x = fir.blur(x, fir.make_kernel(self.blur_kernel), pad=((p + 1) // 2, p // 2))
+      x = fir.blur_before_downsampling_conv(x, self.blur_kernel, self.kernel_size)
       stride, padding = 2, 0
     else:
       stride, padding = 1, self.kernel_size // 2

@@ -526,6 +526,8 @@ class ComposedSTN(nn.Module):
 
 # -- construction from configs (converter, trainer, model directories) ----------------------------------------
 
+# The architecture fields shared by SpatialTransformer and ComposedSTN besides the transform(s): the one list of
+# what configs, converters and model directories carry.
 ARCH_KEYS = (
   "flow_size",
   "supersize",
@@ -536,6 +538,11 @@ ARCH_KEYS = (
   "blur_kernel",
   "antialias",
 )
+
+
+def arch_kwargs(stn: nn.Module) -> dict:
+  """The ARCH_KEYS constructor fields of an STN module, as its constructor takes them."""
+  return {k: getattr(stn, k) for k in ARCH_KEYS}
 
 
 def build_stn(transforms: str | Sequence[str] = ("similarity", "flow"), **kwargs) -> nn.Module:
@@ -562,34 +569,24 @@ def from_config(config) -> nn.Module:
 def config_of(stn: nn.Module) -> dict:
   """JSON-able architecture config of an STN module (inverse of `from_config`)."""
   transforms = list(stn.transforms) if isinstance(stn, ComposedSTN) else [stn.transform]
-  channels = stn.channels if stn.channels is not None else default_channels(stn.channel_multiplier)
-  return {
-    "transforms": transforms,
-    "flow_size": stn.flow_size,
-    "supersize": stn.supersize or stn.flow_size,
-    "channels": [[int(r), int(c)] for r, c in channels if r <= stn.flow_size],
-    "num_heads": stn.num_heads,
-    "flow_downsample": stn.flow_downsample,
-    "blur_kernel": list(stn.blur_kernel),
-    "antialias": stn.antialias,
-  }
+  arch = arch_kwargs(stn)
+  channels = arch.pop("channels")
+  if channels is None:
+    channels = default_channels(arch["channel_multiplier"])
+  del arch["channel_multiplier"]  # Resolved into the channel table.
+  arch.update(
+    supersize=stn.supersize or stn.flow_size,
+    channels=[[int(r), int(c)] for r, c in channels if r <= stn.flow_size],
+    blur_kernel=list(stn.blur_kernel),
+  )
+  return {"transforms": transforms, **{k: arch[k] for k in ARCH_KEYS if k in arch}}
 
 
 def predict_similarity(stn: nn.Module, params, x) -> Array:
   """The first similarity stage's regressed matrices (N, K, 2, 3) for STN inputs x, without warping anything
   (what the equivariance loss compares); a flow-only STN has none."""
   if isinstance(stn, ComposedSTN):
-    first = SpatialTransformer(
-      stn.transforms[0],
-      stn.flow_size,
-      stn.supersize,
-      stn.channels,
-      stn.channel_multiplier,
-      stn.num_heads,
-      stn.flow_downsample,
-      stn.blur_kernel,
-      stn.antialias,
-    )
+    first = SpatialTransformer(transform=stn.transforms[0], **arch_kwargs(stn))
     stn, params = first, params["stns_0"]
   if stn.transform != "similarity":
     raise ValueError("predict_similarity needs an STN whose first stage is a similarity transform")

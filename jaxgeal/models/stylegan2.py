@@ -13,7 +13,7 @@ Models know nothing of files: `jaxgeal/convert/stylegan2.py` maps upstream state
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -248,3 +248,32 @@ class Discriminator(nn.Module):
     for layer in self.final_linear:
       out = layer(out)
     return out
+
+
+# -- construction from configs (converter, trainers, model directories) ----------------------------------------
+
+
+def generator_from_config(config: Mapping, **overrides) -> Generator:
+  """The Generator of a model config ({size, style_dim, n_mlp, channels[, lr_mlp, blur_kernel]}); overrides win."""
+  kw = dict(
+    size=config["size"],
+    style_dim=config["style_dim"],
+    n_mlp=config["n_mlp"],
+    channels=tuple(tuple(c) for c in config["channels"]),
+    lr_mlp=config.get("lr_mlp", 0.01),
+    blur_kernel=tuple(config.get("blur_kernel", (1, 3, 3, 1))),
+  )
+  kw.update(overrides)
+  return Generator(**kw)
+
+
+def discriminator_from_config(config: Mapping, **overrides) -> Discriminator:
+  """The Discriminator of a model config ({size, channels[, stddev_feat, blur_kernel]}); overrides win."""
+  kw = dict(
+    size=config["size"],
+    channels=tuple(tuple(c) for c in config["channels"]),
+    stddev_feat=config.get("stddev_feat", 1),
+    blur_kernel=tuple(config.get("blur_kernel", (1, 3, 3, 1))),
+  )
+  kw.update(overrides)
+  return Discriminator(**kw)

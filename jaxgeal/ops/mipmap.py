@@ -64,6 +64,13 @@ def bilinear_downsample(img: jax.Array, stride: int) -> jax.Array:
   return _strided_filter(x, kernel, stride, axis=1)
 
 
+def downsample_to(img: jax.Array, size: int) -> jax.Array:
+  """(B, S, S, C) images tent-downsampled to side `size` (`bilinear_downsample` with stride S // size); unchanged
+  when that stride is 1."""
+  stride = img.shape[2] // size
+  return bilinear_downsample(img, stride) if stride > 1 else img
+
+
 def _downsample_2x(x: jax.Array) -> jax.Array:
   # Upstream's `_downsample_2x` (2-D [1,3,3,1]^2/64 blur, reflection pad 1, stride 2) is separable and equals
   # the stride-2 tent downsampler exactly.

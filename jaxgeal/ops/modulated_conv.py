@@ -78,11 +78,6 @@ def _conv(x, w, up: bool, down: bool, groups: int = 1):
   )
 
 
-def _blur_before_down(x, blur_kernel, k):
-  p = (len(blur_kernel) - 2) + (k - 1)
-  return fir.blur(x, fir.make_kernel(blur_kernel), pad=((p + 1) // 2, p // 2))
-
-
 def _blur_after_up(x, blur_kernel, k):
   factor = 2
   p = (len(blur_kernel) - factor) - (k - 1)
@@ -122,7 +117,7 @@ def modulated_conv2d(
   style = style.astype(x.dtype)
   weight = weight.astype(x.dtype)
   if down:
-    x = _blur_before_down(x, blur_kernel, k)
+    x = fir.blur_before_downsampling_conv(x, blur_kernel, k)
   if demodulate:
     # sigma_j^{-1} = rsqrt(sum_{i,k} (s_i w_ijk)^2 + eps) = rsqrt(sum_i s_i^2 sum_k w_ijk^2 + eps)   (2)
     dcoef = jax.lax.rsqrt((style * style) @ jnp.sum(weight * weight, axis=(0, 1)) + eps)  # (B, Cout)

@@ -109,6 +109,14 @@ def blur(x: jax.Array, kernel, pad: tuple[int, int], upsample_factor: int = 1) -
   return upfirdn2d(x, k, pad=pad)
 
 
+def blur_before_downsampling_conv(x: jax.Array, blur_kernel, kernel_size: int) -> jax.Array:
+  """rosinality's blur ahead of a stride-2 `kernel_size` convolution (ConvLayer, ModulatedConv2d with
+  downsample): padded by p = len(blur_kernel) - 2 + kernel_size - 1, split ((p + 1) // 2, p // 2), so that
+  the unpadded stride-2 convolution then halves the size."""
+  p = (len(blur_kernel) - 2) + (kernel_size - 1)
+  return blur(x, make_kernel(blur_kernel), pad=((p + 1) // 2, p // 2))
+
+
 def upsample2d(x: jax.Array, kernel, factor: int = 2) -> jax.Array:
   """rosinality `Upsample` (ToRGB skips): upfirdn2d(up=factor, kernel*factor**2, pad) keeping H*factor."""
   k = np.asarray(kernel, np.float32)

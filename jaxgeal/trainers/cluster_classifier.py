@@ -14,6 +14,7 @@ Adam (1e-3) and the same decaying cosine schedule with epoch = step / period (no
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 from typing import Any
 
@@ -24,11 +25,11 @@ import ml_collections
 import optax
 
 from jaxgeal import checkpoint, metric_writers, schedules, sharding
-from jaxgeal.convert import gangealing as convert_gg
-from jaxgeal.convert import stylegan2 as convert_sg2
 from jaxgeal.losses import gangealing as gg_losses
 from jaxgeal.models import cluster_classifier as cls_lib
+from jaxgeal.models import latent_learner as ll_lib
 from jaxgeal.models import stn as stn_lib
+from jaxgeal.models import stylegan2
 from jaxgeal.ops import mipmap
 from jaxgeal.trainers import gangealing as stage1
 from jaxgeal.trainers import loop
@@ -75,8 +76,7 @@ def label_and_loss(frozen: Frozen, params, variables, z, key):
   targets = G.apply(
     variables["g_ema"], frozen.ll.apply(variables["ll"], wplus[:, 0], 0.0), rngs={"noise": k2}, method=G.synthesis
   )
-  stride = G.size // frozen.flow_size
-  down = (lambda im: mipmap.bilinear_downsample(im, stride)) if stride > 1 else (lambda im: im)
+  down = functools.partial(mipmap.downsample_to, size=frozen.flow_size)
   x = down(unaligned)
   run_stn = lambda a, b: stn_lib.apply_for_training(
     frozen.stn, variables["t_ema"]["params"], a, b, padding_mode=frozen.padding_mode
@@ -116,9 +116,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     channels=tuple(tuple(c) for c in scfg["channels"]),
   )
   frozen = Frozen(
-    G=convert_sg2.build_generator(gcfg),
+    G=stylegan2.generator_from_config(gcfg),
     stn=stn,
-    ll=convert_gg.build_latent_learner(lcfg),
+    ll=ll_lib.from_config(lcfg),
     classifier=classifier,
     num_heads=K,
     flips=flips,
@@ -154,9 +154,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     kz, kl = jax.random.split(key)
     z = sharding.constrain_batch(jax.random.normal(kz, (config.batch_size, style_dim)), mesh)
     grads, metrics = jax.grad(label_and_loss, argnums=1, has_aux=True)(frozen, state.params, variables, z, kl)
-    upd, opt = tx.update(grads, state.opt, state.params)
+    params, opt = loop.apply_gradients(tx, grads, state.opt, state.params)
     metrics["lr"] = sched(state.step)
-    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, upd), opt=opt), metrics
+    return state.replace(step=state.step + 1, params=params, opt=opt), metrics
 
   loop.log_parameters("cluster_classifier", state.params)
   writer = metric_writers.create_default_writer(workdir, resume_step=int(state.step))

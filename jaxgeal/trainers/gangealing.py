@@ -33,7 +33,6 @@ import ml_collections
 import optax
 
 from jaxgeal import checkpoint, images, metric_writers, schedules, sharding
-from jaxgeal.convert import stylegan2 as convert_sg2
 from jaxgeal.losses import gangealing as gg_losses
 from jaxgeal.models import latent_learner as ll_lib
 from jaxgeal.models import stn as stn_lib
@@ -90,7 +89,7 @@ def load_generator(config) -> tuple[stylegan2.Generator, Any, dict]:
       if gc.channels
       else [list(x) for x in stylegan2.default_channels(gc.channel_multiplier, gc.size)],
     )
-    G = convert_sg2.build_generator(gcfg)
+    G = stylegan2.generator_from_config(gcfg)
     z = jnp.zeros((1, gc.style_dim))
     variables = jax.jit(lambda k: G.init(k, z, randomize_noise=False))(jax.random.PRNGKey(config.seed + 1))
     return G, variables, gcfg
@@ -105,7 +104,7 @@ def load_generator(config) -> tuple[stylegan2.Generator, Any, dict]:
   kind, gcfg, variables = checkpoint.load_model(path, gc.get("name", "g_ema"))
   if kind != "generator":
     raise ValueError(f"{path}:{gc.get('name')} is a {kind}, not a generator")
-  return convert_sg2.build_generator(gcfg), variables, gcfg
+  return stylegan2.generator_from_config(gcfg), variables, gcfg
 
 
 def make_perceptual(config):
@@ -209,8 +208,7 @@ def sample_and_loss(
     target = G.apply(gen_vars, target_latents, rngs={"noise": k2}, method=G.synthesis)
   else:
     target = G.apply(gen_vars, target_latents, noise[1], method=G.synthesis)
-  stride = G.size // models.flow_size
-  down = (lambda im: mipmap.bilinear_downsample(im, stride)) if stride > 1 else (lambda im: im)
+  down = functools.partial(mipmap.downsample_to, size=models.flow_size)
   aligned_target = down(target)
   if cluster is None:
     cluster = models.num_heads > 1 or models.flips
@@ -303,13 +301,11 @@ def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_s
     # Equal micro-batches: the mean of per-micro-batch means is the global-batch mean.
     grads, metrics = jax.tree_util.tree_map(lambda x: x / n_micro, (grads, metrics))
     g_stn, g_ll = grads
-    upd, stn_opt = stn_tx.update(g_stn, state.stn_opt, state.stn)
-    stn_params = optax.apply_updates(state.stn, upd)
+    stn_params, stn_opt = loop.apply_gradients(stn_tx, g_stn, state.stn_opt, state.stn)
     if models.freeze_ll:
       ll_params, ll_opt = state.ll, state.ll_opt
     else:
-      upd, ll_opt = ll_tx.update(g_ll, state.ll_opt, state.ll)
-      ll_params = optax.apply_updates(state.ll, upd)
+      ll_params, ll_opt = loop.apply_gradients(ll_tx, g_ll, state.ll_opt, state.ll)
     # EMA over parameters (upstream `accumulate(t_ema, t, 0.5 ** (32 / 10000))`).
     stn_ema = jax.tree_util.tree_map(lambda e, p: ema * e + (1 - ema) * p, state.stn_ema, stn_params)
     metrics.update(psi=psi, stn_lr=stn_sched(state.step), ll_lr=ll_sched(state.step))
@@ -340,8 +336,7 @@ def init_latent_learner(models: Models, config, gen_vars, perceptual, key):
     logging.info("k-means++ over %d pose-only samples for %d targets", n, models.num_heads)
     w = sample_w(jax.random.fold_in(k_km, 0), n)
     render = ll_lib.pose_renderer(G, gen_vars, config.ll.inject, key=jax.random.fold_in(k_km, 1))
-    stride = G.size // models.flow_size
-    down = (lambda im: mipmap.bilinear_downsample(im, stride)) if stride > 1 else (lambda im: im)
+    down = functools.partial(mipmap.downsample_to, size=models.flow_size)
     distance = jax.jit(lambda a, b: perceptual(down(a), down(b)))
     result = ll_lib.kmeans_plusplus(w, render, distance, models.num_heads, key=jax.random.fold_in(k_km, 2))
     centroids = result.centroids
@@ -381,8 +376,7 @@ def make_visualize(models: Models, config):
     w = G.apply(gen_vars, z, method=G.mapping)
     ll_vars = {"params": state.ll, "pca": state.pca}
     targets = G.apply(gen_vars, models.ll.apply(ll_vars, w[:1], 0.0), None, False, method=G.synthesis)
-    stride = G.size // models.flow_size
-    small = mipmap.bilinear_downsample(x, stride) if stride > 1 else x
+    small = mipmap.downsample_to(x, models.flow_size)
     aligned = stn_lib.apply_for_training(models.stn, state.stn_ema, small, x, padding_mode=models.padding_mode)
     aligned = aligned["image"]
     return x, aligned, targets, jnp.mean(aligned.reshape((n, -1) + aligned.shape[1:]), axis=0)

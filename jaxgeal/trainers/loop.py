@@ -20,11 +20,18 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from clu import parameter_overview
 from tqdm import tqdm
 
 from jaxgeal.metric_writers import BaseWriter
+
+
+def apply_gradients(tx: optax.GradientTransformation, grads, opt_state, params):
+  """One optimizer step: `tx.update` then `optax.apply_updates`; returns (new params, new optimizer state)."""
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
 
 
 def restore_or_init(manager: ocp.CheckpointManager, init_fn: Callable[[], Any], abstract_fn: Callable[[], Any]) -> Any:

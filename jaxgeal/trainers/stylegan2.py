@@ -28,7 +28,6 @@ import ml_collections
 import optax
 
 from jaxgeal import checkpoint, images, metric_writers, sharding
-from jaxgeal.convert import stylegan2 as convert_sg2
 from jaxgeal.losses import stylegan2 as losses
 from jaxgeal.models import stylegan2
 from jaxgeal.trainers import loop
@@ -60,7 +59,7 @@ def build_models(config) -> tuple[Models, dict, dict]:
     size=m.size, style_dim=m.style_dim, n_mlp=m.n_mlp, channels=channels, lr_mlp=m.lr_mlp, blur_kernel=[1, 3, 3, 1]
   )
   dcfg = dict(size=m.size, channels=channels, stddev_feat=1, blur_kernel=[1, 3, 3, 1])
-  return Models(convert_sg2.build_generator(gcfg), convert_sg2.build_discriminator(dcfg)), gcfg, dcfg
+  return Models(stylegan2.generator_from_config(gcfg), stylegan2.discriminator_from_config(dcfg)), gcfg, dcfg
 
 
 def make_optimizers(config):
@@ -194,8 +193,7 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
       return losses.d_logistic_loss(real_pred, fake_pred), (real_pred, fake_pred)
 
     (d_loss, (real_pred, fake_pred)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d)
-    upd, d_opt = d_tx.update(d_grads, state.d_opt, state.d)
-    d_params = optax.apply_updates(state.d, upd)
+    d_params, d_opt = loop.apply_gradients(d_tx, d_grads, state.d_opt, state.d)
     metrics.update(d_loss=d_loss, real_score=jnp.mean(real_pred), fake_score=jnp.mean(fake_pred))
 
     if regularize_d:  # lazy R1 (§3.2): every d_reg_every steps, weighted by r1/2 * d_reg_every
@@ -205,8 +203,7 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
         return o.r1 / 2 * pen * o.d_reg_every, pen
 
       (_, r1), r1_grads = jax.value_and_grad(r1_fn, has_aux=True)(d_params)
-      upd, d_opt = d_tx.update(r1_grads, d_opt, d_params)
-      d_params = optax.apply_updates(d_params, upd)
+      d_params, d_opt = loop.apply_gradients(d_tx, r1_grads, d_opt, d_params)
       metrics["r1"] = r1
 
     # Generator: non-saturating loss through the updated discriminator.
@@ -214,8 +211,7 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
       return losses.g_nonsaturating_loss(d_apply(d_params, generate(g_params, state.noises, k_g, batch)))
 
     g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state.g)
-    upd, g_opt = g_tx.update(g_grads, state.g_opt, state.g)
-    g_params = optax.apply_updates(state.g, upd)
+    g_params, g_opt = loop.apply_gradients(g_tx, g_grads, state.g_opt, state.g)
     metrics["g_loss"] = g_loss
 
     mean_path_length = state.mean_path_length
@@ -228,8 +224,7 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
         return o.path_regularize * o.g_reg_every * pen, (pen, new_mean, lengths)
 
       (_, (pl, mean_path_length, lengths)), pl_grads = jax.value_and_grad(pl_fn, has_aux=True)(g_params)
-      upd, g_opt = g_tx.update(pl_grads, g_opt, g_params)
-      g_params = optax.apply_updates(g_params, upd)
+      g_params, g_opt = loop.apply_gradients(g_tx, pl_grads, g_opt, g_params)
       metrics.update(path_penalty=pl, mean_path_length=mean_path_length, path_length=jnp.mean(lengths))
 
     g_ema = jax.tree_util.tree_map(lambda e, p: ema * e + (1 - ema) * p, state.g_ema, g_params)

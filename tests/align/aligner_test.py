@@ -119,7 +119,7 @@ def test_flipped_round_trip(aligner, images):
 def test_invert_flow_points_smooth_flow():
   import jax.numpy as jnp
 
-  from jaxgeal.align import invert_flow_points
+  from jaxgeal.align.aligner import invert_flow_points
   from jaxgeal.ops import warp
 
   yy, xx = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 32), indexing="ij")

@@ -220,7 +220,8 @@ def test_conversion_inverts_the_upstream_layout_exactly():
   assert config["size"] == 8 and config["channels"] == [(4, 4), (8, 4)]
   z = jnp.ones((2, 4))
   np.testing.assert_array_equal(
-    G.apply(v, z, randomize_noise=False), convert.build_generator(config).apply(variables, z, randomize_noise=False)
+    G.apply(v, z, randomize_noise=False),
+    stylegan2.generator_from_config(config).apply(variables, z, randomize_noise=False),
   )
 
 
@@ -251,7 +252,7 @@ def test_convert_and_sample_clis_round_trip(fx, tmp_path, capsys):
   if g_json.exists():
     g_fx = fixtures.Fixture(g_json, fixtures.fixture_root())
     _, config, variables = checkpoint.load_model(out, "g_ema")
-    img = convert.build_generator(config).apply(variables, jnp.asarray(g_fx["z"]), randomize_noise=False)
+    img = stylegan2.generator_from_config(config).apply(variables, jnp.asarray(g_fx["z"]), randomize_noise=False)
     assert_close(img, nchw_to_nhwc(g_fx["img_z"]), 1e-4, "img_z after Orbax round trip")
   # An existing directory is not overwritten by accident.
   assert convert_cli.main(["stylegan2", str(src), str(out)]) == 2

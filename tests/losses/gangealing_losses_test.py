@@ -86,8 +86,9 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
   import jax.numpy as jnp
 
   from jaxgeal.convert import gangealing as convert_gg
-  from jaxgeal.convert import stylegan2 as convert_sg2
+  from jaxgeal.models import latent_learner as ll_lib
   from jaxgeal.models import stn as stn_lib
+  from jaxgeal.models import stylegan2
   from jaxgeal.trainers import gangealing as trainer
   from tests.fixtures import call_kwargs, load_checkpoint, nchw_to_nhwc
 
@@ -101,7 +102,7 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
   _, gcfg, gen_vars = nets["g_ema"]
   _, scfg, stn_vars = nets["t_ema"]
   _, lcfg, ll_vars = nets["ll"]
-  G = convert_sg2.build_generator(gcfg)
+  G = stylegan2.generator_from_config(gcfg)
   stn = stn_lib.from_config(scfg)
   assert G.size == hp["gen_size"] and scfg["flow_size"] == hp["flow_size"]
   calls = [c for c in fx.meta["calls"] if c["call"].startswith(("gangealing_loss", "gangealing_cluster_loss"))]
@@ -113,7 +114,7 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
     models = trainer.Models(
       G=G,
       stn=stn,
-      ll=convert_gg.build_latent_learner(lcfg),
+      ll=ll_lib.from_config(lcfg),
       flow_size=hp["flow_size"],
       num_heads=hp["num_heads"],
       flips="flips=True" in text,

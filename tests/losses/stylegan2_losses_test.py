@@ -13,6 +13,7 @@ import pytest
 
 from jaxgeal.convert import stylegan2 as convert
 from jaxgeal.losses import stylegan2 as losses
+from jaxgeal.models import stylegan2
 from tests import fixtures
 from tests.fixtures import assert_close, nchw_to_nhwc
 
@@ -36,7 +37,7 @@ def test_stylegan2_losses_match_upstream(fx):
   models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, fx.checkpoint_file()))
   _, gcfg, gv = models["g"]
   _, dcfg, dv = models["d"]
-  G, D = convert.build_generator(gcfg), convert.build_discriminator(dcfg)
+  G, D = stylegan2.generator_from_config(gcfg), stylegan2.discriminator_from_config(dcfg)
   a = fx.arrays
 
   fake = G.apply(gv, jnp.asarray(a["z_fake"]), randomize_noise=False)

@@ -54,7 +54,7 @@ def _models(fx):
   )
   assert (config["num_heads"], config["ndirs"]) == (kw["num_heads"], kw["n_comps"])
   g_config, g_vars = convert_g.convert_generator(ckpt["g_ema"])
-  return gangealing.build_latent_learner(config), ll_vars, convert_g.build_generator(g_config), g_vars
+  return ll_lib.from_config(config), ll_vars, stylegan2.generator_from_config(g_config), g_vars
 
 
 def _replay(fx):
@@ -253,4 +253,4 @@ def test_converter_refuses_unknown_missing_and_inconsistent_keys():
   with pytest.raises(sdc.ConversionError, match="lat_mean"):
     gangealing.convert_latent_learner({**sd, "lat_mean": np.zeros((1, 7), np.float32)})
   with pytest.raises(ValueError, match="inject_index"):
-    gangealing.build_latent_learner(gangealing.convert_latent_learner(sd)[0])
+    ll_lib.from_config(gangealing.convert_latent_learner(sd)[0])

@@ -25,7 +25,7 @@ ATOL = 1e-4
 def _generator(fx, **overrides):
   ckpt = fixtures.load_checkpoint(fx, fx.checkpoint_file())
   config, variables = convert.convert_generator(ckpt["g_ema"])
-  return convert.build_generator(config, **overrides), variables
+  return stylegan2.generator_from_config(config, **overrides), variables
 
 
 def _generator_calls(text: str) -> list[ast.Call]:
@@ -123,7 +123,7 @@ def test_every_modulated_conv_implementation_matches_upstream(fx, impl):
 def test_discriminator_matches_upstream(fx):
   models = convert.convert_checkpoint(fixtures.load_checkpoint(fx, fx.checkpoint_file()))
   _, config, v = models["d"]
-  D = convert.build_discriminator(config)
+  D = stylegan2.discriminator_from_config(config)
   for call in fx.meta["calls"]:
     # e.g. "D(x_b4); D.convs(x_b4)": one output per expression, D(x) the logits, D.convs(x) the features.
     exprs = [ast.parse(e.strip(), mode="eval").body for e in call["call"].split(";")]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from jaxgeal import checkpoint, images, main
-from jaxgeal.convert import stylegan2 as convert_stylegan2
 from jaxgeal.evaluation import pck
+from jaxgeal.models import stylegan2
 from jaxgeal.trainers import config_variants, demo
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def test_the_shipped_generator_matches_the_demo_config_and_generates():
   assert path is not None and (path / "model.json").exists()
   assert "shipped" in demo.generator_source(c)
   kind, gcfg, variables = checkpoint.load_model(path, "g_ema")
-  G = convert_stylegan2.build_generator(gcfg)
+  G = stylegan2.generator_from_config(gcfg)
   x = G.apply(variables, jax.random.normal(jax.random.PRNGKey(0), (2, gcfg["style_dim"])), randomize_noise=False)
   assert kind == "generator" and x.shape == (2, 32, 32, 3) and np.isfinite(np.asarray(x)).all()
   assert demo.shipped_generator(_config("train_gan")) is None  # the recipe that made it trains from scratch
