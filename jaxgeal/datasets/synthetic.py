@@ -31,6 +31,9 @@ canonical key point i to annotated key point i, so transferring A -> canonical -
 
 Randomness is deterministic per (seed, index) and every random number is drawn whatever the options, so
 changing an option (e.g. `deformation=0`, `mirror=True`, another `size`) changes only what it names.
+
+The category is a `RenderOptions`; the key point layout and the warps live in `synthetic_geometry` (re-exported
+here).
 """
 
 from __future__ import annotations
