@@ -31,6 +31,9 @@ canonical key point i to annotated key point i, so transferring A -> canonical -
 
 Randomness is deterministic per (seed, index) and every random number is drawn whatever the options, so
 changing an option (e.g. `deformation=0`, `mirror=True`, another `size`) changes only what it names.
+
+The category is a `RenderOptions`; the key point layout and the warps live in `synthetic_geometry` (re-exported
+here).
 """
 
 from __future__ import annotations
@@ -41,148 +44,106 @@ import functools
 import json
 import os
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
 from jaxgeal import images as image_io
+from jaxgeal.datasets.synthetic_geometry import (
+  CANONICAL_KEYPOINTS,
+  KEYPOINT_NAMES,
+  MIRROR_PERMUTATION,
+  Warp,
+  mirror_keypoints,
+  pose_warp,
+  transfer_points,
+)
 from jaxgeal.evaluation import pck
 
-KEYPOINT_NAMES = (
-  "left_ear_tip",
-  "right_ear_tip",
-  "forehead",
-  "left_eye_outer",
-  "left_eye",
-  "right_eye",
-  "right_eye_outer",
-  "left_cheek",
-  "right_cheek",
-  "nose",
-  "left_mouth_corner",
-  "right_mouth_corner",
-  "chin",
-)
-CANONICAL_KEYPOINTS = np.array(
-  [
-    (-0.55, -0.88),
-    (0.55, -0.88),
-    (0.0, -0.50),
-    (-0.37, -0.05),
-    (-0.24, -0.05),
-    (0.24, -0.05),
-    (0.37, -0.05),
-    (-0.62, 0.05),
-    (0.62, 0.05),
-    (0.0, 0.17),
-    (-0.16, 0.30),
-    (0.16, 0.30),
-    (0.0, 0.60),
-  ]
-)
-MIRROR_PERMUTATION = np.array([1, 0, 2, 6, 5, 4, 3, 8, 7, 9, 11, 10, 12])
+__all__ = [
+  "CANONICAL_KEYPOINTS",
+  "CATEGORY",
+  "KEYPOINT_NAMES",
+  "MIRROR_PERMUTATION",
+  "RenderOptions",
+  "Warp",
+  "generator_spec",
+  "make_dataset",
+  "mirror_keypoints",
+  "render",
+  "transfer_points",
+  "write_folder",
+]
+
 CATEGORY = "synthetic_heads"
 
-_HEAD_CENTRE = np.array([0.0, -0.14])  # Canonical point placed near the image centre (mid ear tip to chin).
 _NUM_WAVES = 4  # Sinusoids of the deformation.
 _MAX_CLUTTER = 6  # Background shapes.
 _MAX_SPOTS = 8
 
 
 @dataclasses.dataclass(frozen=True)
-class Warp:
-  """The exact map between the canonical frame and one rendered image (pixel centres at integers).
+class RenderOptions:
+  """What the category is: the distribution every image of a data set is drawn from (a demo config's
+  `data.render`, as `RenderOptions(**config.data.render)`). What one call draws - a forced mirror, the
+  anti-aliasing, a shader instead of the creature - are arguments of `render` instead.
 
-  Unmirrored: `image = centre + scale * R(angle) q` where `canonical = q + sum_k amp_k sin(freq_k . q + phase_k)`.
-  Mirrored: `flip o (that) o reflect`, with `flip(x, y) = (size - 1 - x, y)` and `reflect(x, y) = (-x, y)`.
+  Attributes:
+    mirror_prob: probability of a horizontally mirrored render.
+    deformation: Lipschitz bound of the non-rigid displacement field, in [0, 1); 0 = pure similarity.
+    max_rotation: degrees; rotation is uniform in [-max_rotation, max_rotation].
+    scale_range: pixels per canonical unit as fractions of the image size (the head is ~1.5 units tall).
+    max_translation: maximum shift of the head centre from the image centre, fraction of the image size.
+    asymmetric: draw the left-side markings (eye patch, bow); without them the creature is mirror symmetric.
+    occluder_prob: probability of a bar in front of the object; key points under it are invisible.
+    max_clutter: at most this many background shapes (0..6; the drawn count is clipped, so other choices
+      stay the same).
+    closeup_prob: probability of a close-up: the scale is drawn from `closeup_scale` instead of `scale_range`
+      (same uniform number), so the head overfills the frame and ears and chin are cut off (their key points
+      invisible). Mixing both makes a category of two framings, as LSUN Cats mixes full bodies and upper bodies.
+    closeup_scale: the close-ups' scale range, as `scale_range`.
+    rotation_offset: degrees; if non-zero, a category of two poses: the head leans left or right (equally
+      likely), rotation uniform in +-[offset - max_rotation, offset + max_rotation], and no render is upright
+      when offset > max_rotation. Its average pose is one that no image has (the paper's App. D: the mean
+      latent may be an unsuitable congealing target).
+    clockwise_prob: with `rotation_offset`, the fraction of heads rotated clockwise (positive angles; image y
+      points down); 0.5 = both poses equally likely, 0.7 = a majority pose and a minority pose.
+    appearance_of: (seed, index) of a render; if given, every image takes its colours, texture, lighting,
+      background, clutter and occluder from that render, and only its pose and shape (similarity, deformation,
+      mirror, framing) from its own seed and index: one individual in many poses (held-out seeds show the
+      same one).
   """
 
-  size: int
-  angle: float  # Radians.
-  scale: float  # Pixels per canonical unit.
-  centre: tuple  # Image position of the canonical origin (before mirroring).
-  freqs: np.ndarray  # (K, 2) rad per canonical unit.
-  phases: np.ndarray  # (K,)
-  amps: np.ndarray  # (K, 2) canonical units.
-  mirrored: bool
+  mirror_prob: float = 0.5
+  deformation: float = 0.3
+  max_rotation: float = 20.0
+  scale_range: tuple[float, float] = (0.30, 0.42)
+  max_translation: float = 0.08
+  asymmetric: bool = True
+  occluder_prob: float = 0.0
+  max_clutter: int = _MAX_CLUTTER
+  closeup_prob: float = 0.0
+  closeup_scale: tuple[float, float] = (0.60, 0.80)
+  rotation_offset: float = 0.0
+  clockwise_prob: float = 0.5
+  appearance_of: tuple[int, int] | None = None
 
-  def _deform(self, q):
-    arg = q @ self.freqs.T + self.phases  # (..., K)
-    return np.sin(arg) @ self.amps
-
-  def to_canonical(self, points) -> np.ndarray:
-    """Image pixel coordinates (..., 2) -> canonical coordinates (closed form)."""
-    p = np.asarray(points, np.float64)
-    if self.mirrored:
-      p = p * [-1.0, 1.0] + [self.size - 1.0, 0.0]
-    c, s = np.cos(self.angle), np.sin(self.angle)
-    d = p - np.asarray(self.centre)
-    q = np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], -1) / self.scale
-    out = q + self._deform(q)
-    return out * [-1.0, 1.0] if self.mirrored else out
-
-  def to_image(self, points, tol: float = 1e-12, max_iters: int = 200) -> np.ndarray:
-    """Canonical coordinates (..., 2) -> image pixel coordinates (the forward map; key points use it).
-
-    Inverts `c = q + d(q)` by the fixed-point iteration `q <- c - d(q)`, a contraction because the
-    Lipschitz constant of `d` is below 1 (error shrinks by that factor per step).
-    """
-    cpt = np.asarray(points, np.float64)
-    if self.mirrored:
-      cpt = cpt * [-1.0, 1.0]
-    q = cpt.copy()
-    for _ in range(max_iters):
-      q_new = cpt - self._deform(q)
-      done = np.max(np.abs(q_new - q), initial=0.0) < tol
-      q = q_new
-      if done:
-        break
-    c, s = np.cos(self.angle), np.sin(self.angle)
-    p = np.stack([c * q[..., 0] - s * q[..., 1], s * q[..., 0] + c * q[..., 1]], -1) * self.scale
-    p = p + np.asarray(self.centre)
-    return p * [-1.0, 1.0] + [self.size - 1.0, 0.0] if self.mirrored else p
-
-  __call__ = to_image
-
-  def canonical_grid(self) -> np.ndarray:
-    """(size, size, 2) canonical coordinates of every pixel centre (the dense inverse warp)."""
-    ys, xs = np.mgrid[0 : self.size, 0 : self.size].astype(np.float64)
-    return self.to_canonical(np.stack([xs, ys], -1))
+  def __post_init__(self):
+    if not 0.0 <= self.deformation < 1.0:
+      raise ValueError(f"deformation must be in [0, 1) for the warp to be invertible, got {self.deformation}")
+    if not 0 <= self.max_clutter <= _MAX_CLUTTER:
+      raise ValueError(f"max_clutter must be in [0, {_MAX_CLUTTER}], got {self.max_clutter}")
+    if not 0.0 < self.clockwise_prob < 1.0:
+      raise ValueError(f"clockwise_prob must be in (0, 1), got {self.clockwise_prob}")
+    # Sequences from configs or JSON (lists) become tuples: the options stay immutable and hashable.
+    for name in ("scale_range", "closeup_scale", "appearance_of"):
+      value = getattr(self, name)
+      if value is not None:
+        object.__setattr__(self, name, tuple(value))
 
   def to_json(self) -> dict:
-    return dict(
-      size=self.size,
-      angle=self.angle,
-      scale=self.scale,
-      centre=list(self.centre),
-      freqs=self.freqs.tolist(),
-      phases=self.phases.tolist(),
-      amps=self.amps.tolist(),
-      mirrored=self.mirrored,
-    )
-
-  @classmethod
-  def from_json(cls, d: dict) -> Warp:
-    return cls(
-      size=int(d["size"]),
-      angle=float(d["angle"]),
-      scale=float(d["scale"]),
-      centre=tuple(float(v) for v in d["centre"]),
-      freqs=np.asarray(d["freqs"], np.float64),
-      phases=np.asarray(d["phases"], np.float64),
-      amps=np.asarray(d["amps"], np.float64),
-      mirrored=bool(d["mirrored"]),
-    )
-
-
-def transfer_points(warp_a: Warp, warp_b: Warp, points) -> np.ndarray:
-  """Exact dense correspondence: points of image A -> canonical frame -> image B."""
-  return warp_b.to_image(warp_a.to_canonical(points))
-
-
-def mirror_keypoints(keypoints, width: int, permutation=MIRROR_PERMUTATION) -> np.ndarray:
-  """Annotation of the horizontally flipped image: `x -> width - 1 - x`, labels relabelled by `permutation`."""
-  return pck.mirror_keypoints(keypoints, width, permutation)
+    """Every option as plain JSON values (`RenderOptions(**options.to_json())` is the same options)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -255,39 +216,6 @@ def _draw(rng) -> dict:
 
 # The draws that place and shape the head; `appearance_of` keeps these per image and takes the rest.
 _POSE_DRAWS = ("mirror_u", "angle_u", "scale_u", "shift_u", "freqs", "phases", "amp_dirs", "closeup_u")
-
-
-def _make_warp(
-  r, size, deformation, max_rotation, scale_range, max_translation, mirrored, rotation_offset=0.0, clockwise_prob=0.5
-) -> Warp:
-  if rotation_offset:
-    # Two rotation modes: the uniform number u in [-1, 1] below b = 1 - 2 clockwise_prob picks the negative
-    # mode, above it the positive one; its distance from b (rescaled to [0, 1]) is the angle within
-    # [offset - max_rotation, offset + max_rotation]. For clockwise_prob 0.5 (b = 0) these are exactly sign(u)
-    # and |u|. Offset 0 keeps the single mode below.
-    u, b = r["angle_u"], 1 - 2 * clockwise_prob
-    sign, mag = (-1.0, (b - u) / (1 + b)) if u < b else (1.0, (u - b) / (1 - b))
-    angle = sign * np.deg2rad(rotation_offset + max_rotation * (2 * mag - 1))
-  else:
-    angle = np.deg2rad(max_rotation) * r["angle_u"]
-  scale = size * (scale_range[0] + (scale_range[1] - scale_range[0]) * r["scale_u"])
-  # Place the head centre at the image centre plus a shift; the canonical origin lies below it.
-  c, s = np.cos(angle), np.sin(angle)
-  head = scale * np.array([c * _HEAD_CENTRE[0] - s * _HEAD_CENTRE[1], s * _HEAD_CENTRE[0] + c * _HEAD_CENTRE[1]])
-  centre = (size - 1) / 2 + max_translation * size * r["shift_u"] - head
-  # Amplitudes scaled so that sum_k |amp_k| |freq_k| <= deformation: the Lipschitz bound of the field.
-  weights = r["amp_dirs"] / np.linalg.norm(r["freqs"], axis=1, keepdims=True)
-  norm = np.sum(np.linalg.norm(r["amp_dirs"], axis=1))
-  return Warp(
-    size=size,
-    angle=float(angle),
-    scale=float(scale),
-    centre=(float(centre[0]), float(centre[1])),
-    freqs=r["freqs"],
-    phases=r["phases"],
-    amps=deformation * weights / norm,
-    mirrored=bool(mirrored),
-  )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -433,20 +361,6 @@ def _sample_grid(size: int, ss: int):
   return x, y
 
 
-def _inverse_warp_f32(warp: Warp, x, y):
-  """The unmirrored `to_canonical` of `warp` on flat float32 arrays (the dense rendering path)."""
-  c, s = np.float32(np.cos(warp.angle)), np.float32(np.sin(warp.angle))
-  dx, dy = x - np.float32(warp.centre[0]), y - np.float32(warp.centre[1])
-  inv = np.float32(1.0 / warp.scale)
-  qx, qy = (c * dx + s * dy) * inv, (c * dy - s * dx) * inv
-  cx, cy = qx.copy(), qy.copy()
-  for (fx, fy), ph, (ax_, ay_) in zip(warp.freqs, warp.phases, warp.amps):
-    wave = np.sin(np.float32(fx) * qx + np.float32(fy) * qy + np.float32(ph))
-    cx += np.float32(ax_) * wave
-    cy += np.float32(ay_) * wave
-  return cx, cy
-
-
 def _box(a, size, ss):
   return a.reshape(size, ss, size, ss, -1).mean(axis=(1, 3))
 
@@ -455,51 +369,22 @@ def render(
   seed: int,
   index: int,
   size: int = 64,
+  options: RenderOptions = RenderOptions(),
   *,
   mirror: bool | None = None,
-  mirror_prob: float = 0.5,
-  deformation: float = 0.3,
-  max_rotation: float = 20.0,
-  scale_range: Sequence[float] = (0.30, 0.42),
-  max_translation: float = 0.08,
-  asymmetric: bool = True,
-  occluder_prob: float = 0.0,
-  max_clutter: int = _MAX_CLUTTER,
-  closeup_prob: float = 0.0,
-  closeup_scale: Sequence[float] = (0.60, 0.80),
-  rotation_offset: float = 0.0,
-  clockwise_prob: float = 0.5,
-  appearance_of: Sequence[int] | None = None,
   supersample: int = 2,
   shader: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict:
-  """Render image `index` of the category drawn with `seed`.
+  """Render image `index` of the category `options` drawn with `seed`.
+
+  `options` says what the category is (shared by every image of a data set); the keyword arguments say how
+  this one call draws its image.
 
   Args:
     seed, index: determine every random choice (independently per index).
     size: output is size x size.
-    mirror: force (True/False) the horizontal mirror; None draws it with probability `mirror_prob`.
-    deformation: Lipschitz bound of the non-rigid displacement field, in [0, 1); 0 = pure similarity.
-    max_rotation: degrees; rotation is uniform in [-max_rotation, max_rotation].
-    scale_range: pixels per canonical unit as fractions of `size` (the head is ~1.5 units tall).
-    max_translation: maximum shift of the head centre from the image centre, fraction of `size`.
-    asymmetric: draw the left-side markings (eye patch, bow); without them the creature is mirror symmetric.
-    occluder_prob: probability of a bar in front of the object; key points under it are invisible.
-    max_clutter: at most this many background shapes (0..6; the drawn count is clipped, so other choices
-      stay the same).
-    closeup_prob: probability of a close-up: the scale is drawn from `closeup_scale` instead of `scale_range`
-      (same uniform number), so the head overfills the frame and ears and chin are cut off (their key points
-      invisible). Mixing both makes a category of two framings, as LSUN Cats mixes full bodies and upper bodies.
-    closeup_scale: the close-ups' scale range, as `scale_range`.
-    rotation_offset: degrees; if non-zero, a category of two poses: the head leans left or right (equally
-      likely), rotation uniform in +-[offset - max_rotation, offset + max_rotation], and no render is upright
-      when offset > max_rotation. Its average pose is one that no image has (the paper's App. D: the mean
-      latent may be an unsuitable congealing target).
-    clockwise_prob: with `rotation_offset`, the fraction of heads rotated clockwise (positive angles; image y
-      points down); 0.5 = both poses equally likely, 0.7 = a majority pose and a minority pose.
-    appearance_of: (seed, index) of a render; if given, every image takes its colours, texture, lighting,
-      background, clutter and occluder from that render, and only its pose and shape (similarity, deformation,
-      mirror, framing) from `seed`, `index`: one individual in many poses (held-out seeds show the same one).
+    options: the category (`RenderOptions`).
+    mirror: force (True/False) the horizontal mirror; None draws it with probability `options.mirror_prob`.
     supersample: samples per pixel along each axis (anti-aliasing).
     shader: if given, render `shader(canonical_points (N, 2) float32) -> (N, C)` through the same warp
       instead of the creature and background (markers, label maps, checkerboards); points are in this
@@ -510,28 +395,30 @@ def render(
     (x, y) pixels, visibility (P,) bool (inside the image and not occluded), bbox (4,) float32 x0, y0, x1, y1 of
     the object silhouette, mask (size, size) float32 silhouette coverage (amodal), mirrored bool, warp `Warp`).
   """
-  if not 0.0 <= deformation < 1.0:
-    raise ValueError(f"deformation must be in [0, 1) for the warp to be invertible, got {deformation}")
-  if not 0 <= max_clutter <= _MAX_CLUTTER:
-    raise ValueError(f"max_clutter must be in [0, {_MAX_CLUTTER}], got {max_clutter}")
-  if not 0.0 < clockwise_prob < 1.0:
-    raise ValueError(f"clockwise_prob must be in (0, 1), got {clockwise_prob}")
+  o = options
   r = _draw(np.random.default_rng([seed, index]))
-  if appearance_of is not None:
-    look = _draw(np.random.default_rng([int(i) for i in appearance_of]))
+  if o.appearance_of is not None:
+    look = _draw(np.random.default_rng([int(i) for i in o.appearance_of]))
     r = {k: (r[k] if k in _POSE_DRAWS else look[k]) for k in r}
-  r["num_clutter"] = min(r["num_clutter"], max_clutter)
-  mirrored = (r["mirror_u"] < mirror_prob) if mirror is None else bool(mirror)
-  if r["closeup_u"] < closeup_prob:
-    scale_range = closeup_scale
-  warp = _make_warp(
-    r, size, deformation, max_rotation, scale_range, max_translation, mirrored, rotation_offset, clockwise_prob
+  r["num_clutter"] = min(r["num_clutter"], o.max_clutter)
+  mirrored = (r["mirror_u"] < o.mirror_prob) if mirror is None else bool(mirror)
+  scale_range = o.closeup_scale if r["closeup_u"] < o.closeup_prob else o.scale_range
+  warp = pose_warp(
+    r,
+    size,
+    o.deformation,
+    o.max_rotation,
+    scale_range,
+    o.max_translation,
+    mirrored,
+    o.rotation_offset,
+    o.clockwise_prob,
   )
   # Everything is drawn unmirrored; a mirrored render is the flip of it (see the module docstring).
   plain = dataclasses.replace(warp, mirrored=False)
   x, y = _sample_grid(size, supersample)
-  cx, cy = _inverse_warp_f32(plain, x, y)
-  obj_col, silhouette = _shade_head(cx, cy, r, asymmetric)
+  cx, cy = plain.to_canonical_f32(x, y)
+  obj_col, silhouette = _shade_head(cx, cy, r, o.asymmetric)
   keypoints = plain.to_image(CANONICAL_KEYPOINTS)
   occluded = np.zeros(len(keypoints), bool)
   if shader is not None:
@@ -543,7 +430,7 @@ def render(
     obj = np.flatnonzero(silhouette)
     light = 1 + np.float32(r["light"][0]) * (u[obj] - 0.5) + np.float32(r["light"][1]) * (v[obj] - 0.5)
     col[obj] = obj_col[obj] * light[:, None]
-    if r["occluder_u"] < occluder_prob:
+    if r["occluder_u"] < o.occluder_prob:
       col = np.where(_shape(u, v, r["occluder"])[:, None], r["occluder"][-1], col)
       occluded = _shape(keypoints[:, 0] / size, keypoints[:, 1] / size, r["occluder"])
     image = _box(np.clip(col, 0, 1), size, supersample) * 2 - 1
@@ -571,8 +458,11 @@ def render(
   )
 
 
-def make_dataset(n: int, size: int = 64, seed: int = 0, *, num_pairs: int | None = None, **render_kwargs) -> dict:
-  """Render images 0..n-1 of `seed` in the key point structure of `jaxgeal.datasets` (as SPair / CUB).
+def make_dataset(
+  n: int, size: int = 64, seed: int = 0, options: RenderOptions = RenderOptions(), *, num_pairs: int | None = None
+) -> dict:
+  """Render images 0..n-1 of `seed` of the category `options` in the key point structure of `jaxgeal.datasets`
+  (as SPair / CUB).
 
   Returns dict(images (n, size, size, 3) float32 in [-1, 1], keypoints (n, P, 2) float32, visibility (n, P)
   bool, bbox (n, 4) float32 x0, y0, x1, y1, pck_threshold (n,) float32 = max(bbox width, height) with
@@ -584,7 +474,7 @@ def make_dataset(n: int, size: int = 64, seed: int = 0, *, num_pairs: int | None
   """
   if n < 2:
     raise ValueError(f"a PCK dataset needs at least 2 images, got n={n}")
-  items = [render(seed, i, size, **render_kwargs) for i in range(n)]
+  items = [render(seed, i, size, options) for i in range(n)]
   bbox = np.stack([it["bbox"] for it in items])
   prng = np.random.default_rng([seed, 0x5041495253])  # "PAIRS": a stream apart from every image's.
   m = n if num_pairs is None else int(num_pairs)
@@ -608,18 +498,36 @@ def make_dataset(n: int, size: int = 64, seed: int = 0, *, num_pairs: int | None
   )
 
 
-def write_folder(out_dir: str | os.PathLike, n: int, size: int = 64, seed: int = 0, **kwargs) -> pathlib.Path:
-  """Write `make_dataset(n, size, seed, **kwargs)` as a plain image folder: `out_dir/000000.png, ...` plus
-  `out_dir/annotations.json` (the PCK annotation format of `jaxgeal.evaluation.pck`, each image also
-  carrying its exact `warp`). Returns the path of the annotations file."""
+def generator_spec(
+  n: int, size: int = 64, seed: int = 0, options: RenderOptions = RenderOptions(), *, num_pairs: int | None = None
+) -> dict:
+  """What `write_folder` records as its annotations' "generator" (plain JSON values): enough to render the
+  same folder again, and to tell whether a folder on disk is the one these arguments would write."""
+  extra = {} if num_pairs is None else dict(num_pairs=int(num_pairs))
+  return dict(module=__name__, n=int(n), size=int(size), seed=int(seed), options=dict(extra, **options.to_json()))
+
+
+def write_folder(
+  out_dir: str | os.PathLike,
+  n: int,
+  size: int = 64,
+  seed: int = 0,
+  options: RenderOptions = RenderOptions(),
+  *,
+  num_pairs: int | None = None,
+) -> pathlib.Path:
+  """Write `make_dataset(n, size, seed, options, num_pairs=num_pairs)` as a plain image folder:
+  `out_dir/000000.png, ...` plus `out_dir/annotations.json` (the PCK annotation format of
+  `jaxgeal.evaluation.pck`, each image also carrying its exact `warp`, and the `generator_spec`).
+  Returns the path of the annotations file."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  ds = make_dataset(n, size, seed, **kwargs)
+  ds = make_dataset(n, size, seed, options, num_pairs=num_pairs)
   files = [f"{i:06d}.png" for i in range(n)]
   for name, image in zip(files, ds["images"]):
     image_io.save_image(out_dir / name, image)
   doc = pck.annotations_to_json(ds, files)
-  doc.update(category=CATEGORY, generator=dict(module=__name__, n=n, size=size, seed=seed, options=kwargs))
+  doc.update(category=CATEGORY, generator=generator_spec(n, size, seed, options, num_pairs=num_pairs))
   for entry, warp in zip(doc["images"], ds["warps"]):
     entry["warp"] = warp.to_json()
   path = out_dir / "annotations.json"

@@ -61,7 +61,8 @@ def prepare_data(config, workdir: pathlib.Path) -> str:
   if marker.exists():
     return json.loads(marker.read_text())["path"]
   logging.info("rendering %d training images at %d px", d.num_train, d.size)
-  synthetic.write_folder(workdir / "data" / "images", d.num_train, d.size, d.seed, **dict(d.render))
+  options = synthetic.RenderOptions(**d.render)
+  synthetic.write_folder(workdir / "data" / "images", d.num_train, d.size, d.seed, options)
   report = image_folder.build_image_folder(
     workdir / "data" / "images", workdir / "data" / "prepared", size=d.size, overwrite=True
   )
@@ -75,16 +76,11 @@ def heldout_dataset(config, workdir: pathlib.Path) -> dict:
   back from there, so the demo scores exactly what a user re-scores. Also returns each render's `warps`."""
   d = config.data
   folder = workdir / "heldout"
-  spec = dict(
-    module=synthetic.__name__,
-    n=int(d.num_heldout),
-    size=int(d.size),
-    seed=int(d.heldout_seed),
-    options=dict(num_pairs=int(d.num_pairs), **dict(d.render)),
-  )
+  options = synthetic.RenderOptions(**d.render)
+  spec = synthetic.generator_spec(d.num_heldout, d.size, d.heldout_seed, options, num_pairs=d.num_pairs)
   path = folder / "annotations.json"
   if not path.exists() or json.loads(path.read_text()).get("generator") != json.loads(json.dumps(spec)):
-    synthetic.write_folder(folder, spec["n"], spec["size"], spec["seed"], **spec["options"])
+    synthetic.write_folder(folder, d.num_heldout, d.size, d.heldout_seed, options, num_pairs=d.num_pairs)
   ds = pck.load_annotations(path, load_images=True)
   ds["warps"] = [synthetic.Warp.from_json(e["warp"]) for e in json.loads(path.read_text())["images"]]
   return ds

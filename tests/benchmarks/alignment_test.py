@@ -61,10 +61,10 @@ def test_the_ground_truth_similarity_transfer_is_exact_without_deformation():
   from jaxgeal.datasets import synthetic
   from jaxgeal.evaluation import pck
 
-  rigid = synthetic.make_dataset(6, 32, 5, num_pairs=10, deformation=0.0, mirror_prob=0.0)
+  rigid = synthetic.make_dataset(6, 32, 5, synthetic.RenderOptions(deformation=0.0, mirror_prob=0.0), num_pairs=10)
   res = pck.pck_transfer(bench.ground_truth_similarity_transfer(rigid), rigid, pairs="fixed")
   assert res["pck@0.01"] == 1.0
-  bent = synthetic.make_dataset(6, 32, 5, num_pairs=10, deformation=0.3, mirror_prob=0.0)
+  bent = synthetic.make_dataset(6, 32, 5, synthetic.RenderOptions(deformation=0.3, mirror_prob=0.0), num_pairs=10)
   assert pck.pck_transfer(bench.ground_truth_similarity_transfer(bent), bent, pairs="fixed")["pck@0.01"] < 1.0
 
 
@@ -72,7 +72,7 @@ def test_pose_left_is_zero_for_the_renderers_own_similarity_and_its_spread_for_n
   from jaxgeal.datasets import synthetic
   from jaxgeal.ops import points as pts
 
-  ds = synthetic.make_dataset(6, 32, 8, num_pairs=4, deformation=0.2, mirror_prob=0.0)
+  ds = synthetic.make_dataset(6, 32, 8, synthetic.RenderOptions(deformation=0.2, mirror_prob=0.0), num_pairs=4)
   n = len(ds["images"])
   # The ideal similarity STN: congealed normalised u -> canonical q = 3 u -> this image's pixels -> normalised.
   u = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])

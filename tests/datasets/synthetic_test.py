@@ -9,7 +9,6 @@ rendering speed.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import time
 
@@ -18,6 +17,7 @@ import pytest
 
 from jaxgeal import images as image_io
 from jaxgeal.datasets import synthetic
+from jaxgeal.datasets.synthetic import RenderOptions
 from jaxgeal.evaluation import pck
 
 P = len(synthetic.KEYPOINT_NAMES)
@@ -45,7 +45,7 @@ def test_an_option_changes_only_what_it_names():
   small, large = synthetic.render(1, 5, 32), synthetic.render(1, 5, 64)
   np.testing.assert_allclose(large["keypoints"], (small["keypoints"] + 0.5) * 2 - 0.5, atol=1e-4)
   # No deformation: same pose, and the warp is a pure similarity (all distances scale by one factor).
-  rigid = synthetic.render(1, 5, 64, deformation=0.0)
+  rigid = synthetic.render(1, 5, 64, RenderOptions(deformation=0.0))
   c = synthetic.CANONICAL_KEYPOINTS
   k = rigid["warp"].to_image(c)
   ratio = np.linalg.norm(k[1:] - k[:-1], axis=-1) / np.linalg.norm(c[1:] - c[:-1], axis=-1)
@@ -59,24 +59,41 @@ def test_max_clutter_removes_background_shapes_and_keeps_everything_else():
   index = next(
     i
     for i in range(50)
-    if np.abs(synthetic.render(3, i, 32)["image"] - synthetic.render(3, i, 32, max_clutter=0)["image"]).max() > 0.1
+    if np.abs(
+      synthetic.render(3, i, 32)["image"] - synthetic.render(3, i, 32, RenderOptions(max_clutter=0))["image"]
+    ).max()
+    > 0.1
   )
-  full, plain = synthetic.render(3, index, 32), synthetic.render(3, index, 32, max_clutter=0)
+  full, plain = synthetic.render(3, index, 32), synthetic.render(3, index, 32, RenderOptions(max_clutter=0))
   np.testing.assert_array_equal(full["keypoints"], plain["keypoints"])
   np.testing.assert_array_equal(full["mask"], plain["mask"])
   inside = full["mask"] == 1.0  # pixels fully covered by the object do not see the background
   np.testing.assert_array_equal(full["image"][inside], plain["image"][inside])
   with pytest.raises(ValueError, match="max_clutter"):
-    synthetic.render(3, 0, 32, max_clutter=7)
+    synthetic.render(3, 0, 32, RenderOptions(max_clutter=7))
+
+
+def test_render_options_are_the_category_frozen_and_json_round_trips():
+  options = RenderOptions(scale_range=[0.2, 0.3], appearance_of=[3, 5])  # e.g. from a config or JSON
+  assert options.scale_range == (0.2, 0.3) and options.appearance_of == (3, 5)
+  assert RenderOptions(**json.loads(json.dumps(options.to_json()))) == options
+  assert hash(options) == hash(RenderOptions(scale_range=(0.2, 0.3), appearance_of=(3, 5)))
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    options.deformation = 0.1  # type: ignore[misc]
+  with pytest.raises(ValueError, match="deformation must be in"):
+    RenderOptions(deformation=1.0)
+  # One category, several calls: the per-call mirror leaves the category's draws alone.
+  mirrored = synthetic.render(3, 4, 32, options, mirror=True)
+  plain = synthetic.render(3, 4, 32, options, mirror=False)
+  np.testing.assert_array_equal(mirrored["image"], plain["image"][:, ::-1])
 
 
 def test_closeups_enlarge_the_head_cut_off_its_outer_keypoints_and_keep_everything_else():
-  _assert_same_render(synthetic.render(3, 4, 32), synthetic.render(3, 4, 32, closeup_prob=0.0))
+  _assert_same_render(synthetic.render(3, 4, 32), synthetic.render(3, 4, 32, RenderOptions(closeup_prob=0.0)))
   full = [synthetic.render(3, i, 32) for i in range(12)]
-  close = [synthetic.render(3, i, 32, closeup_prob=1.0) for i in range(12)]
-  defaults = inspect.signature(synthetic.render).parameters
-  lo, hi = 32 * np.array(defaults["closeup_scale"].default)  # in pixels per canonical unit
-  flo, fhi = 32 * np.array(defaults["scale_range"].default)
+  close = [synthetic.render(3, i, 32, RenderOptions(closeup_prob=1.0)) for i in range(12)]
+  lo, hi = 32 * np.array(RenderOptions().closeup_scale)  # in pixels per canonical unit
+  flo, fhi = 32 * np.array(RenderOptions().scale_range)
   for f, c in zip(full, close):
     assert lo <= c["warp"].scale <= hi and fhi < lo and flo <= f["warp"].scale <= fhi
     # Same draw, other scale: the scale's uniform number maps into the other range; pose and look are the same.
@@ -85,14 +102,14 @@ def test_closeups_enlarge_the_head_cut_off_its_outer_keypoints_and_keep_everythi
   assert all(f["visibility"].all() for f in full)
   assert sum((~c["visibility"]).sum() for c in close) >= 12, "ears and chin leave the frame in close-ups"
   # closeup_prob mixes both framings image by image.
-  mixed = [synthetic.render(3, i, 32, closeup_prob=0.5)["warp"].scale > 0.5 * 32 for i in range(200)]
+  mixed = [synthetic.render(3, i, 32, RenderOptions(closeup_prob=0.5))["warp"].scale > 0.5 * 32 for i in range(200)]
   assert 80 <= sum(mixed) <= 120
 
 
 def test_a_rotation_offset_makes_two_poses_none_upright_and_keeps_everything_else():
-  _assert_same_render(synthetic.render(3, 4, 32), synthetic.render(3, 4, 32, rotation_offset=0.0))
-  plain = [synthetic.render(3, i, 32, max_rotation=15.0) for i in range(200)]
-  leaning = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0) for i in range(200)]
+  _assert_same_render(synthetic.render(3, 4, 32), synthetic.render(3, 4, 32, RenderOptions(rotation_offset=0.0)))
+  plain = [synthetic.render(3, i, 32, RenderOptions(max_rotation=15.0)) for i in range(200)]
+  leaning = [synthetic.render(3, i, 32, RenderOptions(max_rotation=15.0, rotation_offset=60.0)) for i in range(200)]
   angles = np.rad2deg([r["warp"].angle for r in leaning])
   assert np.all((np.abs(angles) >= 45 - 1e-9) & (np.abs(angles) <= 75 + 1e-9)), "no head is upright"
   assert 80 <= np.sum(angles > 0) <= 120, "both leanings, equally likely"
@@ -107,11 +124,17 @@ def test_a_rotation_offset_makes_two_poses_none_upright_and_keeps_everything_els
 
 
 def test_clockwise_prob_makes_a_majority_pose_from_the_same_draws():
-  even = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0) for i in range(300)]
-  same = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0, clockwise_prob=0.5) for i in range(3)]
+  even = [synthetic.render(3, i, 32, RenderOptions(max_rotation=15.0, rotation_offset=60.0)) for i in range(300)]
+  same = [
+    synthetic.render(3, i, 32, RenderOptions(max_rotation=15.0, rotation_offset=60.0, clockwise_prob=0.5))
+    for i in range(3)
+  ]
   for a, b in zip(even, same):
     _assert_same_render(a, b)
-  skewed = [synthetic.render(3, i, 32, max_rotation=15.0, rotation_offset=60.0, clockwise_prob=0.7) for i in range(300)]
+  skewed = [
+    synthetic.render(3, i, 32, RenderOptions(max_rotation=15.0, rotation_offset=60.0, clockwise_prob=0.7))
+    for i in range(300)
+  ]
   angles = np.rad2deg([r["warp"].angle for r in skewed])
   assert np.all((np.abs(angles) >= 45 - 1e-9) & (np.abs(angles) <= 75 + 1e-9))
   assert 190 <= np.sum(angles > 0) <= 230, "about 70% clockwise"
@@ -121,15 +144,15 @@ def test_clockwise_prob_makes_a_majority_pose_from_the_same_draws():
   # Same draws, lower threshold: a head that leans clockwise at 50 / 50 still leans clockwise at 70 / 30.
   assert all(b["warp"].angle > 0 for a, b in zip(even, skewed) if a["warp"].angle > 0)
   with pytest.raises(ValueError, match="clockwise_prob"):
-    synthetic.render(3, 0, 32, rotation_offset=60.0, clockwise_prob=1.0)
+    synthetic.render(3, 0, 32, RenderOptions(rotation_offset=60.0, clockwise_prob=1.0))
 
 
 def test_appearance_of_keeps_one_look_and_varies_only_pose_and_shape():
   look = synthetic.render(3, 5, 32, mirror=False)  # unmirrored: a mirrored render flips its background too
-  _assert_same_render(look, synthetic.render(3, 5, 32, mirror=False, appearance_of=(3, 5)))
+  _assert_same_render(look, synthetic.render(3, 5, 32, RenderOptions(appearance_of=(3, 5)), mirror=False))
   for index in range(6):
     own = synthetic.render(3, index, 32, mirror=False)
-    same_look = synthetic.render(3, index, 32, mirror=False, appearance_of=(3, 5))
+    same_look = synthetic.render(3, index, 32, RenderOptions(appearance_of=(3, 5)), mirror=False)
     # Pose, shape and key points come from the image's own draw ...
     np.testing.assert_array_equal(own["keypoints"], same_look["keypoints"])
     np.testing.assert_array_equal(own["mask"], same_look["mask"])
@@ -140,7 +163,7 @@ def test_appearance_of_keeps_one_look_and_varies_only_pose_and_shape():
     if index != 5:
       assert not np.array_equal(own["image"][outside], look["image"][outside])
   # Another seed (a held-out set) shows the same individual.
-  other = synthetic.render(9, 0, 32, mirror=False, appearance_of=(3, 5))
+  other = synthetic.render(9, 0, 32, RenderOptions(appearance_of=(3, 5)), mirror=False)
   outside = (other["mask"] == 0) & (look["mask"] == 0)
   np.testing.assert_array_equal(other["image"][outside], look["image"][outside])
 
@@ -186,7 +209,9 @@ def test_the_mirror_permutation_swaps_left_and_right_names_and_reflects_the_cano
 
 def test_mirroring_flips_the_image_and_relabels_left_and_right_keypoints():
   for index in range(4):
-    plain, mirrored = (synthetic.render(4, index, 48, mirror=m, occluder_prob=1.0) for m in (False, True))
+    plain, mirrored = (
+      synthetic.render(4, index, 48, RenderOptions(occluder_prob=1.0), mirror=m) for m in (False, True)
+    )
     assert mirrored["mirrored"] and not plain["mirrored"]
     np.testing.assert_array_equal(mirrored["image"], plain["image"][:, ::-1])
     np.testing.assert_array_equal(mirrored["mask"], plain["mask"][:, ::-1])
@@ -204,17 +229,17 @@ def test_mirroring_flips_the_image_and_relabels_left_and_right_keypoints():
 def test_the_markings_make_mirror_twins_distinguishable():
   # Upright, undeformed and centred, the creature's silhouette is mirror symmetric without its markings;
   # the bow on its left breaks the symmetry, so the mirror twin differs (flip inference has a signal).
-  pose = dict(deformation=0.0, max_rotation=0.0, max_translation=0.0, mirror=False)
+  pose = dict(deformation=0.0, max_rotation=0.0, max_translation=0.0)
   for index in range(3):
-    plain = synthetic.render(0, index, 64, asymmetric=False, **pose)["mask"]
-    marked = synthetic.render(0, index, 64, asymmetric=True, **pose)["mask"]
+    plain = synthetic.render(0, index, 64, RenderOptions(asymmetric=False, **pose), mirror=False)["mask"]
+    marked = synthetic.render(0, index, 64, RenderOptions(asymmetric=True, **pose), mirror=False)["mask"]
     np.testing.assert_array_equal(plain, plain[:, ::-1])
     assert np.abs(marked - marked[:, ::-1]).sum() > 2.0  # Pixels of silhouette coverage.
 
 
 def test_dataset_annotation_structure():
   n, size = 12, 40
-  ds = synthetic.make_dataset(n, size, seed=3, occluder_prob=0.5)
+  ds = synthetic.make_dataset(n, size, seed=3, options=RenderOptions(occluder_prob=0.5))
   assert ds["images"].shape == (n, size, size, 3) and ds["images"].dtype == np.float32
   assert ds["images"].min() >= -1 and ds["images"].max() <= 1
   assert ds["keypoints"].shape == (n, P, 2) and ds["keypoints"].dtype == np.float32
@@ -245,8 +270,8 @@ def test_dataset_annotation_structure():
 def test_occluders_hide_the_keypoints_under_them():
   hidden = 0
   for index in range(20):
-    clear = synthetic.render(9, index, 48, occluder_prob=0.0)
-    occluded = synthetic.render(9, index, 48, occluder_prob=1.0)
+    clear = synthetic.render(9, index, 48, RenderOptions(occluder_prob=0.0))
+    occluded = synthetic.render(9, index, 48, RenderOptions(occluder_prob=1.0))
     np.testing.assert_array_equal(clear["keypoints"], occluded["keypoints"])
     assert np.all(occluded["visibility"] <= clear["visibility"])
     hidden += int(np.sum(clear["visibility"] & ~occluded["visibility"]))
@@ -254,7 +279,7 @@ def test_occluders_hide_the_keypoints_under_them():
 
 
 def test_exact_transfer_between_any_two_renders():
-  ds = synthetic.make_dataset(6, 48, seed=11, mirror_prob=0.5)
+  ds = synthetic.make_dataset(6, 48, seed=11, options=RenderOptions(mirror_prob=0.5))
   assert 0 < ds["mirrored"].sum() < 6, "both orientations present"
   for a in range(6):
     for b in range(6):
@@ -263,8 +288,8 @@ def test_exact_transfer_between_any_two_renders():
 
 
 def test_write_folder_is_an_image_folder_with_pck_annotations(tmp_path):
-  path = synthetic.write_folder(tmp_path / "synth", n=4, size=32, seed=5, occluder_prob=1.0)
-  ds = synthetic.make_dataset(4, 32, seed=5, occluder_prob=1.0)
+  path = synthetic.write_folder(tmp_path / "synth", n=4, size=32, seed=5, options=RenderOptions(occluder_prob=1.0))
+  ds = synthetic.make_dataset(4, 32, seed=5, options=RenderOptions(occluder_prob=1.0))
   assert sorted(p.name for p in path.parent.glob("*.png")) == [f"{i:06d}.png" for i in range(4)]
   loaded = pck.load_annotations(path.parent, load_images=True)
   np.testing.assert_array_equal(image_io.to_uint8(loaded["images"]), image_io.to_uint8(ds["images"]))
@@ -277,6 +302,10 @@ def test_write_folder_is_an_image_folder_with_pck_annotations(tmp_path):
   assert loaded["threshold"] == "bbox" and loaded["keypoint_names"] == ds["keypoint_names"]
   doc = json.loads(path.read_text())
   assert doc["category"] == synthetic.CATEGORY and doc["generator"]["seed"] == 5
+  # The generator record renders the same folder again: its options are the category's, in full.
+  gen = doc["generator"]
+  assert gen == synthetic.generator_spec(4, 32, 5, RenderOptions(occluder_prob=1.0))
+  assert RenderOptions(**gen["options"]) == RenderOptions(occluder_prob=1.0)
   warp = synthetic.Warp.from_json(doc["images"][2]["warp"])
   np.testing.assert_allclose(warp.to_image(synthetic.CANONICAL_KEYPOINTS), ds["keypoints"][2], atol=1e-4)
   assert dataclasses.asdict(warp).keys() == dataclasses.asdict(ds["warps"][2]).keys()

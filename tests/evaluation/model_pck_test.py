@@ -33,7 +33,12 @@ def flow_model(tmp_path_factory):
 def renders(tmp_path_factory):
   """Renders at half the models' input size (the CLI must resize them and scale the annotations)."""
   return synthetic.write_folder(
-    tmp_path_factory.mktemp("renders"), n=8, size=SIZE // 2, seed=5, num_pairs=10, mirror_prob=0.5
+    tmp_path_factory.mktemp("renders"),
+    n=8,
+    size=SIZE // 2,
+    seed=5,
+    options=synthetic.RenderOptions(mirror_prob=0.5),
+    num_pairs=10,
   ).parent
 
 

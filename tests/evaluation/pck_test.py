@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from jaxgeal.datasets import synthetic
+from jaxgeal.datasets.synthetic import RenderOptions
 from jaxgeal.evaluation import pck
 
 ALPHAS = (0.1, 0.05, 0.01)
@@ -50,7 +51,7 @@ def identity(images_a, images_b, keypoints_a):
 
 @pytest.fixture(scope="module")
 def synth():
-  return synthetic.make_dataset(16, 48, seed=21, num_pairs=24, occluder_prob=0.3)
+  return synthetic.make_dataset(16, 48, seed=21, options=RenderOptions(occluder_prob=0.3), num_pairs=24)
 
 
 def hand_made():
@@ -183,7 +184,7 @@ def test_mirroring_keypoints_is_an_involution_that_matches_flipped_renders():
   perm = synthetic.MIRROR_PERMUTATION
   k = np.random.default_rng(0).uniform(0, 31, (3, len(perm), 2))
   np.testing.assert_allclose(pck.mirror_keypoints(pck.mirror_keypoints(k, 32, perm), 32, perm), k)
-  plain, mirrored = (synthetic.render(2, 1, 32, mirror=m, occluder_prob=1.0) for m in (False, True))
+  plain, mirrored = (synthetic.render(2, 1, 32, RenderOptions(occluder_prob=1.0), mirror=m) for m in (False, True))
   images = pck.flip_images(plain["image"][None], [True])
   keypoints, visibility = pck.flip_annotations(plain["keypoints"][None], plain["visibility"][None], [True], 32, perm)
   np.testing.assert_array_equal(images[0], mirrored["image"])

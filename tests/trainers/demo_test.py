@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxgeal import checkpoint, images, main
+from jaxgeal.datasets import synthetic
 from jaxgeal.evaluation import pck
 from jaxgeal.models import stylegan2
 from jaxgeal.trainers import config_variants, demo
@@ -51,6 +52,13 @@ def test_the_shipped_generator_matches_the_demo_config_and_generates():
   assert _config("bimodal").data.render.rotation_offset > _config("bimodal").data.render.max_rotation
   lopsided = _config("lopsided").data.render
   assert lopsided.clockwise_prob == 0.7 and lopsided.rotation_offset == _config("bimodal").data.render.rotation_offset
+
+
+def test_every_config_renders_a_valid_category():
+  # `data.render` holds the category's `RenderOptions` as a dict; the demo converts it once per stage.
+  for variant in (None, "tiny", "train_gan", "complex", "closeup", "bimodal", "lopsided"):
+    options = synthetic.RenderOptions(**_config(variant).data.render)
+    assert options.mirror_prob == 0.0, "the demo's renders are not mirrored (it scores without flip inference)"
 
 
 def test_the_report_names_the_equivariance_term_and_its_form():
