@@ -190,12 +190,12 @@ def target_offset(coefficients, directions, w) -> float:
 def model_target_offset(model_dir: pathlib.Path, num_samples: int = 20000) -> float:
   """`target_offset` of an exported GANgealing model (its `ll` and `g_ema`), with W sampled from its generator."""
   from jaxgeal import checkpoint
-  from jaxgeal.convert import stylegan2 as convert_stylegan2
+  from jaxgeal.models import stylegan2
 
   models = checkpoint.load_models(model_dir)
   _, gcfg, g_vars = models["g_ema"]
   ll_vars = models["ll"][2]
-  G = convert_stylegan2.build_generator(gcfg)
+  G = stylegan2.generator_from_config(gcfg)
   z = jax.random.normal(jax.random.PRNGKey(0), (num_samples, gcfg["style_dim"]))
   w = np.asarray(jax.jit(lambda v, z: G.apply(v, z, method=G.mapping))(g_vars, z))
   return target_offset(ll_vars["params"]["coefficients"], ll_vars["pca"]["directions"], w)

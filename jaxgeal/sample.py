@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgeal import checkpoint, cli, images
-from jaxgeal.convert import stylegan2 as convert_sg2
 from jaxgeal.models import stylegan2
 
 
@@ -49,7 +48,7 @@ def sample(
 ) -> np.ndarray:
   """Images (N, H, W, 3) in [-1, 1] for the given seeds."""
   _, config, variables = checkpoint.load_model(model_dir, kind="generator")
-  G = convert_sg2.build_generator(config)
+  G = stylegan2.generator_from_config(config)
   z = seed_latents(seeds, config["style_dim"])
   trunc_latent = None
   if truncation < 1:

@@ -176,7 +176,3 @@ def convert_checkpoint(ckpt: Mapping) -> dict:
       f"no StyleGAN2 weights found: expected keys 'g_ema', 'g' or 'd' (or a bare generator state dict); found {keys}"
     )
   return out
-
-
-# `jaxgeal.sample` and benchmarks/alignment.py still build the generator through this name.
-build_generator = stylegan2.generator_from_config
