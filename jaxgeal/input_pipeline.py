@@ -1,7 +1,7 @@
 """Input pipelines: prepared datasets -> sharded, shuffled, resumable batches of model-ready numpy arrays.
 
 Replaces upstream GANgealing's `datasets/` loaders (MultiResolutionDataset over an LMDB, DistributedSampler,
-infinite iterators; docs/upstream.md §1.1) with grain's index-based sampling over the array_record datasets
+infinite iterators; wpeebles/gangealing at ffa6387) with grain's index-based sampling over the array_record datasets
 of `jaxgeal.datasets`:
 
   * `grain.IndexSampler` decides, from (seed, epoch, position) alone, which record comes next: the whole

@@ -1,7 +1,7 @@
 """Training schedules of GANgealing: psi annealing, SGDR with decaying restarts, EMA decay.
 
 Implements upstream `utils/annealing.py` and how `train.py` drives it (Peebles et al., CVPR 2022, App. B;
-docs/upstream.md §1.3-1.4):
+wpeebles/gangealing at ffa6387):
 
   * psi, the truncation of the learned target latent, is annealed from 1 to 0 over the first `anneal_psi`
     iterations (cosine by default; linear and fast-slow exist upstream too) and stays 0 afterwards.

@@ -1,4 +1,5 @@
-"""Convert the perceptual-loss weights GANgealing uses (docs/upstream.md §1.8) into jaxgeal model directories.
+"""Convert the perceptual-loss weights GANgealing uses into jaxgeal model directories (wpeebles/gangealing at
+ffa6387, `models/losses/lpips.py`).
 
 Sources (all read torch-free with `jaxgeal.convert.torch_pickle`):
   * VGG16 trunk, either layout:

@@ -1,7 +1,7 @@
 """Torch-free, code-execution-free reader of PyTorch `.pt` / `.pth` checkpoints (`torch.save` output).
 
-Every upstream model we convert (GANgealing, rosinality StyleGAN2, the swapping autoencoder, LPIPS; see
-docs/upstream.md §1.9, §2.2, §3.4) ships its weights as a pickled structure of (Ordered)dicts of tensors.
+Every upstream model we convert (wpeebles/gangealing, rosinality/stylegan2-pytorch, LPIPS, and
+taesungp/swapping-autoencoder-pytorch) ships its weights as a pickled structure of (Ordered)dicts of tensors.
 `load` returns that structure with every tensor as a C-contiguous `numpy.ndarray` (its own copy, native byte
 order; strides and storage offsets honoured), without importing torch and without running pickled code.
 
@@ -30,17 +30,7 @@ What comes back for the non-tensor objects:
   * dict / OrderedDict (with torch's `_metadata` attribute when the file has one), list, tuple, set, numbers,
     str, bytes, None as pickled; numpy scalars, dtypes and arrays (e.g. inside `args`) as numpy objects.
 
-Memory: what a load allocates is bounded before anything is allocated, so a small crafted file cannot make it
-allocate much more than its own size (or `max_bytes`):
-  * every tensor view must lie inside its storage (offset + sum((size_i - 1) * stride_i) < storage elements;
-    negative offsets, sizes and strides are refused), and every storage must be in the file: a zip record at
-    least as long as the storage the pickle declares, a legacy storage no longer than the file;
-  * the tensors of one load together, any one declared storage, and any one zip record (they may be
-    compressed) hold at most `max_bytes` (default `MAX_BYTES`, 4 GiB; `load(path, max_bytes=...)` raises it);
-  * a view that repeats storage elements (more elements than the storage span it covers: a stride 0, as
-    torch's `expand` writes, or overlapping strides) is legitimate in torch, where it shares the storage, but
-    here it is copied out in full: such copies together may not exceed the file's own size. A small expanded
-    buffer still loads; a 522-byte file whose stride-0 view declares 10^8 floats (400 MB) is refused.
+Memory: what a load allocates is bounded before anything is allocated (jaxgeal.convert.torch_storage).
 
 Errors: `FileNotFoundError`; `CheckpointFormatError` (not a torch checkpoint, truncated, corrupt, missing
 storage record, out-of-bounds view, over the memory limits above) and `UnsafeCheckpointError` (refused
@@ -64,72 +54,21 @@ from typing import Any
 
 import numpy as np
 
+from jaxgeal.convert.torch_storage import (
+  MAX_BYTES,
+  STORAGE_DTYPES,
+  TORCH_DTYPES,
+  CheckpointFormatError,
+  FormatProblem,
+  StorageRef,
+  Tensors,
+  UnsafeCheckpointError,
+  ints,
+  np_dtype,
+)
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
-# Default limit on the bytes one `load` allocates for tensors, and on any one declared storage (see module doc).
-MAX_BYTES = 4 * 1024**3
-
-
-class CheckpointFormatError(ValueError):
-  """The file is not a readable torch checkpoint (wrong format, truncated, corrupt)."""
-
-
-class UnsafeCheckpointError(ValueError):
-  """The pickle references a global outside the allow-list (it could execute code)."""
-
-
-class _Bad(Exception):
-  """Internal: a format problem found inside the pickle machinery; `load` adds file and record."""
-
-
-# torch storage classes and dtypes -> numpy dtype names. bfloat16 comes from ml_dtypes (a jax dependency).
-_STORAGE_DTYPES = {
-  "FloatStorage": "float32",
-  "DoubleStorage": "float64",
-  "HalfStorage": "float16",
-  "BFloat16Storage": "bfloat16",
-  "LongStorage": "int64",
-  "IntStorage": "int32",
-  "ShortStorage": "int16",
-  "CharStorage": "int8",
-  "ByteStorage": "uint8",
-  "BoolStorage": "bool",
-  "ComplexFloatStorage": "complex64",
-  "ComplexDoubleStorage": "complex128",
-}
-_TORCH_DTYPES = {
-  "float32": "float32",
-  "float": "float32",
-  "float64": "float64",
-  "double": "float64",
-  "float16": "float16",
-  "half": "float16",
-  "bfloat16": "bfloat16",
-  "int64": "int64",
-  "long": "int64",
-  "int32": "int32",
-  "int": "int32",
-  "int16": "int16",
-  "short": "int16",
-  "int8": "int8",
-  "uint8": "uint8",
-  "uint16": "uint16",
-  "uint32": "uint32",
-  "uint64": "uint64",
-  "bool": "bool",
-  "complex64": "complex64",
-  "cfloat": "complex64",
-  "complex128": "complex128",
-  "cdouble": "complex128",
-}
-
-
-def _np_dtype(name: str) -> np.dtype:
-  if name == "bfloat16":
-    import ml_dtypes  # pylint: disable=g-import-not-at-top  (only needed for bf16 checkpoints)
-
-    return np.dtype(ml_dtypes.bfloat16)
-  return np.dtype(name)
 
 
 class _Inert:
@@ -141,10 +80,10 @@ class _Inert:
     object.__setattr__(self, "name", name)
 
   def __setattr__(self, key, value):
-    raise _Bad(f"the pickle tries to set attribute {key!r} of {self.name}")
+    raise FormatProblem(f"the pickle tries to set attribute {key!r} of {self.name}")
 
   def __setstate__(self, state):
-    raise _Bad(f"the pickle tries to BUILD (set the state of) {self.name}")
+    raise FormatProblem(f"the pickle tries to BUILD (set the state of) {self.name}")
 
   def __repr__(self):
     return f"<{type(self).__name__} {self.name}>"
@@ -179,101 +118,7 @@ class _DtypeMarker(_StorageType):
   __slots__ = ()
 
 
-class _StorageRef:
-  """Where a storage's bytes live: record `key`, bytes [start, start + length), element type."""
-
-  __slots__ = ("key", "dtype", "start", "length")
-
-  def __init__(self, key: str, dtype: np.dtype | None, start: int, length: int):
-    self.key, self.dtype, self.start, self.length = key, dtype, start, length
-
-
-def _ints(value, what: str) -> tuple[int, ...]:
-  if not isinstance(value, (tuple, list)):
-    raise _Bad(f"tensor {what} is a {type(value).__name__}, expected a tuple of ints")
-  out = tuple(operator.index(v) for v in value)
-  if any(v < 0 for v in out):
-    raise _Bad(f"negative tensor {what} {out}")
-  return out
-
-
-class _Tensors:
-  """Allocates the tensors the pickle rebuilds and fills them once the storage bytes are at hand.
-
-  The legacy format stores the bytes *after* the pickle, so tensors are created empty while unpickling
-  (shape and dtype are known then) and filled afterwards; the zip format uses the same two steps.
-  """
-
-  def __init__(self, max_bytes: int, file_size: int):
-    self.jobs: list[tuple[_StorageRef, int, tuple[int, ...], np.ndarray]] = []
-    self.max_bytes, self.file_size = max_bytes, file_size
-    self.allocated = 0  # bytes of all tensors so far (limit max_bytes)
-    self.repeated = 0  # bytes of the tensors that repeat storage elements (limit: the file's size)
-
-  def new(self, storage, offset, size, stride, dtype: np.dtype | None) -> np.ndarray:
-    if not isinstance(storage, _StorageRef):
-      raise _Bad(f"a tensor is rebuilt from a {type(storage).__name__}, not from a storage reference")
-    dtype = dtype if dtype is not None else (storage.dtype if storage.dtype is not None else np.dtype("uint8"))
-    offset, size, stride = operator.index(offset), _ints(size, "size"), _ints(stride, "stride")
-    if offset < 0 or len(size) != len(stride):
-      raise _Bad(f"invalid tensor view: offset {offset}, size {size}, stride {stride}")
-    available = storage.length // dtype.itemsize
-    view = f"tensor view (offset {offset}, size {size}, stride {stride}) of storage {storage.key!r}"
-    numel = 1
-    for n in size:
-      numel *= n
-    nbytes = numel * dtype.itemsize
-    if numel:  # An empty tensor reads nothing.
-      last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-      if last >= available:
-        raise _Bad(f"{view} reads element {last}, but the storage holds {available} {dtype} elements")
-      # More elements than the span it covers: some are read more than once (stride 0, overlapping strides).
-      if numel > last - offset + 1:
-        self.repeated += nbytes
-        if self.repeated > self.file_size:
-          raise _Bad(
-            f"{view} repeats storage elements (a stride 0 or overlapping strides): copying it out "
-            f"takes {nbytes} bytes ({self.repeated} for all such views), more than the file's "
-            f"{self.file_size} bytes; refused as a memory bomb"
-          )
-    self.allocated += nbytes
-    if self.allocated > self.max_bytes:
-      raise _Bad(
-        f"{view} needs {nbytes} bytes of {dtype}, taking the tensors read to {self.allocated} bytes, "
-        f"over the limit of {self.max_bytes} (torch_pickle.load(..., max_bytes=N) raises it)"
-      )
-    out = np.empty(size, dtype)
-    self.jobs.append((storage, offset, stride, out))
-    return out
-
-  def fill(self, read: Callable[[str], bytes], byteorder: str, path: pathlib.Path):
-    by_key: dict[str, list] = collections.defaultdict(list)
-    for job in self.jobs:
-      if job[-1].size:
-        by_key[job[0].key].append(job)
-    # One storage's bytes at a time: peak memory is the arrays plus the largest storage.
-    try:
-      for key, jobs in by_key.items():
-        buf = read(key)
-        for ref, offset, stride, out in jobs:
-          self._copy(buf, ref, offset, stride, out, byteorder)
-    except _Bad as e:
-      raise CheckpointFormatError(f"{path}: {e}") from None
-
-  @staticmethod
-  def _copy(buf: bytes, ref: _StorageRef, offset: int, stride, out: np.ndarray, byteorder: str):
-    if len(buf) < ref.start + ref.length:
-      raise _Bad(f"storage {ref.key!r} holds {len(buf)} bytes, the pickle needs {ref.start + ref.length}")
-    src_dtype = out.dtype.newbyteorder(">") if byteorder == "big" and out.dtype.itemsize > 1 else out.dtype
-    flat = np.frombuffer(buf, src_dtype, count=ref.length // out.dtype.itemsize, offset=ref.start)
-    # Bounds were checked in `new`, so this strided view stays inside `flat`.
-    view = np.lib.stride_tricks.as_strided(
-      flat[offset:], out.shape, [s * out.dtype.itemsize for s in stride], writeable=False
-    )
-    out[...] = view
-
-
-def _allowed_globals(tensors: _Tensors) -> dict[tuple[str, str], Any]:
+def _allowed_globals(tensors: Tensors) -> dict[tuple[str, str], Any]:
   """The allow-list: (module, name) -> the object the unpickler gets instead of the real global."""
   allowed: dict[tuple[str, str], Any] = {}
 
@@ -291,7 +136,7 @@ def _allowed_globals(tensors: _Tensors) -> dict[tuple[str, str], Any]:
   def rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
     del requires_grad, backward_hooks, metadata
     if not isinstance(dtype, _DtypeMarker):
-      raise _Bad(f"_rebuild_tensor_v3 got dtype {dtype!r}, expected a torch dtype")
+      raise FormatProblem(f"_rebuild_tensor_v3 got dtype {dtype!r}, expected a torch dtype")
     return tensors.new(storage, storage_offset, size, stride, dtype.dtype)
 
   def rebuild_parameter(data, requires_grad=True, backward_hooks=None, state=None):
@@ -301,7 +146,7 @@ def _allowed_globals(tensors: _Tensors) -> dict[tuple[str, str], Any]:
   def rebuild_from_type_v2(func, new_type, args, state):
     del new_type, state  # Tensor subclass and Python attributes are dropped: the data is what we need.
     if not isinstance(func, _SafeCallable):
-      raise _Bad(f"_rebuild_from_type_v2 got function {func!r}")
+      raise FormatProblem(f"_rebuild_from_type_v2 got function {func!r}")
     return func(*args)
 
   tu = ("torch._utils",)
@@ -319,12 +164,12 @@ def _allowed_globals(tensors: _Tensors) -> dict[tuple[str, str], Any]:
   )
   add(("torch",), "Tensor", _Inert("torch.Tensor"))
   add(("torch.nn.parameter",), "Parameter", _Inert("torch.nn.parameter.Parameter"))
-  for name, dtype in _STORAGE_DTYPES.items():
+  for name, dtype in STORAGE_DTYPES.items():
     # Old files may name the CUDA classes; the bytes are the same.
-    add(("torch", "torch.cuda"), name, _StorageType(f"torch.{name}", _np_dtype(dtype)))
+    add(("torch", "torch.cuda"), name, _StorageType(f"torch.{name}", np_dtype(dtype)))
   add(("torch", "torch.storage"), "UntypedStorage", _StorageType("torch.UntypedStorage", None))
-  for name, dtype in _TORCH_DTYPES.items():
-    add(("torch",), name, _DtypeMarker(f"torch.{name}", _np_dtype(dtype)))
+  for name, dtype in TORCH_DTYPES.items():
+    add(("torch",), name, _DtypeMarker(f"torch.{name}", np_dtype(dtype)))
   add(("torch",), "Size", _SafeCallable("torch.Size", lambda dims=(): tuple(operator.index(d) for d in dims)))
   add(("torch",), "device", _SafeCallable("torch.device", _device))
 
@@ -364,14 +209,14 @@ def _device(kind, index=None):
 def _reconstructor(cls, base, state):
   # Protocol 0/1 pickles of plain classes (argparse.Namespace); only `object`-based records are allowed.
   if base is not _OBJECT or state is not None or cls is not types.SimpleNamespace:
-    raise _Bad(f"copyreg._reconstructor({cls!r}, {base!r}, ...) is not an allowed record")
+    raise FormatProblem(f"copyreg._reconstructor({cls!r}, {base!r}, ...) is not an allowed record")
   return types.SimpleNamespace()
 
 
 def _byte_string(cls):
   def make(data=b"", *args):
     if isinstance(data, int):  # bytes(n) would allocate n zero bytes: never written by pickle.
-      raise _Bad(f"{cls.__name__}({data}) is not allowed")
+      raise FormatProblem(f"{cls.__name__}({data}) is not allowed")
     return cls(data, *args)
 
   return make
@@ -379,46 +224,46 @@ def _byte_string(cls):
 
 def _codecs_encode(text, encoding="utf-8"):
   if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-    raise _Bad(f"_codecs.encode called with {type(text).__name__}, {encoding!r}")
+    raise FormatProblem(f"_codecs.encode called with {type(text).__name__}, {encoding!r}")
   return text.encode("latin-1")
 
 
 def _numpy_dtype(spec, align=False, copy=False):
   del copy  # Always a fresh copy: numpy's BUILD then never touches a shared builtin dtype.
   if not isinstance(spec, str):
-    raise _Bad(f"numpy.dtype({spec!r}) is not allowed")
+    raise FormatProblem(f"numpy.dtype({spec!r}) is not allowed")
   return np.dtype(spec, align=bool(align), copy=True)
 
 
 def _numpy_scalar(dtype, data=None):
   if not isinstance(dtype, np.dtype):
-    raise _Bad(f"numpy scalar with dtype {dtype!r}")
+    raise FormatProblem(f"numpy scalar with dtype {dtype!r}")
   if dtype.hasobject:
     return data  # numpy pickles object scalars as the (already unpickled) object itself.
   if not isinstance(data, bytes) or len(data) != dtype.itemsize:
-    raise _Bad(f"numpy scalar of {dtype} with {type(data).__name__} payload")
+    raise FormatProblem(f"numpy scalar of {dtype} with {type(data).__name__} payload")
   return np.frombuffer(data, dtype)[0]
 
 
 def _numpy_reconstruct(cls, shape, typecode):
   if cls is not _NDARRAY:
-    raise _Bad(f"numpy _reconstruct of {cls!r}")
-  shape = _ints(shape, "shape")
+    raise FormatProblem(f"numpy _reconstruct of {cls!r}")
+  shape = ints(shape, "shape")
   if any(n != 0 for n in shape):  # numpy writes (0,): BUILD then sets shape and data from the pickle's bytes.
-    raise _Bad(f"numpy _reconstruct with shape {shape} would allocate memory not backed by the file")
+    raise FormatProblem(f"numpy _reconstruct with shape {shape} would allocate memory not backed by the file")
   return np.ndarray.__new__(np.ndarray, shape, typecode)
 
 
 def _numpy_frombuffer(buf, dtype, shape, order):
   if not isinstance(dtype, np.dtype) or dtype.hasobject or order not in ("C", "F"):
-    raise _Bad(f"numpy _frombuffer with dtype {dtype!r}, order {order!r}")
-  return np.frombuffer(buf, dtype).reshape(_ints(shape, "shape"), order=order).copy()
+    raise FormatProblem(f"numpy _frombuffer with dtype {dtype!r}, order {order!r}")
+  return np.frombuffer(buf, dtype).reshape(ints(shape, "shape"), order=order).copy()
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
   """pickle.Unpickler whose globals come only from `allowed` and whose storages come from `storage`."""
 
-  def __init__(self, file, path, record, allowed, storage: Callable[[tuple], _StorageRef] | None):
+  def __init__(self, file, path, record, allowed, storage: Callable[[tuple], StorageRef] | None):
     super().__init__(file, encoding="utf-8")  # torch.load's choice for Python-2 strings.
     self._path, self._record, self._allowed, self._storage = path, record, allowed, storage
 
@@ -433,11 +278,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
   def persistent_load(self, pid):
     if self._storage is None:
-      raise _Bad(f"unexpected persistent id {pid!r:.80}")
+      raise FormatProblem(f"unexpected persistent id {pid!r:.80}")
     # An exact type check: a dtype marker (a _StorageType subclass) is not a storage.
     is_storage = isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and type(pid[1]) is _StorageType
     if not is_storage:
-      raise _Bad(f"unsupported persistent id {pid!r:.120} (only tensor storages are supported)")
+      raise FormatProblem(f"unsupported persistent id {pid!r:.120} (only tensor storages are supported)")
     return self._storage(pid)
 
 
@@ -446,34 +291,34 @@ def _unpickle(file, path, record, allowed, storage=None):
     return _RestrictedUnpickler(file, path, record, allowed, storage).load()
   except (UnsafeCheckpointError, CheckpointFormatError):
     raise
-  except _Bad as e:
+  except FormatProblem as e:
     raise CheckpointFormatError(f"{path}: {record}: {e}") from None
   except Exception as e:  # pylint: disable=broad-except  (any failure of a corrupt pickle is a format error)
     raise CheckpointFormatError(f"{path}: {record}: corrupt or truncated pickle ({type(e).__name__}: {e})") from e
 
 
-def _storage_ref(pid, legacy: bool, available: Callable[[str], int], max_bytes: int) -> _StorageRef:
+def _storage_ref(pid, legacy: bool, available: Callable[[str], int], max_bytes: int) -> StorageRef:
   """Persistent id -> byte range of the storage, in elements of its storage type. `available(key)`: how many
   bytes the file can hold for the storage (its zip record's size; the file's size for the legacy format)."""
-  stype, key, numel = pid[1], str(pid[2]), _ints((pid[4],), "storage size")[0]
+  stype, key, numel = pid[1], str(pid[2]), ints((pid[4],), "storage size")[0]
   itemsize = stype.dtype.itemsize if stype.dtype is not None else 1
   declared = numel * itemsize
   if declared > max_bytes:
-    raise _Bad(
+    raise FormatProblem(
       f"storage {key!r} declares {declared} bytes, over the limit of {max_bytes} "
       "(torch_pickle.load(..., max_bytes=N) raises it)"
     )
   if declared > available(key):
-    raise _Bad(f"storage {key!r} declares {declared} bytes, but the file has room for only {available(key)}")
+    raise FormatProblem(f"storage {key!r} declares {declared} bytes, but the file has room for only {available(key)}")
   view = pid[5] if legacy and len(pid) > 5 else None
   if view is None:
-    return _StorageRef(key, stype.dtype, 0, numel * itemsize)
+    return StorageRef(key, stype.dtype, 0, numel * itemsize)
   # Legacy storage views: (view_key, offset, size) in elements of the root storage `key`.
   _, offset, size = view
   offset, size = operator.index(offset), operator.index(size)
   if offset < 0 or size < 0 or offset + size > numel:
-    raise _Bad(f"storage view {view!r} outside root storage {key!r} of {numel} elements")
-  return _StorageRef(key, stype.dtype, offset * itemsize, size * itemsize)
+    raise FormatProblem(f"storage view {view!r} outside root storage {key!r} of {numel} elements")
+  return StorageRef(key, stype.dtype, offset * itemsize, size * itemsize)
 
 
 def _load_zip(path: pathlib.Path, max_bytes: int) -> Any:
@@ -507,9 +352,9 @@ def _load_zip(path: pathlib.Path, max_bytes: int) -> Any:
       try:
         size = archive.getinfo(name).file_size  # declared in the archive, checked by zipfile while reading
       except KeyError:
-        raise _Bad(f"missing storage record {name!r}") from None
+        raise FormatProblem(f"missing storage record {name!r}") from None
       if size > max_bytes:
-        raise _Bad(
+        raise FormatProblem(
           f"storage record {name!r} holds {size} bytes, over the limit of {max_bytes} "
           "(torch_pickle.load(..., max_bytes=N) raises it)"
         )
@@ -521,11 +366,11 @@ def _load_zip(path: pathlib.Path, max_bytes: int) -> Any:
       try:
         return archive.read(name)
       except KeyError:
-        raise _Bad(f"missing storage record {name!r}") from None
+        raise FormatProblem(f"missing storage record {name!r}") from None
       except Exception as e:  # pylint: disable=broad-except  (bad CRC, truncated, unsupported compression)
-        raise _Bad(f"storage record {name!r} is corrupt ({type(e).__name__}: {e})") from None
+        raise FormatProblem(f"storage record {name!r} is corrupt ({type(e).__name__}: {e})") from None
 
-    tensors = _Tensors(max_bytes, os.stat(path).st_size)
+    tensors = Tensors(max_bytes, os.stat(path).st_size)
     allowed = _allowed_globals(tensors)
     try:
       data = archive.read(pkl)
@@ -560,7 +405,7 @@ def _load_legacy(path: pathlib.Path, head: bytes, max_bytes: int) -> Any:
       raise CheckpointFormatError(f"{path}: legacy sys info is a {type(sys_info).__name__}, expected dict")
 
     file_size = os.fstat(f.fileno()).st_size
-    tensors = _Tensors(max_bytes, file_size)
+    tensors = Tensors(max_bytes, file_size)
     itemsizes: dict[str, int] = {}
 
     def storage(pid):
@@ -590,7 +435,7 @@ def _load_legacy(path: pathlib.Path, head: bytes, max_bytes: int) -> Any:
 
     def read(key):
       if key not in spans:
-        raise _Bad(f"storage {key!r} is not in the file's storage table")
+        raise FormatProblem(f"storage {key!r} is not in the file's storage table")
       f.seek(spans[key][0])
       return f.read(spans[key][1])
 

@@ -1,6 +1,6 @@
 """Datasets of jaxgeal: TFDS builders writing array_record without TensorFlow, read back with grain.
 
-Implements what upstream GANgealing's `prepare_data.py` (docs/upstream.md §1.2, §1.11) produces, for
+Implements what upstream GANgealing's `prepare_data.py` (wpeebles/gangealing at ffa6387) produces, for
   * any image folder (`image_folder`), LSUN categories from the user's download (`lsun`): training images;
   * SPair-71k (`spair`) and CUB-200-2011 (`cub`): key point datasets for PCK-Transfer (paper §4.2, App. B.7).
 Pre-processing (`preprocessing`): upstream's `--pad center|zero|border|resize_small_side|none` and the ACSM

@@ -1,6 +1,6 @@
 """What every jaxgeal dataset builder shares: TF-free array_record writing, bad-image accounting, build reports.
 
-The builders replace upstream `prepare_data.py`'s LMDB output (docs/upstream.md §1.11) with TFDS datasets in
+The builders replace upstream `prepare_data.py`'s LMDB output (wpeebles/gangealing at ffa6387) with TFDS datasets in
 the array_record format, read back by grain. Everything here runs without TensorFlow (tfds 4.9.10 checked):
 
   * `tfds.core.GeneratorBasedBuilder.download_and_prepare(file_format="array_record")` serialises examples

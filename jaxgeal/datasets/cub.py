@@ -1,6 +1,6 @@
 """CUB-200-2011 (Wah et al. 2011) for PCK-Transfer: birds with 15 part key points, boxes, visibility.
 
-Upstream `prepare_data.py --cub_acsm` (docs/upstream.md §1.2; paper §4.2, "the same image pre-processing and
+Upstream `prepare_data.py --cub_acsm` (wpeebles/gangealing at ffa6387; paper §4.2, "the same image pre-processing and
 dataset splits as ACSM") builds the ACSM validation split: the images, tight boxes and ids listed in ACSM's
 `val_cub_cleaned.mat`, each cropped by the ACSM box crop (box padded by 5% per side, made square, edge
 padded where it leaves the image; `preprocessing.acsm_box_crop`) and resized to 256. PCK-Transfer on CUB uses

@@ -1,6 +1,6 @@
 """Image-folder datasets: any directory tree of images -> square (or aspect-kept) training images.
 
-Upstream `prepare_data.py --path DIR --pattern '*.png' --pad ... --size ...` (docs/upstream.md §1.2) writes
+Upstream `prepare_data.py --path DIR --pattern '*.png' --pad ... --size ...` (wpeebles/gangealing at ffa6387) writes
 an LMDB of resized images; this builder writes the same images as a TFDS array_record dataset:
 
   * files are found recursively, by extension (case-insensitive: png, jpg, jpeg, webp, bmp, gif, tif, tiff,

@@ -1,8 +1,8 @@
 """The key point dataset structure shared by SPair-71k, CUB, synthetic data and the PCK-Transfer evaluator.
 
 Replaces upstream's `keypoints.pt` / `pairs.pt` / `permutation.pt` / `pck_thresholds.pt` /
-`inverse_coordinates.pt` beside an LMDB (docs/upstream.md §1.11) with one record per image plus dataset-level
-metadata; the structure itself is documented in docs/datasets.md. Writers call
+`inverse_coordinates.pt` beside an LMDB (wpeebles/gangealing at ffa6387, `prepare_data.py`) with one record per
+image plus dataset-level metadata; the structure itself is documented in docs/datasets.md. Writers call
 `keypoint_features` (the TFDS features), `make_example` (moves raw annotations through the same `Affine` as
 the pixels) and `dataset_metadata`; readers call `open_keypoint_dataset`.
 """

@@ -1,7 +1,7 @@
 """LSUN categories (cat, dog, horse, bicycle, car, tvmonitor, church_outdoor, ...) from the user's download.
 
 Upstream `prepare_data.py --lsun_category CAT` downloads LSUN itself and reads its LMDB (`--input_is_lmdb`,
-docs/upstream.md §1.2); the GANs of the paper are trained on 256x256 center crops (`--pad center`, §4).
+wpeebles/gangealing at ffa6387); the GANs of the paper are trained on 256x256 center crops (`--pad center`, §4).
 Nothing can be downloaded here, so `manual_dir` must hold the data the user fetched from the LSUN website:
 
   * the LMDB of the category: a directory with `data.mdb` -- `manual_dir` itself, `manual_dir/<category>`

@@ -5,9 +5,9 @@
   python -m jaxgeal.datasets.prepare spair --path SPair-71k/ --category cat --split test --out data/
   python -m jaxgeal.datasets.prepare cub --path CUB_200_2011/ --acsm_mat val_cub_cleaned.mat --out data/
 
-Upstream flags keep their meaning (docs/upstream.md §1.2): --size takes a comma list (one dataset per size),
---pad zero|border|center|resize_small_side|none, --format png|jpeg, --max_images, --cub_acsm; upstream's
---lsun_category, --spair_category and --spair_split are the subcommands' --category and --split, and its
+Upstream flags keep their meaning (wpeebles/gangealing at ffa6387, `prepare_data.py`): --size takes a comma list
+(one dataset per size), --pad zero|border|center|resize_small_side|none, --format png|jpeg, --max_images, --cub_acsm;
+upstream's --lsun_category, --spair_category and --spair_split are the subcommands' --category and --split, and its
 --n_worker is --num_workers. Nothing is downloaded: --path is the data you downloaded (each subcommand's --help
 says which layout). Each dataset goes to <out>/<builder>/<config>/1.0.0/, printed at the end with the images
 that could not be read. A build with too many unreadable images fails listing how many (and the first ten) and

@@ -1,6 +1,6 @@
 """Crop / pad / resize of dataset images, and the same geometry applied to points and boxes.
 
-Implements the image pre-processing choices of upstream GANgealing `prepare_data.py` (docs/upstream.md §1.2,
+Implements the image pre-processing choices of upstream GANgealing `prepare_data.py` (wpeebles/gangealing at ffa6387,
 `--pad zero|border|center|resize_small_side|none`) and its ACSM-style CUB crop (`--cub_acsm`), with one
 difference on purpose: every function also returns the exact `Affine` map from source pixels to output pixels,
 so key points and boxes are moved by the very geometry that moved the pixels (upstream re-derives it by hand

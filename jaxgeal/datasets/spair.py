@@ -1,6 +1,6 @@
 """SPair-71k (Min et al. 2019) for PCK-Transfer: fixed image pairs of one category, key points, boxes.
 
-Upstream `prepare_data.py --spair_category CAT --spair_split test` (docs/upstream.md §1.2, §1.11; paper §4.2):
+Upstream `prepare_data.py --spair_category CAT --spair_split test` (wpeebles/gangealing at ffa6387; paper §4.2):
 for every pair file `PairAnnotation/<split>/*:<category>.json` (sorted by name), the source and the target
 image each become one record, so pair k is records (2k, 2k + 1) and an image in several pairs is stored
 several times; its key points are the pair annotation's (`src_kps` / `trg_kps` at `kps_ids`: the points

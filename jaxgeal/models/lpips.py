@@ -1,7 +1,7 @@
 """LPIPS perceptual distance and GANgealing's "vgg_ssl" variant in Flax Linen.
 
 Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric" (CVPR 2018), v0.1, as
-GANgealing (Peebles et al., CVPR 2022, §4 and docs/upstream.md §1.8) vendors it in `models/losses/lpips.py`
+GANgealing (Peebles et al., CVPR 2022, §4; wpeebles/gangealing at ffa6387) vendors it in `models/losses/lpips.py`
 and `models/losses/lpips_backbones.py`:
 
   x in [-1, 1] -> ScalingLayer (x - shift) / scale -> VGG16 trunk (torchvision `vgg16().features[:30]`)

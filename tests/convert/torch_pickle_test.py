@@ -1,20 +1,14 @@
 """Specification of the torch-free checkpoint reader `jaxgeal.convert.torch_pickle.load`.
 
-torch is not available here, so test checkpoints are written by `_TorchLikePickler`: the standard pure-Python
-pickler plus `_G(module, name)` references that it writes as GLOBAL opcodes (torch's names without importing
-torch), and stand-in storages that it writes as torch's persistent ids. `write_zip` / `write_legacy` lay
-them out exactly as torch/serialization.py does for the two container formats.
+torch is not available here: test checkpoints are written by tests/convert/torch_writers.py, laid out as
+torch/serialization.py does. The memory bounds are specified in torch_storage_test.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import io
 import pickle
-import re
-import struct
-import tracemalloc
 import types
 import zipfile
 
@@ -24,134 +18,18 @@ import pytest
 from jaxgeal.convert import torch_pickle
 from jaxgeal.convert.torch_pickle import CheckpointFormatError, UnsafeCheckpointError
 from tests import fixtures
-
-# --------------------------------------------------------------------------------------------------------
-# Writing torch-format files without torch.
-
-
-class _G:
-  """Reference to a global `module.name`, written as a GLOBAL opcode (callable so save_reduce accepts it)."""
-
-  def __init__(self, module: str, name: str):
-    self.module, self.name = module, name
-
-  def __call__(self, *args):
-    raise AssertionError("never called: only pickled")
-
-
-class Storage:
-  """A torch storage stand-in: `values` (1-D numpy) stored as `type_name` under record `key`."""
-
-  def __init__(
-    self, key: str, values: np.ndarray, type_name: str = "FloatStorage", location: str = "cpu", byteorder: str = "<"
-  ):
-    self.key, self.type_name, self.location = key, type_name, location
-    self.values = np.asarray(values).ravel()
-    self.data = self.values.astype(self.values.dtype.newbyteorder(byteorder)).tobytes()
-    self.numel = len(self.data) if type_name == "UntypedStorage" else self.values.size
-
-
-class Tensor:
-  """`torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())` (v3 with dtype)."""
-
-  def __init__(self, storage: Storage, offset: int, size, stride, dtype: str | None = None):
-    self.storage, self.offset, self.size, self.stride, self.dtype = storage, offset, size, stride, dtype
-
-  def __reduce__(self):
-    args = (self.storage, self.offset, tuple(self.size), tuple(self.stride), False, collections.OrderedDict())
-    if self.dtype is None:
-      return _G("torch._utils", "_rebuild_tensor_v2"), args
-    return _G("torch._utils", "_rebuild_tensor_v3"), args + (_G("torch", self.dtype),)
-
-
-class StorageView:
-  """A legacy-format storage view: elements [offset, offset + size) of `root`, known as `key`."""
-
-  def __init__(self, root: Storage, key: str, offset: int, size: int):
-    self.root, self.key, self.offset, self.size = root, key, offset, size
-
-
-def contiguous(storage: Storage, shape) -> Tensor:
-  stride = tuple(int(np.prod(shape[i + 1 :])) for i in range(len(shape)))
-  return Tensor(storage, 0, tuple(shape), stride)
-
-
-class Call:
-  """Pickles as `module.name(*args)`: torch.Size, Parameter rebuilds, and the malicious payloads."""
-
-  def __init__(self, module: str, name: str, *args):
-    self.func, self.args = _G(module, name), args
-
-  def __reduce__(self):
-    return self.func, self.args
-
-
-class _TorchLikePickler(pickle._Pickler):  # pylint: disable=protected-access  (pure-Python dispatch table)
-  dispatch = pickle._Pickler.dispatch.copy()  # pylint: disable=protected-access
-
-  def __init__(self, file, legacy: bool):
-    super().__init__(file, protocol=2)  # torch's DEFAULT_PROTOCOL.
-    self.legacy = legacy
-    self.storages: dict[str, Storage] = {}
-
-  def save_global_ref(self, obj):
-    self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
-
-  dispatch[_G] = save_global_ref
-
-  def persistent_id(self, obj):
-    view = None
-    if isinstance(obj, StorageView):
-      assert self.legacy, "storage views only exist in the legacy format"
-      obj, view = obj.root, (obj.key, obj.offset, obj.size)
-    if not isinstance(obj, Storage):
-      return None
-    self.storages.setdefault(obj.key, obj)
-    pid = ("storage", _G("torch", obj.type_name), obj.key, obj.location, obj.numel)
-    return pid + (view,) if self.legacy else pid
-
-
-def pickle_bytes(obj, legacy=False):
-  buf = io.BytesIO()
-  pickler = _TorchLikePickler(buf, legacy)
-  pickler.dump(obj)
-  return buf.getvalue(), pickler.storages
-
-
-def write_zip(path, obj, folder="archive", byteorder="little", skip_records=()):
-  data, storages = pickle_bytes(obj)
-  with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-    z.writestr(f"{folder}/data.pkl", data)
-    z.writestr(f"{folder}/byteorder", byteorder)
-    for key, storage in storages.items():
-      if key not in skip_records:
-        z.writestr(f"{folder}/data/{key}", storage.data)
-    z.writestr(f"{folder}/version", "3\n")
-  return path
-
-
-def write_legacy(path, obj, main_pickle: bytes | None = None):
-  data, storages = pickle_bytes(obj, legacy=True)
-  with open(path, "wb") as f:
-    pickle.dump(0x1950A86A20F9469CFC6C, f, protocol=2)
-    pickle.dump(1001, f, protocol=2)
-    pickle.dump(
-      {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 8}}, f, protocol=2
-    )
-    f.write(main_pickle if main_pickle is not None else data)
-    pickle.dump(list(storages), f, protocol=2)
-    for storage in storages.values():
-      f.write(struct.pack("<q", storage.values.size))
-      f.write(storage.data)
-  return path
-
-
-WRITERS = {"zip": write_zip, "legacy": write_legacy}
-
-
-def arange_storage(key="0", n=24, type_name="FloatStorage", dtype=np.float32, **kw):
-  return Storage(key, np.arange(n).astype(dtype), type_name, **kw)
-
+from tests.convert.torch_writers import (
+  WRITERS,
+  Call,
+  Storage,
+  StorageView,
+  Tensor,
+  arange_storage,
+  contiguous,
+  pickle_bytes,
+  write_legacy,
+  write_zip,
+)
 
 # --------------------------------------------------------------------------------------------------------
 # Parity with the upstream fixture checkpoints.
@@ -327,124 +205,6 @@ def test_a_zip_without_data_pkl_is_not_a_checkpoint(tmp_path):
 def test_a_zip_missing_a_storage_record_names_the_record(tmp_path):
   path = write_zip(tmp_path / "partial.pt", {"w": contiguous(arange_storage("7"), (24,))}, skip_records=("7",))
   with pytest.raises(CheckpointFormatError, match=r"partial.pt.*missing storage record 'archive/data/7'"):
-    torch_pickle.load(path)
-
-
-@pytest.mark.parametrize("fmt", WRITERS)
-def test_a_view_beyond_its_storage_is_a_format_error(tmp_path, fmt):
-  path = WRITERS[fmt](tmp_path / "oob.pt", {"w": Tensor(arange_storage(n=12), 2, (4, 3), (3, 1))})
-  with pytest.raises(CheckpointFormatError, match="oob.pt.*reads element 13"):
-    torch_pickle.load(path)
-
-
-@pytest.mark.parametrize("fmt", WRITERS)
-@pytest.mark.parametrize(
-  "offset,size,stride,match",
-  [
-    (12, (1,), (1,), "reads element 12"),  # offset past the end
-    (0, (4, 4), (4, 1), "reads element 15"),  # size * stride past the end
-    (0, (3,), (-1,), "negative tensor stride"),
-    (-1, (3,), (1,), "invalid tensor view"),
-  ],
-)
-def test_views_must_lie_inside_their_storage(tmp_path, fmt, offset, size, stride, match):
-  path = WRITERS[fmt](tmp_path / "oob.pt", {"w": Tensor(arange_storage(n=12), offset, size, stride)})
-  with pytest.raises(CheckpointFormatError, match=f"oob.pt.*{match}"):
-    torch_pickle.load(path)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Memory bombs: a small file must not make the reader allocate much more than its size (or max_bytes).
-
-
-def _peak_bytes_of(fn):
-  """(exception raised by fn or None, peak bytes traced meanwhile; numpy reports its arrays to tracemalloc)."""
-  tracemalloc.start()
-  try:
-    fn()
-    err = None
-  except Exception as e:  # pylint: disable=broad-except
-    err = e
-  peak = tracemalloc.get_traced_memory()[1]
-  tracemalloc.stop()
-  return err, peak
-
-
-@pytest.mark.parametrize("fmt", WRITERS)
-def test_a_stride_0_view_cannot_blow_a_tiny_file_up_to_hundreds_of_megabytes(tmp_path, fmt):
-  # One float, viewed 10^8 times with stride 0 (torch's expand): 400 MB once copied out.
-  one = Storage("0", np.ones(1, np.float32))
-  path = WRITERS[fmt](tmp_path / "bomb.pt", {"w": Tensor(one, 0, (10**8,), (0,))})
-  assert path.stat().st_size < 1024
-  err, peak = _peak_bytes_of(lambda: torch_pickle.load(path))
-  assert isinstance(err, CheckpointFormatError) and "bomb.pt" in str(err), err
-  assert "repeats storage elements" in str(err) and "(offset 0, size (100000000,), stride (0,))" in str(err)
-  assert peak < 10 * 2**20
-
-
-@pytest.mark.parametrize("fmt", WRITERS)
-def test_many_small_expanded_views_share_one_budget_the_size_of_the_file(tmp_path, fmt):
-  # Each view alone is smaller than the file; 200 of them (a few bytes of pickle each) are not.
-  one = Storage("0", np.ones(1, np.float32))
-  path = WRITERS[fmt](tmp_path / "many.pt", [Tensor(one, 0, (100,), (0,)) for _ in range(200)])
-  assert 400 < path.stat().st_size < 200 * 100 * 4 / 2
-  with pytest.raises(CheckpointFormatError, match="many.pt.*repeats storage elements"):
-    torch_pickle.load(path)
-  few = WRITERS[fmt](tmp_path / "few.pt", [Tensor(one, 0, (25,), (0,)) for _ in range(2)])
-  assert all(np.array_equal(x, np.ones(25, np.float32)) for x in torch_pickle.load(few))
-
-
-@pytest.mark.parametrize("fmt", WRITERS)
-@pytest.mark.parametrize(
-  "numel,match",
-  [
-    (2**40, r"storage '0' declares 4398046511104 bytes, over the limit of 4294967296"),
-    (10**6, r"storage '0' declares 4000000 bytes, but the file has room for only"),
-  ],
-)
-def test_a_huge_declared_storage_in_a_tiny_file_is_refused_before_allocating(tmp_path, fmt, numel, match):
-  storage = arange_storage(n=4)
-  storage.numel = numel  # the pickle claims far more elements than the file holds
-  path = WRITERS[fmt](tmp_path / "claim.pt", {"w": Tensor(storage, 0, (numel,), (1,))})
-  err, peak = _peak_bytes_of(lambda: torch_pickle.load(path))
-  assert isinstance(err, CheckpointFormatError) and "claim.pt" in str(err), err
-  assert re.search(match, str(err)), err
-  assert peak < 10 * 2**20
-
-
-@pytest.mark.parametrize("fmt", WRITERS)
-def test_max_bytes_bounds_the_total_of_the_tensors(tmp_path, fmt):
-  tensors = {"a": contiguous(arange_storage("0", 100), (100,)), "b": contiguous(arange_storage("1", 100), (100,))}
-  path = WRITERS[fmt](tmp_path / "two.pt", tensors)
-  assert set(torch_pickle.load(path, max_bytes=800)) == {"a", "b"}
-  with pytest.raises(
-    CheckpointFormatError,
-    match=r"two.pt.*taking the tensors read to 800 bytes, over the limit "
-    r"of 600 \(torch_pickle.load\(..., max_bytes=N\) raises it\)",
-  ):
-    torch_pickle.load(path, max_bytes=600)
-  assert torch_pickle.MAX_BYTES == 4 * 2**30
-
-
-def test_a_compressed_storage_record_over_the_limit_is_not_decompressed(tmp_path):
-  # A deflated record of 8 MiB of zeros (a few KB on disk) behind a storage that declares 4 floats.
-  data, _ = pickle_bytes({"w": contiguous(arange_storage("0", 4), (4,))})
-  path = tmp_path / "deflated.pt"
-  with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-    z.writestr("archive/data.pkl", data)
-    z.writestr("archive/data/0", bytes(8 * 2**20))
-  assert path.stat().st_size < 100_000
-  err, peak = _peak_bytes_of(lambda: torch_pickle.load(path, max_bytes=2**20))
-  assert isinstance(err, CheckpointFormatError), err
-  assert re.search(r"deflated.pt.*storage record 'archive/data/0' holds 8388608 bytes, over the limit", str(err))
-  assert peak < 2**20
-
-
-def test_a_numpy_array_cannot_allocate_memory_the_file_does_not_hold(tmp_path):
-  # numpy pickles arrays as _reconstruct(ndarray, (0,), b'b') + BUILD; a larger shape allocates unbacked memory.
-  big = Call("numpy.core.multiarray", "_reconstruct", _G("numpy", "ndarray"), (10**9,), b"b")
-  path = write_zip(tmp_path / "ndarray.pt", {"args": big})
-  with pytest.raises(CheckpointFormatError, match=r"ndarray.pt.*shape \(1000000000,\) would allocate"):
     torch_pickle.load(path)
 
 
