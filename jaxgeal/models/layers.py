@@ -88,10 +88,17 @@ class FusedLeakyReLU(nn.Module):
     return fused_leaky_relu(x, self.param("bias", nn.initializers.zeros, (self.channels,)))
 
 
+def reflection_pad(x, pad: tuple[int, int]):
+  """torch `ReflectionPad2d((pad0, pad1, pad0, pad1))` of NHWC x (the edge pixel is not repeated)."""
+  return jnp.pad(x, ((0, 0), pad, pad, (0, 0)), mode="reflect")
+
+
 class ConvLayer(nn.Module):
   """rosinality ConvLayer: [blur + stride-2] EqualConv2d, then FusedLeakyReLU (or a plain bias).
 
-  Submodules: `conv` (EqualConv2d, carries the bias only when not activated) and `activate`.
+  Submodules: `conv` (EqualConv2d, carries the bias only when not activated) and `activate`. The Swapping
+  Autoencoder's copy adds `pad` (explicit padding, or the blur's padding when downsampling) and `reflection_pad`
+  (reflect instead of zero-pad the conv or, when downsampling, the blur).
   """
 
   in_ch: int
@@ -101,14 +108,25 @@ class ConvLayer(nn.Module):
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   use_bias: bool = True
   activate: bool = True
+  pad: int | None = None
+  reflection_pad: bool = False
 
   @nn.compact
   def __call__(self, x):
     if self.downsample:
-      x = fir.blur_before_downsampling_conv(x, self.blur_kernel, self.kernel_size)
+      if self.pad is None and not self.reflection_pad:
+        x = fir.blur_before_downsampling_conv(x, self.blur_kernel, self.kernel_size)
+      else:
+        p = (len(self.blur_kernel) - 2) + (self.kernel_size - 1) if self.pad is None else self.pad
+        blur_pad = ((p + 1) // 2, p // 2)
+        if self.reflection_pad:
+          x, blur_pad = reflection_pad(x, blur_pad), (0, 0)
+        x = fir.blur(x, fir.make_kernel(self.blur_kernel), pad=blur_pad)
       stride, padding = 2, 0
     else:
-      stride, padding = 1, self.kernel_size // 2
+      stride, padding = 1, self.kernel_size // 2 if self.pad is None else self.pad
+      if self.reflection_pad:
+        x, padding = reflection_pad(x, (padding, padding)), 0
     x = EqualConv2d(
       self.in_ch,
       self.out_ch,
@@ -124,17 +142,22 @@ class ConvLayer(nn.Module):
 
 
 class ResBlock(nn.Module):
-  """Discriminator residual block: (conv1 3x3, conv2 3x3 [down]) + skip 1x1 [down], summed / sqrt(2)."""
+  """Discriminator residual block: (conv1 3x3, conv2 3x3 [down]) + skip 1x1 [down], summed / sqrt(2).
+
+  `reflection_pad` (Swapping Autoencoder encoder) reflects the padding of conv1 and conv2, not of the skip.
+  """
 
   in_ch: int
   out_ch: int
   downsample: bool = True
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
+  reflection_pad: bool = False
 
   @nn.compact
   def __call__(self, x):
-    out = ConvLayer(self.in_ch, self.in_ch, 3, blur_kernel=self.blur_kernel, name="conv1")(x)
-    out = ConvLayer(self.in_ch, self.out_ch, 3, downsample=self.downsample, blur_kernel=self.blur_kernel, name="conv2")(
+    refl = self.reflection_pad
+    out = ConvLayer(self.in_ch, self.in_ch, 3, blur_kernel=self.blur_kernel, reflection_pad=refl, name="conv1")(x)
+    out = ConvLayer(self.in_ch, self.out_ch, 3, self.downsample, self.blur_kernel, reflection_pad=refl, name="conv2")(
       out
     )
     skip = ConvLayer(
@@ -162,6 +185,7 @@ class ModulatedConv2d(nn.Module):
   downsample: bool = False
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   impl: str = mc.DEFAULT_IMPL
+  normalize_style: bool = False  # the Swapping Autoencoder's demodulation (ops/modulated_conv.py)
 
   @nn.compact
   def __call__(self, x, style):
@@ -178,15 +202,19 @@ class ModulatedConv2d(nn.Module):
       down=self.downsample,
       blur_kernel=self.blur_kernel,
       impl=self.impl,
+      normalize_style=self.normalize_style,
     )
 
 
 class NoiseInjection(nn.Module):
-  """out = x + weight * noise, with a learned scalar weight (initialised to 0) and (B, H, W, 1) noise."""
+  """out = x + weight * noise, with a learned scalar weight (initialised to 0) and (B or 1, H, W, 1) noise;
+  noise None leaves x unchanged (the weight still exists, as upstream's `use_noise=False`)."""
 
   @nn.compact
   def __call__(self, x, noise):
     weight = self.param("weight", nn.initializers.zeros, (1,))
+    if noise is None:
+      return x
     return x + weight.astype(x.dtype) * noise.astype(x.dtype)
 
 
@@ -201,6 +229,7 @@ class StyledConv(nn.Module):
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   demodulate: bool = True
   impl: str = mc.DEFAULT_IMPL
+  normalize_style: bool = False
 
   @nn.compact
   def __call__(self, x, style, noise):
@@ -213,6 +242,7 @@ class StyledConv(nn.Module):
       upsample=self.upsample,
       blur_kernel=self.blur_kernel,
       impl=self.impl,
+      normalize_style=self.normalize_style,
       name="conv",
     )(x, style)
     x = NoiseInjection(name="noise")(x, noise)

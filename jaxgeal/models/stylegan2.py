@@ -241,7 +241,8 @@ class Discriminator(nn.Module):
 
   def __call__(self, x):
     out = self.features(x)
-    out = minibatch_stddev(out, self.stddev_group, self.stddev_feat)
+    if self.stddev_feat:  # the Swapping Autoencoder's D has none (stddev_feat=0)
+      out = minibatch_stddev(out, self.stddev_group, self.stddev_feat)
     out = self.final_conv(out)
     # Flattened in (H, W, C) order; the converter permutes upstream's (C, H, W)-ordered weight to match.
     out = out.reshape(out.shape[0], -1)

@@ -16,6 +16,10 @@ with i the input channel, j the output channel, k the spatial tap, and the equal
 They agree to float32 rounding (tests/ops/modulated_conv_test.py); `benchmarks/stylegan2.py` measures them and
 DEFAULT_IMPL is the fastest on CPU.
 
+The Swapping Autoencoder (Park et al. 2020) uses a variant, upstream's "new_demodulation"
+(`normalize_style=True`): the style is first divided by its RMS over input channels, the activations are scaled
+by it, and the output is demodulated by the norm of the *unmodulated* weight, sigma_j = sqrt(sum_ik w_ijk^2 + eps).
+
 Upsampling follows rosinality exactly: a stride-2 *transposed* convolution with the (unflipped) modulated
 weight, then a [1,3,3,1] blur with padding (1, 1). Downsampling: blur, then a stride-2 convolution.
 """
@@ -96,6 +100,7 @@ def modulated_conv2d(
   blur_kernel=(1, 3, 3, 1),
   eps: float = 1e-8,
   impl: str = DEFAULT_IMPL,
+  normalize_style: bool = False,
 ) -> jax.Array:
   """Modulated (and demodulated) convolution.
 
@@ -106,6 +111,7 @@ def modulated_conv2d(
     demodulate: apply eqs. (2)-(3) (False for ToRGB).
     up / down: stride-2 transposed conv + blur, or blur + stride-2 conv.
     impl: one of IMPLS.
+    normalize_style: the Swapping Autoencoder's demodulation (see the module docstring); only with demodulate.
 
   Returns:
     (B, H', W', Cout) with H' = 2H (up), H/2 (down) or H.
@@ -118,7 +124,11 @@ def modulated_conv2d(
   weight = weight.astype(x.dtype)
   if down:
     x = fir.blur_before_downsampling_conv(x, blur_kernel, k)
-  if demodulate:
+  if demodulate and normalize_style:
+    # swapping-autoencoder ModulatedConv2d.forward, new_demodulation: s / rms(s), weight demodulated unmodulated.
+    style = style * jax.lax.rsqrt(jnp.mean(style * style, axis=1, keepdims=True) + 1e-8)
+    dcoef = jnp.broadcast_to(jax.lax.rsqrt(jnp.sum(weight * weight, axis=(0, 1, 2)) + eps), (b, cout))
+  elif demodulate:
     # sigma_j^{-1} = rsqrt(sum_{i,k} (s_i w_ijk)^2 + eps) = rsqrt(sum_i s_i^2 sum_k w_ijk^2 + eps)   (2)
     dcoef = jax.lax.rsqrt((style * style) @ jnp.sum(weight * weight, axis=(0, 1)) + eps)  # (B, Cout)
 
