@@ -30,6 +30,7 @@ TRAINERS = {
   "stylegan2": "jaxgeal.trainers.stylegan2",
   "cluster_classifier": "jaxgeal.trainers.cluster_classifier",
   "demo": "jaxgeal.trainers.demo",
+  "swapae": "jaxgeal.trainers.swapae",
 }
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 LOG_FILE = "log.txt"

@@ -344,3 +344,24 @@ def patch_discriminator_from_config(config: Mapping) -> PatchDiscriminator:
   return PatchDiscriminator(
     c["patch_size"], _tuples(c["channels"]), c["max_nc"], tuple(c["pair_widths"]), tuple(c["blur_kernel"])
   )
+
+
+def init_variables(name: str, config: Mapping, key: jax.Array, size: int | None = None) -> dict:
+  """Fresh variables of network `name` ("E", "G", "D" or "Dpatch") of `config`, initialised on `size` px images
+  (default: the training size; the encoder and generator are fully convolutional, so any multiple of their
+  down-sampling factor gives the same variables)."""
+  if name == "E":
+    size = size or 2 ** (len(config["encoder"]["widths"]) + 2)
+    return encoder_from_config(config).init(key, jnp.zeros((1, size, size, 3)))
+  if name == "G":
+    c = config["generator"]
+    s, t = jnp.zeros((1, 4, 4, c["spatial_code_ch"])), jnp.zeros((1, c["global_code_ch"]))
+    return generator_from_config(config).init({"params": key, "noise": key}, s, t)
+  if name == "D":
+    size = config["discriminator"]["size"]
+    return discriminator_from_config(config).init(key, jnp.zeros((1, size, size, 3)))
+  if name == "Dpatch":
+    p = config["patch_discriminator"]["patch_size"]
+    crops = jnp.zeros((1, 1, p, p, 3))
+    return patch_discriminator_from_config(config).init(key, crops, crops)
+  raise ValueError(f"unknown Swapping Autoencoder network {name!r}: expected E, G, D or Dpatch")

@@ -132,6 +132,36 @@ _STYLEGAN2 = _COMMON + [
   ("optim.mixing", PROBABILITY),
 ]
 
+_SWAPAE = [(k, r) for k, r in _COMMON if k != "total_steps"] + [
+  ("total_images", POSITIVE_INT),
+  ("group_size", POSITIVE_INT),
+  ("micro_batch_size", POSITIVE_INT),
+  ("model.crop_size", POSITIVE_INT),
+  ("model.spatial_code_ch", POSITIVE_INT),
+  ("model.global_code_ch", POSITIVE_INT),
+  ("model.netE_num_downsampling_sp", POSITIVE_INT),
+  ("model.netE_num_downsampling_gl", NON_NEGATIVE_INT),
+  ("model.netE_scale_capacity", POSITIVE),
+  ("model.netG_scale_capacity", POSITIVE),
+  ("model.netG_num_base_resnet_layers", POSITIVE_INT),
+  ("model.netD_scale_capacity", POSITIVE),
+  ("model.netPatchD_scale_capacity", POSITIVE),
+  ("model.netPatchD_max_nc", POSITIVE_INT),
+  ("model.patch_size", POSITIVE_INT),
+  ("loss.lambda_L1", NON_NEGATIVE),
+  ("loss.lambda_GAN", NON_NEGATIVE),
+  ("loss.lambda_PatchGAN", NON_NEGATIVE),
+  ("loss.lambda_R1", NON_NEGATIVE),
+  ("loss.lambda_patch_R1", NON_NEGATIVE),
+  ("loss.patch_min_scale", POSITIVE),
+  ("loss.patch_max_scale", POSITIVE),
+  ("loss.patch_num_crops", POSITIVE_INT),
+  ("optim.lr", NON_NEGATIVE),
+  ("optim.beta1", BETA),
+  ("optim.beta2", BETA),
+  ("optim.R1_once_every", POSITIVE_INT),
+]
+
 _DEMO = [
   ("n_vis", POSITIVE_INT),
   ("data.size", POSITIVE_INT),
@@ -218,6 +248,36 @@ def _stylegan2(config, prefix: str, available: int):
     raise ConfigError(f"{prefix}.model.size={size}: must be a power of two >= 4")
 
 
+def _swapae(config, prefix: str, available: int):
+  _check_fields(config, _SWAPAE, prefix)
+  devices = _check_devices(config, prefix, available)
+  _check_divisible(prefix, "batch_size", config.batch_size, devices, "the number of devices")
+  _check_divisible(prefix, "batch_size", config.batch_size, config.micro_batch_size, f"{prefix}.micro_batch_size")
+  _check_divisible(prefix, "micro_batch_size", config.micro_batch_size, config.group_size, f"{prefix}.group_size")
+  _check_divisible(prefix, "group_size", config.group_size, 2, "2: swap pairs form within groups")
+  m = config.model
+  size = m.crop_size
+  if size < 4 or size & (size - 1):
+    raise ConfigError(f"{prefix}.model.crop_size={size}: must be a power of two >= 4 (the discriminator's)")
+  n = size // 2**m.netE_num_downsampling_sp  # the structure code's side; then unpadded stride-2 3x3 convs
+  for _ in range(m.netE_num_downsampling_gl):
+    if n < 3:
+      raise ConfigError(
+        f"{prefix}.model.crop_size={size}: too small for the encoder's {m.netE_num_downsampling_sp} + "
+        f"{m.netE_num_downsampling_gl} down-samplings (netE_num_downsampling_sp / _gl)"
+      )
+    n = (n - 3) // 2 + 1
+  if m.patch_size > size:
+    raise ConfigError(f"{prefix}.model.patch_size={m.patch_size}: must be at most model.crop_size ({size})")
+  if not 0 < config.loss.patch_min_scale <= config.loss.patch_max_scale <= 1:
+    raise ConfigError(
+      f"{prefix}.loss.patch_min_scale={config.loss.patch_min_scale}, patch_max_scale="
+      f"{config.loss.patch_max_scale}: must satisfy 0 < min <= max <= 1"
+    )
+  if config.data.size != size:
+    raise ConfigError(f"{prefix}.data.size={config.data.size}: must equal model.crop_size ({size})")
+
+
 def _demo(config, prefix: str, available: int):
   _check_fields(config, _DEMO, prefix)
   _stylegan2(config.stylegan2, f"{prefix}.stylegan2", available)
@@ -229,6 +289,7 @@ TRAINER_RULES = {
   "cluster_classifier": _cluster_classifier,
   "stylegan2": _stylegan2,
   "demo": _demo,
+  "swapae": _swapae,
 }
 
 

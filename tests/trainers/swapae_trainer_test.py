@@ -1,0 +1,187 @@
+"""Swapping Autoencoder trainer: steps alternate a D and a G iteration with R1 on its lazy schedule and export a
+model directory, a killed run resumes exactly, 4 fake CPU devices give the losses of 1, init_from starts from a
+converted upstream checkpoint, and the configs carry upstream's launcher settings."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgeal import checkpoint
+from jaxgeal.convert import swapae as convert
+from jaxgeal.trainers import config_checks, config_variants
+from jaxgeal.trainers import swapae as trainer
+from tests import fixtures
+from tests.trainers import multidevice
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NETS = ("E", "G", "D", "Dpatch")
+
+
+def tiny_config(steps=4, num_devices=1):
+  c = config_variants.load_config(f"{REPO / 'configs' / 'swapae_church.py'}:tiny")
+  c.total_images = steps * 2 * c.batch_size
+  c.num_devices = num_devices
+  c.log_every = 1  # block on every step: concurrent collectives can deadlock on 2 cores
+  return c
+
+
+def fake_data(first_batch, batch=4, size=32):
+  """Deterministic 'real' images for batch b (so a resumed run sees what an uninterrupted one saw)."""
+  b = first_batch
+  while True:
+    rng = np.random.default_rng(b)
+    yield {"image": np.tanh(rng.standard_normal((batch, size, size, 3))).astype(np.float32)}
+    b += 1
+
+
+def _metrics(workdir):
+  return [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_trees_equal(a, b):
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_steps_alternate_d_and_g_with_lazy_r1_and_export_a_model(tmp_path):
+  state = trainer.train_and_evaluate(tiny_config(), str(tmp_path), data=fake_data)
+  assert int(state.step) == 4
+  rows = _metrics(tmp_path)
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  # R1 every 2nd D iteration (upstream counts D iterations from 1): steps 2 and 4 carry it.
+  assert ["D_R1" in r for r in rows] == [False, True, False, True]
+  for key in ("D_real", "D_rec", "D_mix", "PatchD_real", "PatchD_mix", "D_total", "G_L1", "G_GAN_rec", "G_GAN_mix"):
+    assert all(key in r for r in rows), key
+  assert all(np.isfinite(v) for r in rows for k, v in r.items() if k != "time")
+  assert rows[0]["D_total"] == pytest.approx(
+    sum(rows[0][k] for k in ("D_real", "D_rec", "D_mix", "PatchD_real", "PatchD_mix"))
+  )
+  saved = checkpoint.load_models(tmp_path / "model")
+  assert {name: saved[name][0] for name in NETS} == trainer.KINDS
+  for name in NETS:
+    _assert_trees_equal(saved[name][2]["params"], getattr(state, name))
+  assert saved["E"][1]["image_size"] == 32 and saved["E"][1]["options"]["patch_size"] == 16
+  assert {"reconstruction_0000004.png", "swap_grid_0000004.png"} <= {p.name for p in (tmp_path / "visuals").iterdir()}
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+  full = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "full"), data=fake_data)
+  trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "part"), data=fake_data)  # "killed" at 2
+  resumed = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "part"), data=fake_data)
+  for name in NETS + ("g_opt", "d_opt"):
+    _assert_trees_equal(getattr(full, name), getattr(resumed, name))
+  assert _metrics(tmp_path / "full")[-1] == {
+    **_metrics(tmp_path / "part")[-1],
+    "time": _metrics(tmp_path / "full")[-1]["time"],
+  }
+
+
+MULTI_DEVICE = """
+from tests.trainers.swapae_trainer_test import tiny_config, fake_data, _metrics
+from jaxgeal.trainers import swapae as trainer
+out = {}
+for n in (1, 4):
+  trainer.train_and_evaluate(tiny_config(2, num_devices=n), sys.argv[1] + f"/d{n}", data=fake_data)
+  out[n] = _metrics(sys.argv[1] + f"/d{n}")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_four_devices_give_the_losses_of_one(tmp_path):
+  out = multidevice.run_with_fake_devices(MULTI_DEVICE, tmp_path, num_devices=4)
+  for r1, r4 in zip(out["1"], out["4"], strict=True):
+    for k in ("D_real", "D_mix", "PatchD_real", "G_L1", "G_GAN_mix", "G_mix"):
+      np.testing.assert_allclose(r4[k], r1[k], rtol=1e-4, atol=1e-5, err_msg=f"step {r1['step']} {k}")
+  assert "D_R1" in out["4"][1]
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("fx", fixtures.collect("swapae"), ids=str)
+def test_init_from_a_converted_upstream_checkpoint(fx, tmp_path):
+  """Options named as upstream's: the fixture's opt as config.model builds the converted networks' shapes."""
+  opt = fx.meta["constructor"]["opt"]
+  models = convert.convert_state_dict(fixtures.load_checkpoint(fx, fx.checkpoint_file()), opt)
+  checkpoint.save_models(tmp_path / "upstream", models)
+  cfg = models["E"][1]
+  config = trainer.base_config()
+  config.model.update({k: opt[k] for k in config.model if k in opt})
+  config.model.update(
+    netD_max_nc=dict(cfg["discriminator"]["channels"])[4],
+    netPatchD_pair_widths=tuple(cfg["patch_discriminator"]["pair_widths"]),
+  )
+  config.init_from = str(tmp_path / "upstream")
+  m = trainer.build_models(config)
+  state = trainer.init_state(m, config, *trainer.make_optimizers(config))
+  for name in NETS:
+    _assert_trees_equal(getattr(state, name), models[name][2]["params"])
+  config.model.global_code_ch = 2 * opt["global_code_ch"]
+  with pytest.raises(ValueError, match=r"init_from=.*has shape .*config.model"):
+    trainer.init_state(trainer.build_models(config), config, *trainer.make_optimizers(config))
+
+
+LAUNCHERS = {  # upstream experiments/<name>_launcher.py: crop size, batch, GPUs, aggregation, patch R1
+  "swapae_church.py": (256, 16, 4, False, 1.0),
+  "swapae_bedroom.py": (256, 32, 8, False, 1.0),
+  "swapae_ffhq.py": (512, 16, 8, True, 1.0),
+  "swapae_mountain.py": (512, 16, 8, True, 10.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHERS))
+def test_configs_carry_the_launchers_settings_and_have_a_tiny_variant(name):
+  c = config_variants.load_config(REPO / "configs" / name)
+  size, batch, gpus, aggregation, patch_r1 = LAUNCHERS[name]
+  assert c.trainer == "swapae" and c.data.source == ""
+  assert (c.model.crop_size, c.data.size, c.batch_size, c.group_size) == (size, size, batch, batch // gpus)
+  assert (c.loss.patch_use_aggregation, c.loss.lambda_patch_R1) == (aggregation, patch_r1)
+  assert (c.model.spatial_code_ch, c.model.global_code_ch, c.model.patch_size, c.loss.patch_num_crops) == (
+    8,
+    2048,
+    128,
+    8,
+  )
+  assert (c.total_images, c.optim.lr, c.optim.beta1, c.optim.beta2, c.optim.R1_once_every) == (25e6, 0.002, 0, 0.99, 16)
+  config_checks.validate(c, available_devices=8)
+  tiny = config_variants.load_config(f"{REPO / 'configs' / name}:tiny")
+  config_checks.validate(tiny, available_devices=1)
+  assert tiny.model.crop_size == 32 and trainer.total_steps(tiny) <= 8
+
+
+def test_paper_networks_have_upstreams_widths():
+  """At 256 px the paper's encoder widths run 32 ... 2048 (nc(i) = 2^(5+i)), the generator's 512 ... 128."""
+  c = config_variants.load_config(REPO / "configs" / "swapae_church.py")
+  mc = trainer.model_config(c)
+  assert mc["encoder"]["widths"] == [32, 64, 128, 256, 512, 1024, 2048]
+  assert mc["generator"]["head_widths"] == [256, 512] and mc["generator"]["up_widths"] == [512, 512, 256, 128]
+  assert dict(mc["patch_discriminator"]["channels"]) == {4: 384, 8: 384, 16: 256, 32: 128, 64: 64, 128: 32}
+  shapes = jax.eval_shape(lambda: trainer.init_state(trainer.build_models(c), c, *trainer.make_optimizers(c)))
+  assert shapes.E["ToGlobalCode"]["weight"].shape[-1] == 2048
+
+
+@pytest.mark.parametrize(
+  "override,message",
+  [
+    (dict(group_size=3, micro_batch_size=3, batch_size=3), "group_size=3: must be a multiple of 2"),
+    (dict(micro_batch_size=6), "batch_size=4: must be a multiple of config.micro_batch_size"),
+    (dict(group_size=4, micro_batch_size=2), "micro_batch_size=2: must be a multiple of config.group_size"),
+    ({"model.patch_size": 64}, "patch_size=64: must be at most model.crop_size"),
+    ({"model.crop_size": 8, "data.size": 8}, "crop_size=8: too small for the encoder"),
+    ({"model.crop_size": 48, "data.size": 48}, "crop_size=48: must be a power of two"),
+    ({"data.size": 64}, "data.size=64: must equal model.crop_size"),
+    ({"loss.patch_min_scale": 0.5, "loss.patch_max_scale": 0.25}, "must satisfy 0 < min <= max <= 1"),
+  ],
+)
+def test_bad_configs_are_one_clear_error(override, message):
+  c = tiny_config()
+  for path, value in override.items():
+    *parents, leaf = path.split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  with pytest.raises(config_checks.ConfigError, match=message):
+    config_checks.validate(c, available_devices=1)
