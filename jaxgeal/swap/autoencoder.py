@@ -15,7 +15,9 @@ The maps are drawn at the structure code's size, so they also fit codes of image
 
 from __future__ import annotations
 
+import functools
 import os
+import pathlib
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -26,6 +28,12 @@ from jaxgeal import checkpoint
 from jaxgeal.models import swapae
 
 ENCODER_KIND, GENERATOR_KIND = "swapae_encoder", "swapae_generator"
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(module, variables, *args):
+  """module.apply, compiled once per architecture and shapes (modules are hashable), not once per instance."""
+  return module.apply(variables, *args)
 
 
 def _pick(models: Mapping[str, Mapping], kind: str, preferred: str) -> str | None:
@@ -52,20 +60,24 @@ class SwappingAutoencoder:
     self.noise_seed = noise_seed
     self._ve = jax.tree_util.tree_map(jnp.asarray, encoder_variables)
     self._vg = jax.tree_util.tree_map(jnp.asarray, generator_variables)
-    self._encode = jax.jit(self.encoder.apply)
-    self._decode = jax.jit(self.generator.apply)
     self._noise_cache: dict = {}
 
   @classmethod
   def load(cls, model_dir: str | os.PathLike, *, noise_seed: int = 0) -> SwappingAutoencoder:
     """The encoder and generator of a model directory (kinds swapae_encoder / swapae_generator, E and G)."""
+    convert = f"python -m jaxgeal.convert swapae CHECKPOINT.pth {model_dir}"
+    if not (pathlib.Path(model_dir) / "model.json").is_file():
+      raise checkpoint.ModelNotFoundError(
+        f"{model_dir} is not a jaxgeal model directory (no model.json); convert an "
+        f"upstream Swapping Autoencoder checkpoint first: {convert}"
+      )
     index = checkpoint.read_model_index(model_dir)["models"]
     e, g = _pick(index, ENCODER_KIND, "E"), _pick(index, GENERATOR_KIND, "G")
     if e is None or g is None:
       held = ", ".join(f"{n} ({m['kind']})" for n, m in index.items())
       raise checkpoint.ModelNotFoundError(
         f"{model_dir} is not a Swapping Autoencoder model directory: it holds {held}, not an {ENCODER_KIND} "
-        f"and a {GENERATOR_KIND}; convert one with: python -m jaxgeal.convert swapae CHECKPOINT.pth DIR"
+        f"and a {GENERATOR_KIND}; convert one with: {convert}"
       )
     models = checkpoint.load_models(model_dir)
     return cls(models[e][1], models[e][2], models[g][2], generator_config=models[g][1], noise_seed=noise_seed)
@@ -108,7 +120,7 @@ class SwappingAutoencoder:
   def encode(self, images) -> tuple[jax.Array, jax.Array]:
     """(B, H, W, 3) images in [-1, 1] -> structure (B, H/n, W/n, C_s), texture (B, C_t) codes."""
     self.check_images(images)
-    return self._encode(self._ve, jnp.asarray(images, jnp.float32))
+    return _apply(self.encoder, self._ve, jnp.asarray(images, jnp.float32))
 
   def noise(self, structure_hw: Sequence[int], key: jax.Array | None = None) -> list[jax.Array]:
     """The generator's noise maps for a structure code of size (h, w): one (1, h f, w f, 1) N(0, 1) map per
@@ -133,7 +145,7 @@ class SwappingAutoencoder:
       raise ValueError(f"decode: structure (B, h, w, C) and texture (B, C), got {structure.shape}, {texture.shape}")
     if noise is None:
       noise = self.noise(structure.shape[1:3], key)
-    return self._decode(self._vg, structure, texture, list(noise))
+    return _apply(self.generator, self._vg, structure, texture, list(noise))
 
   # -- test-time operations ----------------------------------------------------------------------------------------
 
