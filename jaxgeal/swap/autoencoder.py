@@ -49,11 +49,17 @@ class SwappingAutoencoder:
   (B, global_code_ch), both as the encoder returns them (unit norm over channels).
   """
 
-  def __init__(self, config: Mapping, encoder_variables, generator_variables, *, noise_seed: int = 0, **kw):
+  def __init__(
+    self,
+    config: Mapping,
+    encoder_variables,
+    generator_variables,
+    *,
+    generator_config: Mapping | None = None,
+    noise_seed: int = 0,
+  ):
     # E and G share one config in converted and trained models; `generator_config` allows them to differ.
-    generator_config = kw.pop("generator_config", config)
-    if kw:
-      raise TypeError(f"unexpected arguments {sorted(kw)}")
+    generator_config = config if generator_config is None else generator_config
     self.config, self.generator_config = dict(config), dict(generator_config)
     self.encoder = swapae.encoder_from_config(config)
     self.generator = swapae.generator_from_config(generator_config)
