@@ -27,10 +27,11 @@ TOOLS = {  # console script -> the module `python -m` runs
   "jaxgeal-convert": "jaxgeal.convert",
   "jaxgeal-sample": "jaxgeal.sample",
   "jaxgeal-align": "jaxgeal.align",
+  "jaxgeal-swap": "jaxgeal.swap",
   "jaxgeal-pck": "jaxgeal.evaluation.pck",
 }
 ARGPARSE_MODULES = ["jaxgeal.datasets.prepare", "jaxgeal.convert.__main__", "jaxgeal.sample", "jaxgeal.align.__main__"]
-ARGPARSE_MODULES += ["jaxgeal.evaluation.pck"]
+ARGPARSE_MODULES += ["jaxgeal.evaluation.pck", "jaxgeal.swap.__main__"]
 BENCHMARKS = sorted(p.stem for p in (REPO / "benchmarks").glob("*.py"))
 LONG_OPTION = re.compile(r"--[a-z][a-z0-9]*(_[a-z0-9]+)*")
 SHORT_OPTION = re.compile(r"-[a-zA-Z?]")
@@ -65,7 +66,7 @@ def test_every_parser_is_found():
     "jaxgeal.datasets.prepare cub",
     "jaxgeal.convert.__main__ lpips",
   } <= names
-  assert len(names) == (1 + 7) + (1 + 4) + (1 + 3) + 1 + 1 + len(BENCHMARKS)
+  assert len(names) == (1 + 7) + (1 + 4) + (1 + 4) + 1 + 1 + (1 + 5) + len(BENCHMARKS)
 
 
 def test_flags_are_lower_snake_case_and_abbreviations_are_refused():
@@ -100,6 +101,11 @@ REFUSED = [
   ("jaxgeal.datasets.prepare", _prepare(["--max_i", "2"]), "--max_i"),
   ("jaxgeal.evaluation.pck", ["--model", "m", "--annotations", "a", "--no_flip_inference"], "--no_flip_inference"),
   ("jaxgeal.convert.__main__", ["gangealing", "src.pt", "out", "--flow", "64"], "--flow"),
+  (
+    "jaxgeal.swap.__main__",
+    ["swap", "--model", "m", "--structure", "a", "--texture", "b", "--out", "o", "--batch", "2"],
+    "--batch",
+  ),
 ]
 
 

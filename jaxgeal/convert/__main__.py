@@ -3,12 +3,17 @@
   python -m jaxgeal.convert stylegan2 SRC.pt OUT_DIR [--overwrite]
   python -m jaxgeal.convert lpips VGG16.pth OUT_DIR [--lin lpips_vgg_v0.1.pt] [--overwrite]
   python -m jaxgeal.convert gangealing SRC.pt OUT_DIR [--inject 5] [--flow_size N] [--overwrite]
+  python -m jaxgeal.convert swapae CHECKPOINT.pth OUT_DIR [--overwrite]
 
 `stylegan2` takes a rosinality training checkpoint ({'g', 'd', 'g_ema', ...}), a GANgealing checkpoint (its
 `g_ema`) or a bare generator state dict; it writes every network it finds (g_ema, g, d).
 `gangealing` takes a GANgealing training or cluster-classifier checkpoint and writes g_ema, t, t_ema, ll and
 classifier (whichever it holds); the latent learner's inject index is read from the checkpoint's pickled
 training flags when present, else from --inject.
+`swapae` takes a Swapping Autoencoder checkpoint (`<N>k_checkpoint.pth`, SwappingAutoencoderModel.state_dict())
+and writes E and G, plus D and Dpatch when it holds them (test-time checkpoints do not). The architecture is read
+from the tensor shapes; upstream's opt.txt (else opt.pkl) beside the checkpoint adds the options shapes cannot
+say (noise, patch and loss settings); the command prints which file it used.
 
 OUT_DIR must not be (or hold) the checkpoint read; an unwritable OUT_DIR is a one-line error.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+from collections.abc import Mapping
 
 from jaxgeal import checkpoint, cli
 from jaxgeal.convert import torch_pickle
@@ -82,6 +88,31 @@ def _gangealing_args(p):
   )
 
 
+def _swapae(args) -> int:
+  from jaxgeal.convert import state_dict as sdc
+  from jaxgeal.convert import swapae
+
+  src = pathlib.Path(args.src)
+  options, options_path = swapae.find_options(src)
+  ckpt = torch_pickle.load(src)
+  if not isinstance(ckpt, Mapping):
+    raise sdc.ConversionError(
+      f"{src} holds a {type(ckpt).__name__}, not a Swapping Autoencoder state dict (keys E.*, G.*, ...)"
+    )
+  models = swapae.convert_state_dict(ckpt, options)
+  if options_path is not None:
+    print(f"options: {options_path}")
+  else:
+    print("options: no opt.txt / opt.pkl beside the checkpoint; architecture inferred from tensor shapes")
+  for name, (kind, config, _) in models.items():
+    sub = config[swapae.NETWORKS[name]]
+    desc = ", ".join(f"{k}={v}" for k, v in sub.items() if k != "channels")
+    print(f"{name}: {kind} ({desc})")
+  out = checkpoint.save_models(args.out_dir, models, source=str(src), overwrite=args.overwrite)
+  print(f"wrote {out}")
+  return 0
+
+
 # name: (function, help[, function adding extra arguments to the subparser]).
 CONVERTERS = {
   "stylegan2": (_stylegan2, "rosinality / GANgealing StyleGAN2 (g_ema, g, d)"),
@@ -92,6 +123,7 @@ CONVERTERS = {
     _lpips_args,
   ),
   "gangealing": (_gangealing, "GANgealing checkpoint (g_ema, t, t_ema, ll[, classifier])", _gangealing_args),
+  "swapae": (_swapae, "Swapping Autoencoder checkpoint (E, G[, D, Dpatch]); options from opt.txt / opt.pkl beside it"),
 }
 
 

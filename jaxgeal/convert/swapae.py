@@ -12,6 +12,7 @@ blocks by resolution).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import math
 import pathlib
@@ -347,19 +348,24 @@ def read_options_txt(path: pathlib.Path) -> dict:
 
 
 class _NamespaceOnly(pickle.Unpickler):
-  """opt.pkl holds one argparse.Namespace of plain values; nothing else may be constructed."""
+  """upstream `save_options` pickles its argparse.Namespace of plain values (str, int, float, bool, None, lists);
+  no other class may be constructed, so a crafted opt.pkl cannot run code."""
 
   def find_class(self, module, name):
     if (module, name) == ("argparse", "Namespace"):
-      import argparse  # pylint: disable=g-import-not-at-top
-
       return argparse.Namespace
-    raise pickle.UnpicklingError(f"opt.pkl may hold only an argparse.Namespace, not {module}.{name}")
+    raise pickle.UnpicklingError(f"opt.pkl may hold only an argparse.Namespace or a dict, not {module}.{name}")
 
 
 def read_options_pkl(path: pathlib.Path) -> dict:
+  """upstream's opt.pkl: a pickled argparse.Namespace (or a plain dict of options)."""
   with open(path, "rb") as f:
-    return dict(vars(_NamespaceOnly(f).load()))
+    opt = _NamespaceOnly(f).load()
+  if isinstance(opt, argparse.Namespace):
+    return dict(vars(opt))
+  if isinstance(opt, dict):
+    return dict(opt)
+  raise pickle.UnpicklingError(f"opt.pkl holds a {type(opt).__name__}, not an argparse.Namespace or a dict")
 
 
 def find_options(checkpoint: pathlib.Path) -> tuple[dict, pathlib.Path | None]:

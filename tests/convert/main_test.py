@@ -6,7 +6,7 @@ import pytest
 from jaxgeal.convert import __main__ as convert_cli
 
 
-@pytest.mark.parametrize("what", ["stylegan2", "gangealing", "lpips"])
+@pytest.mark.parametrize("what", ["stylegan2", "gangealing", "lpips", "swapae"])
 def test_out_dir_never_replaces_the_checkpoint(tmp_path, capsys, what):
   src = tmp_path / "variables"
   src.write_bytes(b"checkpoint")
