@@ -31,6 +31,7 @@ TRAINERS = {
   "cluster_classifier": "jaxgeal.trainers.cluster_classifier",
   "demo": "jaxgeal.trainers.demo",
   "swapae": "jaxgeal.trainers.swapae",
+  "swapae_demo": "jaxgeal.trainers.swapae_demo",
 }
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 LOG_FILE = "log.txt"

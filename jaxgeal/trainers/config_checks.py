@@ -284,12 +284,22 @@ def _demo(config, prefix: str, available: int):
   _gangealing(config.gangealing, f"{prefix}.gangealing", available)
 
 
+def _swapae_demo(config, prefix: str, available: int):
+  _check_fields(config, _DEMO, prefix)
+  _swapae(config.swapae, f"{prefix}.swapae", available)
+  if config.swapae.model.crop_size != config.data.size:
+    raise ConfigError(
+      f"{prefix}.data.size={config.data.size}: must equal swapae.model.crop_size ({config.swapae.model.crop_size})"
+    )
+
+
 TRAINER_RULES = {
   "gangealing": _gangealing,
   "cluster_classifier": _cluster_classifier,
   "stylegan2": _stylegan2,
   "demo": _demo,
   "swapae": _swapae,
+  "swapae_demo": _swapae_demo,
 }
 
 

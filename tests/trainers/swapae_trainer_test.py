@@ -73,10 +73,8 @@ def test_killed_run_resumes_exactly(tmp_path):
   resumed = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "part"), data=fake_data)
   for name in NETS + ("g_opt", "d_opt"):
     _assert_trees_equal(getattr(full, name), getattr(resumed, name))
-  assert _metrics(tmp_path / "full")[-1] == {
-    **_metrics(tmp_path / "part")[-1],
-    "time": _metrics(tmp_path / "full")[-1]["time"],
-  }
+  losses = lambda workdir: {k: v for k, v in _metrics(workdir)[-1].items() if k not in ("time", "steps_per_s")}
+  assert losses(tmp_path / "full") == losses(tmp_path / "part")
 
 
 MULTI_DEVICE = """
@@ -84,7 +82,7 @@ from tests.trainers.swapae_trainer_test import tiny_config, fake_data, _metrics
 from jaxgeal.trainers import swapae as trainer
 out = {}
 for n in (1, 4):
-  trainer.train_and_evaluate(tiny_config(2, num_devices=n), sys.argv[1] + f"/d{n}", data=fake_data)
+  trainer.train_and_evaluate(tiny_config(1, num_devices=n), sys.argv[1] + f"/d{n}", data=fake_data)
   out[n] = _metrics(sys.argv[1] + f"/d{n}")
 print(json.dumps(out))
 """
@@ -92,11 +90,11 @@ print(json.dumps(out))
 
 @pytest.mark.slow
 def test_four_devices_give_the_losses_of_one(tmp_path):
+  """One step (the program without R1: its 1-device twin is the other tests' first step, already compiled)."""
   out = multidevice.run_with_fake_devices(MULTI_DEVICE, tmp_path, num_devices=4)
   for r1, r4 in zip(out["1"], out["4"], strict=True):
     for k in ("D_real", "D_mix", "PatchD_real", "G_L1", "G_GAN_mix", "G_mix"):
       np.testing.assert_allclose(r4[k], r1[k], rtol=1e-4, atol=1e-5, err_msg=f"step {r1['step']} {k}")
-  assert "D_R1" in out["4"][1]
 
 
 @pytest.mark.parity
