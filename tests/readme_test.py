@@ -6,7 +6,8 @@ uses is one that module's parser (or subcommand parser) accepts, with every requ
 `jaxgeal.main` the config file, its `:variant` and every `--config.FIELD=VALUE` override parse as the real
 command line parses them; `bash FILE` names a file of the repository. Every repository path that README.md,
 launch/README.md and benchmarks/README.md mention (configs/..., launch/..., docs/*.png, benchmarks/*.md, ...)
-exists. Nothing is trained or converted, so the whole file takes seconds.
+exists. Nothing is trained or converted, so the whole file takes seconds; tests/readme_run_test.py runs the
+commands.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Upstream loads the linear heads with strict=False, so a wrong file silently leav
 must be understood and every expected key present (`ConversionError` otherwise).
 
 A converted model directory holds one model, named after its loss: "lpips" (trunk + heads, lpips=True) or
-"vgg_ssl" (trunk only, lpips=False). `load_perceptual_loss` looks for `<weights_dir>/<kind>/model.json`:
+"vgg_ssl" (trunk only, lpips=False); `jaxgeal.models.lpips.load_perceptual_loss` reads
+`<weights_dir>/<kind>/model.json`:
 
   python -m jaxgeal.convert lpips vgg16-397923af.pth pretrained/lpips --lin lpips_vgg_v0.1.pt
   python -m jaxgeal.convert lpips simclr_vgg_phase150.pt pretrained/vgg_ssl
@@ -32,25 +33,6 @@ from jaxgeal import checkpoint
 from jaxgeal.convert import state_dict as sdc
 from jaxgeal.convert import torch_pickle
 from jaxgeal.models import lpips
-
-MODEL_KIND = "lpips"  # model.json "kind" of both variants; config {"lpips": bool} tells them apart.
-DEFAULT_WEIGHTS_DIR = "pretrained"
-
-# Where the upstream files come from, for the error message of a missing model directory.
-_SOURCES = {
-  "lpips": (
-    "python -m jaxgeal.convert lpips VGG16.pth {out} --lin lpips_vgg_v0.1.pt\n"
-    "  VGG16.pth: torchvision's ImageNet VGG16 weights "
-    "(https://download.pytorch.org/models/vgg16-397923af.pth)\n"
-    "  lpips_vgg_v0.1.pt: LPIPS v0.1 linear weights, lpips/weights/v0.1/vgg.pth of "
-    "richzhang/PerceptualSimilarity (or of the `lpips` pip package)"
-  ),
-  "vgg_ssl": (
-    "python -m jaxgeal.convert lpips simclr_vgg_phase150.pt {out}\n"
-    "  simclr_vgg_phase150.pt: GANgealing's SimCLR VGG16 trunk "
-    "(http://efrosgans.eecs.berkeley.edu/gangealing/pretrained/simclr_vgg_phase150.pt)"
-  ),
-}
 
 
 def _unwrap(ckpt: Any, what: str) -> Mapping[str, np.ndarray]:
@@ -128,45 +110,6 @@ def convert_files(
   lin_sd = torch_pickle.load(lin_path) if lin_path is not None else None
   name, config, variables = convert(vgg_sd, lin_sd)
   source = str(vgg_path) if lin_path is None else f"{vgg_path} + {lin_path}"
-  return checkpoint.save_models(out_dir, {name: (MODEL_KIND, config, variables)}, source=source, overwrite=overwrite)
-
-
-def model_dir(kind: str, weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR) -> pathlib.Path:
-  """Where `load_perceptual_loss(kind, weights_dir)` looks: `<weights_dir>/<kind>`."""
-  return pathlib.Path(weights_dir) / kind
-
-
-def load_variables(kind: str, weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR) -> dict:
-  """The converted variables of 'lpips' or 'vgg_ssl'; FileNotFoundError naming the file and the command."""
-  if kind not in lpips.LOSS_SCALES:
-    raise ValueError(f"unknown perceptual loss {kind!r}; expected one of {sorted(lpips.LOSS_SCALES)}")
-  path = model_dir(kind, weights_dir)
-  if not (path / "model.json").exists():
-    raise checkpoint.ModelNotFoundError(
-      f"perceptual loss {kind!r}: {path / 'model.json'} is missing (no converted weights). Convert them "
-      f"with:\n  " + _SOURCES[kind].format(out=path)
-    )
-  models = checkpoint.load_models(path)
-  if kind not in models:
-    raise checkpoint.ModelNotFoundError(
-      f"{path} holds {sorted(models)}, not the {kind!r} perceptual loss; "
-      f"convert it with:\n  " + _SOURCES[kind].format(out=path)
-    )
-  model_kind, config, variables = models[kind]
-  if model_kind != MODEL_KIND or bool(config.get("lpips")) != (kind == "lpips"):
-    raise sdc.ConversionError(
-      f"{path}: model {kind!r} has kind {model_kind!r} / config {config}, not a {kind} perceptual loss"
-    )
-  return variables
-
-
-def load_perceptual_loss(
-  kind: str = "lpips", weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR, precision: Any = None
-) -> lpips.PerceptualLoss:
-  """GANgealing's `get_perceptual_loss(kind)`: a `PerceptualLoss` ((B,) = scale * distance, jit-able).
-
-  kind 'lpips': LPIPS v0.1 (VGG16 ImageNet trunk + linear heads); 'vgg_ssl': SimCLR VGG16 trunk, channel-sum
-  distance divided by 18. Weights come from `<weights_dir>/<kind>` (a model directory written by
-  `python -m jaxgeal.convert lpips`).
-  """
-  return lpips.make_perceptual_loss(kind, load_variables(kind, weights_dir), precision=precision)
+  return checkpoint.save_models(
+    out_dir, {name: (lpips.MODEL_KIND, config, variables)}, source=source, overwrite=overwrite
+  )

@@ -18,10 +18,13 @@ Parameter names follow torchvision's `features` indices so that conversion is a 
   features.{i}.bias   (O,)         -> params/net/features_{i}/bias
   lin{k}.model.1.weight (1, C, 1, 1) -> params/lin{k}/weight (C,)                     k = 0..4
 Images are NHWC. Dropout in front of the linear heads is inactive (upstream runs the module in eval mode).
+`load_perceptual_loss(kind, weights_dir)` reads a converted model directory `<weights_dir>/<kind>`.
 """
 
 from __future__ import annotations
 
+import os
+import pathlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +33,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxgeal import checkpoint
 
 Array = Any
 
@@ -233,7 +238,7 @@ class PerceptualLoss:
   A pytree whose leaves are the variables, so it can be passed *as an argument* to a jitted function
   (closing over it would bake ~60 MB of VGG weights into the compiled program as constants):
 
-    loss = load_perceptual_loss("vgg_ssl")            # jaxgeal.convert.lpips
+    loss = load_perceptual_loss("vgg_ssl")
     step = jax.jit(lambda loss, x, y: loss(x, y).mean())
     step(loss, x, y)
 
@@ -268,3 +273,62 @@ def make_perceptual_loss(kind: str, variables: Any, precision: Any = None) -> Pe
 def vgg_ssl_loss(variables: Any, x: Array, y: Array, normalize: bool = False) -> Array:
   """GANgealing's "vgg_ssl" training loss: LPIPS(lpips=False)(x, y) / 18, shape (B,)."""
   return LOSS_SCALES["vgg_ssl"] * LPIPS(lpips=False).apply(variables, x, y, normalize=normalize)
+
+
+MODEL_KIND = "lpips"  # model.json "kind" of both variants; config {"lpips": bool} tells them apart.
+DEFAULT_WEIGHTS_DIR = "pretrained"
+
+# Where the upstream files come from, for the error message of a missing model directory.
+_SOURCES = {
+  "lpips": (
+    "python -m jaxgeal.convert lpips VGG16.pth {out} --lin lpips_vgg_v0.1.pt\n"
+    "  VGG16.pth: torchvision's ImageNet VGG16 weights "
+    "(https://download.pytorch.org/models/vgg16-397923af.pth)\n"
+    "  lpips_vgg_v0.1.pt: LPIPS v0.1 linear weights, lpips/weights/v0.1/vgg.pth of "
+    "richzhang/PerceptualSimilarity (or of the `lpips` pip package)"
+  ),
+  "vgg_ssl": (
+    "python -m jaxgeal.convert lpips simclr_vgg_phase150.pt {out}\n"
+    "  simclr_vgg_phase150.pt: GANgealing's SimCLR VGG16 trunk "
+    "(http://efrosgans.eecs.berkeley.edu/gangealing/pretrained/simclr_vgg_phase150.pt)"
+  ),
+}
+
+
+def model_dir(kind: str, weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR) -> pathlib.Path:
+  """Where `load_perceptual_loss(kind, weights_dir)` looks: `<weights_dir>/<kind>`."""
+  return pathlib.Path(weights_dir) / kind
+
+
+def load_variables(kind: str, weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR) -> dict:
+  """The converted variables of 'lpips' or 'vgg_ssl'; FileNotFoundError naming the file and the command."""
+  if kind not in LOSS_SCALES:
+    raise ValueError(f"unknown perceptual loss {kind!r}; expected one of {sorted(LOSS_SCALES)}")
+  path = model_dir(kind, weights_dir)
+  if not (path / "model.json").exists():
+    raise checkpoint.ModelNotFoundError(
+      f"perceptual loss {kind!r}: {path / 'model.json'} is missing (no converted weights). Convert them "
+      f"with:\n  " + _SOURCES[kind].format(out=path)
+    )
+  models = checkpoint.load_models(path)
+  if kind not in models:
+    raise checkpoint.ModelNotFoundError(
+      f"{path} holds {sorted(models)}, not the {kind!r} perceptual loss; "
+      f"convert it with:\n  " + _SOURCES[kind].format(out=path)
+    )
+  model_kind, config, variables = models[kind]
+  if model_kind != MODEL_KIND or bool(config.get("lpips")) != (kind == "lpips"):
+    raise ValueError(f"{path}: model {kind!r} has kind {model_kind!r} / config {config}, not a {kind} perceptual loss")
+  return variables
+
+
+def load_perceptual_loss(
+  kind: str = "lpips", weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR, precision: Any = None
+) -> PerceptualLoss:
+  """GANgealing's `get_perceptual_loss(kind)`: a `PerceptualLoss` ((B,) = scale * distance, jit-able).
+
+  kind 'lpips': LPIPS v0.1 (VGG16 ImageNet trunk + linear heads); 'vgg_ssl': SimCLR VGG16 trunk, channel-sum
+  distance divided by 18. Weights come from `<weights_dir>/<kind>` (a model directory written by
+  `python -m jaxgeal.convert lpips`).
+  """
+  return make_perceptual_loss(kind, load_variables(kind, weights_dir), precision=precision)

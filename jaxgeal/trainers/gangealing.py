@@ -35,8 +35,8 @@ import optax
 from jaxgeal import checkpoint, images, metric_writers, schedules, sharding
 from jaxgeal.losses import gangealing as gg_losses
 from jaxgeal.models import latent_learner as ll_lib
+from jaxgeal.models import lpips, stylegan2
 from jaxgeal.models import stn as stn_lib
-from jaxgeal.models import stylegan2
 from jaxgeal.ops import mipmap
 from jaxgeal.trainers import loop
 
@@ -114,9 +114,7 @@ def make_perceptual(config):
     return gg_losses.MSEDistance()
   if kind == "lcn":
     return gg_losses.LocalContrastDistance(sigma=config.perceptual.lcn_sigma, scales=config.perceptual.lcn_scales)
-  from jaxgeal.convert import lpips as convert_lpips
-
-  return convert_lpips.load_perceptual_loss(kind, config.perceptual.weights_dir)
+  return lpips.load_perceptual_loss(kind, config.perceptual.weights_dir)
 
 
 def build_models(config, G, gcfg) -> Models:

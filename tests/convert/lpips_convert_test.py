@@ -109,7 +109,7 @@ def test_cli_round_trip_with_the_upstream_files(fx, tmp_path, capsys):
   assert convert_cli.main(["lpips", str(vgg), str(tmp_path / "vgg_ssl")]) == 0
   assert "wrote" in capsys.readouterr().out
   for kind in ("lpips", "vgg_ssl"):
-    loss = convert.load_perceptual_loss(kind, weights_dir=tmp_path)
+    loss = lpips.load_perceptual_loss(kind, weights_dir=tmp_path)
     assert loss.kind == kind and loss.scale == lpips.LOSS_SCALES[kind]
     assert loss.module.lpips == (kind == "lpips")
     direct = convert.convert(
@@ -125,6 +125,6 @@ def test_cli_round_trip_with_the_upstream_files(fx, tmp_path, capsys):
 
 def test_loader_refuses_a_directory_holding_the_other_variant(tmp_path):
   _, config, variables = convert.convert(_vgg_features_sd())
-  checkpoint.save_models(tmp_path / "lpips", {"vgg_ssl": (convert.MODEL_KIND, config, variables)})
+  checkpoint.save_models(tmp_path / "lpips", {"vgg_ssl": (lpips.MODEL_KIND, config, variables)})
   with pytest.raises(FileNotFoundError, match=r"holds \['vgg_ssl'\].*\n.*python -m jaxgeal.convert lpips"):
-    convert.load_perceptual_loss("lpips", weights_dir=tmp_path)
+    lpips.load_perceptual_loss("lpips", weights_dir=tmp_path)

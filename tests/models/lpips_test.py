@@ -264,9 +264,9 @@ def test_upsample_matches_torch_bilinear_align_corners_false():
 def test_missing_weights_name_the_file_and_the_conversion_command(tmp_path):
   for kind, source in [("lpips", "lpips_vgg_v0.1.pt"), ("vgg_ssl", "simclr_vgg_phase150.pt")]:
     with pytest.raises(FileNotFoundError) as e:
-      convert.load_perceptual_loss(kind, weights_dir=tmp_path)
+      lpips.load_perceptual_loss(kind, weights_dir=tmp_path)
     msg = str(e.value)
     assert str(tmp_path / kind / "model.json") in msg
     assert "python -m jaxgeal.convert lpips" in msg and str(tmp_path / kind) in msg and source in msg
   with pytest.raises(ValueError, match="unknown perceptual loss"):
-    convert.load_perceptual_loss("alex", weights_dir=tmp_path)
+    lpips.load_perceptual_loss("alex", weights_dir=tmp_path)
