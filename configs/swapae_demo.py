@@ -54,7 +54,7 @@ def get_config(arg=None):
   s.batch_size = 16
   s.group_size = 4
   s.micro_batch_size = 16
-  s.total_images = 400_000
+  s.total_images = 64_000  # 2000 steps of 2 x 16 images
   s.log_every = 50
   s.vis_every = 1000
   s.ckpt_every = 1000
@@ -67,7 +67,7 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Every stage at smoke-test size: a few renders, the tiny network, 2 steps, 8 pairs."""
   c.data.update(num_train=16, num_pairs=8)
   c.n_vis = 2
-  s = config_variants.sibling(__file__, "swapae_church").tiny(swapae.base_config())
+  s = config_variants.sibling(__file__, "swapae_church").get_config("tiny")  # what the trainer tests compile
   s.total_images = 2 * 2 * s.batch_size
   c.swapae = s
   return c

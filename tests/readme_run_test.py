@@ -136,9 +136,9 @@ TINY = (
     outputs=("models/swap_church/model.json",),
   ),
   Tiny(
-    r"jaxgeal\.swap grid --model models/swap_church --structure a\.jpg b\.jpg --texture styles --out grid\.png$",
+    r"jaxgeal\.swap grid --model models/swap_church --structure a\.jpg b\.jpg --texture styles --out swap_grid\.png$",
     inputs=("models/swap_church", "a.jpg", "b.jpg", "styles"),
-    outputs=("grid.png",),
+    outputs=("swap_grid.png",),
   ),
   Tiny(
     r"jaxgeal\.swap interpolate --model models/swap_church .*--gif --out mix\.gif$",
@@ -146,9 +146,9 @@ TINY = (
     outputs=("mix.gif",),
   ),
   Tiny(
-    r"jaxgeal\.swap edit --model models/swap_church .*--folder photos .*--out edit\.png$",
+    r"jaxgeal\.swap edit --model models/swap_church .*--folder photos .*--out texture_edit\.png$",
     inputs=("models/swap_church", "a.jpg", "photos"),
-    outputs=("edit.png",),
+    outputs=("texture_edit.png",),
   ),
   # Evaluate.
   Tiny(
