@@ -23,15 +23,21 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+  )
   p.add_argument("--workdir", required=True, help="the demo's work directory (its stages resume)")
   p.add_argument("--config", default=str(REPO / "configs" / "swapae_demo.py"), help="a swapae_demo config[:variant]")
   p.add_argument("--model", default=None, help="a trained model directory instead of <workdir>/swapae/model")
   p.add_argument("--num_pairs", type=int, default=None, help="held-out pairs (default: the config's)")
   p.add_argument("--out", default=str(REPO / "benchmarks" / "swapping.md"))
   p.add_argument("--json", default=None, help="JSON output (default: --out with .json)")
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
 
   import jax
 
