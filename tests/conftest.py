@@ -24,3 +24,20 @@ for name, value in (
 # halve compile time again but changes float rounding enough to fail two gradient-parity tolerances.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1".strip()
+
+
+def _dispatch_rank(item) -> int:
+  """Heavy tests first: marked slow, then the trainers' (each compiles a training step), then the parity tests
+  (each compiles an upstream model's forward or second-order backward pass), then the rest."""
+  if item.get_closest_marker("slow"):
+    return 0
+  if "trainers" in item.path.parts:
+    return 1
+  return 2 if item.get_closest_marker("parity") else 3
+
+
+def pytest_collection_modifyitems(items):
+  # With `-n 2` (pytest-xdist hands tests out in collection order), a multi-minute test dispatched last leaves
+  # the other worker idle for minutes; dispatched first, the many short tests fill in around it. Stable sort:
+  # within a rank, tests keep their files' order.
+  items.sort(key=_dispatch_rank)
