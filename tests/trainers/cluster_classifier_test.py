@@ -16,8 +16,6 @@ from jaxgeal.trainers import cluster_classifier, config_variants, gangealing
 from tests.trainers import multidevice
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-# One worker runs this file (pytest.ini: --dist loadgroup), so the stage-1 model and the stage-2 run are built once.
-pytestmark = pytest.mark.xdist_group("cluster_classifier")
 
 
 def _config(name):

@@ -13,8 +13,6 @@ from jaxgeal.trainers import stylegan2 as trainer
 from tests.trainers import multidevice
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-# The tests that share the 4-step run run on one worker (pytest.ini: --dist loadgroup), which trains it once.
-SHARES_FULL_RUN = pytest.mark.xdist_group("stylegan2_trainer_full_run")
 
 
 def tiny_config(total_steps=4, num_devices=1):
@@ -51,7 +49,6 @@ def full_run(tmp_path_factory):
   return trainer.train_and_evaluate(tiny_config(4), str(workdir), data=fake_data), workdir
 
 
-@SHARES_FULL_RUN
 def test_steps_run_with_lazy_regularisers_and_export_a_model(full_run):
   state, workdir = full_run
   assert int(state.step) == 4
@@ -65,7 +62,6 @@ def test_steps_run_with_lazy_regularisers_and_export_a_model(full_run):
   assert (workdir / "model" / "model.json").exists()
 
 
-@SHARES_FULL_RUN
 def test_init_from_starts_from_an_exported_model_and_refuses_another_shape(full_run, tmp_path):
   trained, workdir = full_run
   config = tiny_config()
@@ -101,7 +97,6 @@ def test_init_from_starts_from_an_exported_model_and_refuses_another_shape(full_
     trainer.init_state(models, wider, *trainer.make_optimizers(wider))
 
 
-@SHARES_FULL_RUN
 def test_killed_run_resumes_exactly(full_run, tmp_path):
   full, full_dir = full_run
   trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "part"), data=fake_data)  # "killed" at 2
