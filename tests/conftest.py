@@ -24,3 +24,43 @@ for name, value in (
 # halve compile time again but changes float rounding enough to fail two gradient-parity tolerances.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1".strip()
+
+
+def _dispatch_rank(item) -> int:
+  """Heavy tests first: marked slow, then the trainers' (each compiles a training step), then the parity tests
+  (each compiles an upstream model's forward or second-order backward pass), then the rest."""
+  if item.get_closest_marker("slow"):
+    return 0
+  if "trainers" in item.path.parts:
+    return 1
+  return 2 if item.get_closest_marker("parity") else 3
+
+
+def pytest_collection_modifyitems(items):
+  # With `-n 2` (pytest-xdist hands tests out in collection order), a multi-minute test dispatched last leaves
+  # the other worker idle for minutes; dispatched first, the many short tests fill in around it. Stable sort:
+  # within a rank, tests keep their files' order.
+  items.sort(key=_dispatch_rank)
+
+
+# Test files whose tests share a costly module fixture (a trained model): with `-n`, each goes to one worker as
+# a whole, which builds the fixture once. Every other test goes on its own to whichever worker is free.
+SHARED_FIXTURE_FILES = {
+  "tests/trainers/cluster_classifier_test.py",  # the stage-1 model and the stage-2 run
+  "tests/trainers/stylegan2_trainer_test.py",  # the 4-step run
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """`-n N` (pytest-xdist's default --dist load) as above. xdist_group marks cannot do this here: --dist
+  loadgroup renames items' node ids, which pytest 9 ignores, so marked tests still spread over workers."""
+  if config.option.dist != "load":
+    return None
+  from xdist.scheduler import LoadScopeScheduling
+
+  class FileGroups(LoadScopeScheduling):
+    def _split_scope(self, nodeid):
+      path = nodeid.split("::", 1)[0]
+      return path if path in SHARED_FIXTURE_FILES else nodeid
+
+  return FileGroups(config, log)

@@ -42,24 +42,31 @@ def _metrics(workdir):
   return [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_steps_run_with_lazy_regularisers_and_export_a_model(tmp_path):
-  state = trainer.train_and_evaluate(tiny_config(), str(tmp_path), data=fake_data)
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  """An uninterrupted 4-step run: (final state, its workdir), shared by the tests below."""
+  workdir = tmp_path_factory.mktemp("full")
+  return trainer.train_and_evaluate(tiny_config(4), str(workdir), data=fake_data), workdir
+
+
+def test_steps_run_with_lazy_regularisers_and_export_a_model(full_run):
+  state, workdir = full_run
   assert int(state.step) == 4
-  rows = _metrics(tmp_path)
+  rows = _metrics(workdir)
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
   # steps 0 and 2 (0-based) regularise: their rows carry r1 and the path-length terms.
   assert ["r1" in r for r in rows] == [True, False, True, False]
   assert ["path_penalty" in r for r in rows] == [True, False, True, False]
   assert all(np.isfinite(v) for r in rows for k, v in r.items() if k != "time")
   assert rows[2]["mean_path_length"] > 0
-  assert (tmp_path / "model" / "model.json").exists()
+  assert (workdir / "model" / "model.json").exists()
 
 
-def test_init_from_starts_from_an_exported_model_and_refuses_another_shape(tmp_path):
-  trained = trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "a"), data=fake_data)
+def test_init_from_starts_from_an_exported_model_and_refuses_another_shape(full_run, tmp_path):
+  trained, workdir = full_run
   config = tiny_config()
   config.seed = 5  # other fresh weights: what is equal below comes from the file
-  config.init_from = str(tmp_path / "a" / "model")
+  config.init_from = str(workdir / "model")
   models, _, _ = trainer.build_models(config)
   g_tx, d_tx = trainer.make_optimizers(config)
   state = trainer.init_state(models, config, g_tx, d_tx)
@@ -84,19 +91,19 @@ def test_init_from_starts_from_an_exported_model_and_refuses_another_shape(tmp_p
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   wider = tiny_config()
   wider.model.channels = ((4, 32), (8, 16), (16, 8))
-  wider.init_from = str(tmp_path / "a" / "model")
+  wider.init_from = str(workdir / "model")
   models, _, _ = trainer.build_models(wider)
   with pytest.raises(ValueError, match=r"init_from=.*has shape .*config.model"):
     trainer.init_state(models, wider, *trainer.make_optimizers(wider))
 
 
-def test_killed_run_resumes_exactly(tmp_path):
-  full = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "full"), data=fake_data)
+def test_killed_run_resumes_exactly(full_run, tmp_path):
+  full, full_dir = full_run
   trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "part"), data=fake_data)  # "killed" at 2
   resumed = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "part"), data=fake_data)
   for a, b in zip(jax.tree_util.tree_leaves(full.g_ema), jax.tree_util.tree_leaves(resumed.g_ema)):
     np.testing.assert_array_equal(a, b)
-  assert _metrics(tmp_path / "full")[-1]["g_loss"] == _metrics(tmp_path / "part")[-1]["g_loss"]
+  assert _metrics(full_dir)[-1]["g_loss"] == _metrics(tmp_path / "part")[-1]["g_loss"]
 
 
 MULTI_DEVICE = """
