@@ -48,6 +48,7 @@ def pytest_collection_modifyitems(items):
 SHARED_FIXTURE_FILES = {
   "tests/trainers/cluster_classifier_test.py",  # the stage-1 model and the stage-2 run
   "tests/trainers/stylegan2_trainer_test.py",  # the 4-step run
+  "tests/trainers/swapae_trainer_test.py",  # the 4-step run
 }
 
 

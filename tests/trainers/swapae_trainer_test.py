@@ -46,8 +46,15 @@ def _assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_steps_alternate_d_and_g_with_lazy_r1_and_export_a_model(tmp_path):
-  state = trainer.train_and_evaluate(tiny_config(), str(tmp_path), data=fake_data)
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  """An uninterrupted 4-step run: (final state, its work directory)."""
+  workdir = tmp_path_factory.mktemp("full")
+  return trainer.train_and_evaluate(tiny_config(4), str(workdir), data=fake_data), workdir
+
+
+def test_steps_alternate_d_and_g_with_lazy_r1_and_export_a_model(full_run):
+  state, tmp_path = full_run
   assert int(state.step) == 4
   rows = _metrics(tmp_path)
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
@@ -67,14 +74,14 @@ def test_steps_alternate_d_and_g_with_lazy_r1_and_export_a_model(tmp_path):
   assert {"reconstruction_0000004.png", "swap_grid_0000004.png"} <= {p.name for p in (tmp_path / "visuals").iterdir()}
 
 
-def test_killed_run_resumes_exactly(tmp_path):
-  full = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "full"), data=fake_data)
+def test_killed_run_resumes_exactly(full_run, tmp_path):
+  full, full_dir = full_run
   trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "part"), data=fake_data)  # "killed" at 2
   resumed = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "part"), data=fake_data)
   for name in NETS + ("g_opt", "d_opt"):
     _assert_trees_equal(getattr(full, name), getattr(resumed, name))
   losses = lambda workdir: {k: v for k, v in _metrics(workdir)[-1].items() if k not in ("time", "steps_per_s")}
-  assert losses(tmp_path / "full") == losses(tmp_path / "part")
+  assert losses(full_dir) == losses(tmp_path / "part")
 
 
 MULTI_DEVICE = """
