@@ -11,6 +11,7 @@
   is its stem ("cat" for cat.jpg) unless another input has the same stem, or the stem is another input's
   file name or a reserved name; then it is the whole file name ("cat.jpg", "cat.png": outputs cat.jpg.png
   and cat.png.png). Names so chosen never collide.
+* `list_images(path)`: an image file, or the images directly in a folder (sorted), or a one-line error.
 * `error_line(e)`: the one line a command prints for a user mistake or an OS error ("PATH: Not a
   directory"), never a traceback.
 """
@@ -127,6 +128,22 @@ def check_outputs(outputs: Iterable, inputs: Iterable) -> None:
         raise UsageError(f"output {o} is the input {p}: refusing to write over it; choose another output")
       if o_real in p_real.parents:
         raise UsageError(f"output {o} holds the input {p}: refusing to replace it; choose another output")
+
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def list_images(path) -> list[pathlib.Path]:
+  """[path] for a file, the images (IMAGE_EXTS) directly in a folder, sorted; FileNotFoundError otherwise."""
+  p = pathlib.Path(path)
+  if not p.exists():
+    raise FileNotFoundError(f"input {p} does not exist")
+  if p.is_file():
+    return [p]
+  files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+  if not files:
+    raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {p}")
+  return files
 
 
 def files_under(path) -> list[pathlib.Path]:

@@ -33,20 +33,6 @@ import numpy as np
 
 from jaxgeal import cli
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def _list_images(path) -> list[pathlib.Path]:
-  p = pathlib.Path(path)
-  if not p.exists():
-    raise FileNotFoundError(f"input {p} does not exist")
-  if p.is_file():
-    return [p]
-  files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-  if not files:
-    raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {p}")
-  return files
-
 
 def _load_images(files, size: int, source_sizes: list | None = None) -> np.ndarray:
   """Images resized (bicubic) to the model's size; a note is printed when any is resized. min(w, h) of
@@ -104,7 +90,7 @@ def _names(files, reserved=()):
 def cmd_congeal(args):
   from jaxgeal import images as images_lib
 
-  files = _list_images(args.input)
+  files = cli.list_images(args.input)
   names = _names(files, reserved=("average",))
   planned = [f"{n}.png" for n in names] + ["average.png", "flips.json"]
   planned += [f"{n}_flow.png" for n in names] if args.flow_image else []
@@ -154,7 +140,7 @@ def cmd_correspond(args):
 def cmd_flow_scores(args):
   from jaxgeal.align import dataset
 
-  files = _list_images(args.input)
+  files = cli.list_images(args.input)
   _check_dir_outputs(args, ["flow_scores.json", "flow_scores.csv"], files)
   a = _aligner(args)
   scores = a.flow_scores(_load_images(files, a.size), cluster=args.cluster)
@@ -166,7 +152,7 @@ def cmd_congeal_dataset(args):
   from jaxgeal import images as images_lib
   from jaxgeal.align import dataset
 
-  files = _list_images(args.input)
+  files = cli.list_images(args.input)
   names = _names(files)
   d = _check_dir_outputs(args, [f"{n}.png" for n in names], files)
   a = _aligner(args)
@@ -184,7 +170,7 @@ def cmd_congeal_dataset(args):
 def cmd_propagate(args):
   from jaxgeal import images as images_lib
 
-  files = _list_images(args.input)
+  files = cli.list_images(args.input)
   names = _names(files)
   planned = [f"{n}.png" for n in names] + ([f"{n}_rgba.png" for n in names] if args.save_rgba else [])
   d = _check_dir_outputs(args, planned, files + [pathlib.Path(args.label)])
@@ -243,7 +229,7 @@ def cmd_video(args):
 def cmd_animate(args):
   from jaxgeal.align import visualize
 
-  files = _list_images(args.input)
+  files = cli.list_images(args.input)
   names = _names(files, reserved=("congealing",) if args.grid else ())
   stems = ["congealing"] if args.grid else names
   # An mp4 falls back to a gif beside it where ffmpeg is missing: both must be safe to write.

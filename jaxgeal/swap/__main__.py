@@ -42,23 +42,9 @@ import numpy as np
 
 from jaxgeal import cli
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def _list_images(path) -> list[pathlib.Path]:
-  p = pathlib.Path(path)
-  if not p.exists():
-    raise FileNotFoundError(f"input {p} does not exist")
-  if p.is_file():
-    return [p]
-  files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-  if not files:
-    raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {p}")
-  return files
-
 
 def _gather(paths) -> list[pathlib.Path]:
-  return [f for p in paths for f in _list_images(p)]
+  return [f for p in paths for f in cli.list_images(p)]
 
 
 def _check_outputs(args, outputs, inputs, folder: pathlib.Path | None = None) -> None:
@@ -172,7 +158,7 @@ def _swap_pairs(args) -> list[tuple[pathlib.Path, pathlib.Path]]:
     if not (s_path.is_dir() and t_path.is_dir()):
       raise cli.UsageError("--pairs names files in the --structure and --texture folders: give two folders")
     return _read_pairs(args.pairs, s_path, t_path)
-  structures, textures = _list_images(s_path), _list_images(t_path)
+  structures, textures = cli.list_images(s_path), cli.list_images(t_path)
   if s_path.is_file() or t_path.is_file():
     return [(s, t) for s in structures for t in textures]
   if len(structures) != len(textures):
@@ -302,7 +288,7 @@ def cmd_edit(args):
   if not pathlib.Path(args.image).is_file():
     raise FileNotFoundError(f"input {args.image} is not an image file")
   k = _pca_index(args)
-  folder_files = _list_images(args.folder) if k is not None else []
+  folder_files = cli.list_images(args.folder) if k is not None else []
   if k is not None and len(folder_files) < 2:
     raise cli.UsageError(f"--folder {args.folder} holds one image; principal directions need at least two")
   inputs = [args.image, *folder_files] + ([args.direction] if k is None else [])
