@@ -1,5 +1,5 @@
 """Swapping Autoencoder trainer: steps alternate a D and a G iteration with R1 on its lazy schedule and export a
-model directory, a killed run resumes exactly, 4 fake CPU devices give the losses of 1, init_from starts from a
+model directory, a killed run resumes exactly, 8 fake CPU devices give the steps of 1, init_from starts from a
 converted upstream checkpoint, and the configs carry upstream's launcher settings."""
 
 import json
@@ -85,23 +85,37 @@ def test_killed_run_resumes_exactly(full_run, tmp_path):
 
 
 MULTI_DEVICE = """
-from tests.trainers.swapae_trainer_test import tiny_config, fake_data, _metrics
+import functools
+import numpy as np
+from tests.trainers.swapae_trainer_test import NETS, tiny_config, fake_data, _metrics
 from jaxgeal.trainers import swapae as trainer
 out = {}
-for n in (1, 4):
-  trainer.train_and_evaluate(tiny_config(1, num_devices=n), sys.argv[1] + f"/d{n}", data=fake_data)
+for n in (1, 8):
+  c = tiny_config(2, num_devices=n)
+  c.batch_size = c.micro_batch_size = 8
+  c.total_images = 2 * 2 * 8
+  state = trainer.train_and_evaluate(c, sys.argv[1] + f"/d{n}", data=functools.partial(fake_data, batch=8))
+  leaves = [np.asarray(x) for name in NETS for x in jax.tree_util.tree_leaves(getattr(state, name))]
+  np.savez(sys.argv[1] + f"/d{n}.npz", *leaves)
   out[n] = _metrics(sys.argv[1] + f"/d{n}")
 print(json.dumps(out))
 """
 
 
 @pytest.mark.slow
-def test_four_devices_give_the_losses_of_one(tmp_path):
-  """One step (the program without R1: its 1-device twin is the other tests' first step, already compiled)."""
-  out = multidevice.run_with_fake_devices(MULTI_DEVICE, tmp_path, num_devices=4)
-  for r1, r4 in zip(out["1"], out["4"], strict=True):
-    for k in ("D_real", "D_mix", "PatchD_real", "G_L1", "G_GAN_mix", "G_mix"):
-      np.testing.assert_allclose(r4[k], r1[k], rtol=1e-4, atol=1e-5, err_msg=f"step {r1['step']} {k}")
+def test_eight_devices_give_the_steps_of_one(tmp_path):
+  """Two steps at batch 8 (the second with lazy R1): 8 fake devices, one image and half a swap group each,
+  give the losses and the final E, G, D, Dpatch of 1 device."""
+  out = multidevice.run_with_fake_devices(MULTI_DEVICE, tmp_path, num_devices=8)
+  assert [r["step"] for r in out["8"]] == [1, 2]
+  for r1, r8 in zip(out["1"], out["8"], strict=True):
+    assert r8.keys() == r1.keys()
+    for k in sorted(set(r1) - {"time", "steps_per_s", "step"}):
+      np.testing.assert_allclose(r8[k], r1[k], rtol=1e-4, atol=1e-5, err_msg=f"step {r1['step']} {k}")
+  one, eight = np.load(tmp_path / "d1.npz"), np.load(tmp_path / "d8.npz")
+  assert len(one.files) == len(eight.files) > 0
+  for k in one.files:
+    np.testing.assert_allclose(eight[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
 @pytest.mark.parity
