@@ -61,3 +61,18 @@ def test_scores_rank_candidates_by_their_definitions():
   assert oracle["wins"]["copy_structure"] == oracle["wins"]["copy_texture"] == 1.0
   text = swapping.markdown(oracle)
   assert "| swap | 0.0000" in text and "100 % of pairs" in text
+  assert oracle["structure_pck"]["swap"] == {"0.1": 1.0, "0.2": 1.0}  # the truth itself: every point found
+
+
+def test_key_points_are_found_where_the_structure_puts_them():
+  data = swapping.render_pairs(8, 32, 7, OPTIONS)
+  np.testing.assert_array_equal(swapping.locate(data.truth, data.truth, data.keypoints), data.keypoints)
+  # The truth moved 3 px right: every point is found 3 px right (PCK@0.1 of a ~20 px box is 2 px: none).
+  shifted = np.pad(data.truth, ((0, 0), (0, 0), (3, 0), (0, 0)), mode="edge")[:, :, :32]
+  found = swapping.locate(shifted, data.truth, data.keypoints)
+  inner = (data.keypoints[..., 0] > 8) & (data.keypoints[..., 0] < 24)  # away from the edge padding
+  np.testing.assert_allclose((found - data.keypoints)[inner], np.tile([3.0, 0.0], (inner.sum(), 1)))
+  assert swapping.structure_pck(shifted, data)["0.1"] < 0.2
+  # Texture's image (B's pose) is scored by how far B's pose is from A's: below the truth, above a shuffle.
+  pck = lambda x: swapping.structure_pck(x, data)["0.1"]
+  assert pck(data.truth) == 1.0 > pck(data.texture) > pck(np.roll(data.truth, 8, axis=2))
