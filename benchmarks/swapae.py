@@ -14,34 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgeal import throughput
 from jaxgeal.swap import SwappingAutoencoder
 from jaxgeal.trainers import config_variants
 from jaxgeal.trainers import swapae as trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _time(fn, *args, repeats: int) -> tuple[float, float]:
-  """(median seconds per call, compile + first call seconds)."""
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - t0
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), first
 
 
 def load_config(name: str, batch: int):
@@ -67,12 +53,12 @@ def bench(name: str, batch: int, repeats: int, modes: set) -> dict:
   if "step" in modes and batch % 2 == 0:
     step = jax.jit(trainer.make_train_step(models, c, g_tx, d_tx), static_argnums=(3,))
     for reg in (False, True):
-      t, first = _time(lambda s, a, b, reg=reg: step(s, a, b, reg)[1], state, x, x, repeats=repeats)
+      t, first = throughput.timed(lambda s, a, b, reg=reg: step(s, a, b, reg)[1], state, x, x, repeats=repeats)
       key = "step_r1" if reg else "step"
       out.update({f"{key}_s": t, f"{key}_images_per_s": 2 * batch / t, f"{key}_compile_s": first - t})
   if "swap" in modes:
     ae = SwappingAutoencoder(models.config, {"params": state.E}, {"params": state.G})
-    t, first = _time(lambda a: ae.swap(a, a[::-1]), x, repeats=repeats)
+    t, first = throughput.timed(lambda a: ae.swap(a, a[::-1]), x, repeats=repeats)
     out.update(encode_swap_s=t, encode_swap_images_per_s=batch / t, encode_swap_compile_s=first - t)
   return out
 
@@ -90,11 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  results = []
+  results, load = [], [os.getloadavg()[0]]
   for name in args.configs.split(","):
     for batch in map(int, args.batch_sizes.split(",")):
       results.append(bench(name, batch, args.repeats, set(args.modes.split(","))))
       print(json.dumps(results[-1]), flush=True)
+      load.append(os.getloadavg()[0])
   print(
     json.dumps(
       {
@@ -103,6 +90,9 @@ def main(argv=None):
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0]),
         "machine": platform.machine(),
+        "cpu": throughput.cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": load,  # other jobs on the machine: before the first and after each measurement
         "results": results,
       },
       indent=1,
