@@ -15,6 +15,7 @@ import argparse
 import json
 import pathlib
 import platform
+import re
 import sys
 from collections.abc import Callable, Iterator
 
@@ -107,7 +108,7 @@ def lpips_cases(fx) -> Case:
 
   def run(dtype):
     out = {}
-    for size in (32, 64):
+    for size in sorted(int(k[3:]) for k in fx.arrays if re.fullmatch(r"x0_\d+", k)):
       x, y = (jnp.asarray(nhwc(fx[f"{n}_{size}"])) for n in ("x0", "x1"))
       for kind, v in (("lpips", v_lpips), ("vgg_ssl", v_ssl)):
         module = lpips.LPIPS(lpips=kind == "lpips", dtype=dtype)
@@ -186,7 +187,10 @@ def markdown(results: dict, command: str) -> str:
     "models run with `dtype=float32` and with `dtype=bfloat16` (activations and matmuls / convolutions in",
     "bfloat16; parameters, normalisations, demodulation, warps and outputs in float32). `max abs`: largest",
     "absolute error; `rel L2`: ||ours - upstream|| / ||upstream||; `bf16 / f32`: ratio of the max abs errors;",
-    "`scale`: max |upstream|, the output's magnitude.",
+    "`scale`: max |upstream|, the output's magnitude. How bfloat16 convolutions round and accumulate depends on",
+    "the backend (XLA's CPU, GPU and TPU kernels differ), so another machine gives other bfloat16 numbers.",
+    "The STN's grids are computed in float32, but from warps regressed by a bfloat16 trunk: their error is that of",
+    "the regression, and the warped images inherit it.",
     "",
     "| fixture output | scale | max abs f32 | rel L2 f32 | max abs bf16 | rel L2 bf16 | bf16 / f32 |",
     "| --- | --- | --- | --- | --- | --- | --- |",

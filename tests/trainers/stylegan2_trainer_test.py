@@ -128,6 +128,7 @@ def test_eight_devices_give_the_losses_of_one(tmp_path):
       np.testing.assert_allclose(r8[k], r1[k], rtol=1e-4, atol=1e-5, err_msg=f"step {r1['step']} {k}")
 
 
+@pytest.mark.slow  # ~85 s cold on a loaded 2-core CPU: its own (bfloat16) compiled steps
 def test_bfloat16_set_on_the_command_line_trains_two_steps_with_finite_metrics(tmp_path):
   """Mixed precision end to end: the bfloat16 networks train (losses, R1 and path length on step 1) while
   parameters and optimiser state stay float32."""
