@@ -35,6 +35,7 @@ class ResnetClassifier(nn.Module):
     num_classes: K * (1 + flips).
     supersize: input resolution; larger inputs are tent-downsampled by supersize // size (as the STN).
     channels: (resolution, width) pairs; None: `stn.default_channels(channel_multiplier)`.
+    dtype: computation dtype of the convolutions and `to_logits` (None: the input's); logits come out float32.
   """
 
   size: int = 128
@@ -43,12 +44,15 @@ class ResnetClassifier(nn.Module):
   channels: Sequence[tuple[int, int]] | None = None
   channel_multiplier: float = 0.5
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
+  dtype: Any = None
 
   def setup(self):
     channels = self.channels if self.channels is not None else stn_lib.default_channels(self.channel_multiplier)
-    self.convs, self.final_conv = stn_lib.make_trunk(channels, self.size, blur_kernel=self.blur_kernel)
+    self.convs, self.final_conv = stn_lib.make_trunk(
+      channels, self.size, blur_kernel=self.blur_kernel, dtype=self.dtype
+    )
     c4 = dict(channels)[4]
-    self.to_logits = layers.EqualLinear(c4 * 16, self.num_classes, activation="fused_lrelu")
+    self.to_logits = layers.EqualLinear(c4 * 16, self.num_classes, activation="fused_lrelu", dtype=self.dtype)
 
   def __call__(self, x):
     out = stn_lib.downsample_input(x, self.size, self.supersize)
@@ -56,7 +60,7 @@ class ResnetClassifier(nn.Module):
       out = conv(out)
     out = self.final_conv(out)
     # (H, W, C) flattening; the converter permutes upstream's (C, H, W)-ordered weight to match.
-    return self.to_logits(out.reshape(out.shape[0], -1))
+    return layers.full_precision(self.to_logits(out.reshape(out.shape[0], -1)))
 
 
 def run_flip(x: Array, logits: Array, num_clusters: int):
@@ -102,9 +106,10 @@ def init_from_stn(classifier_params: dict, stn_params: dict) -> dict:
   return out
 
 
-def from_config(config) -> ResnetClassifier:
-  """The module of a converter config ({size, supersize, channels, num_classes})."""
+def from_config(config, dtype=None) -> ResnetClassifier:
+  """The module of a converter config ({size, supersize, channels, num_classes}), computing in `dtype`."""
   return ResnetClassifier(
+    dtype=dtype,
     size=config["size"],
     num_classes=config["num_classes"],
     supersize=config.get("supersize"),

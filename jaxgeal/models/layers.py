@@ -6,6 +6,10 @@ modules (`conv`, `modulation`, `noise`, `activate`, `weight`, `bias`, ...) so th
 renaming; layouts are NHWC activations, HWIO conv weights and (in, out) dense weights.
 
 The STN trunks of GANgealing (§3.2) reuse ConvLayer / ResBlock / EqualLinear from here.
+
+Mixed precision (flax's convention): `dtype` is the computation dtype of a layer's matmul / convolution, None
+following the input's dtype; parameters stay float32 and are cast at the operation. `full_precision` casts a
+network's output back to (at least) float32 where losses start.
 """
 
 from __future__ import annotations
@@ -23,6 +27,17 @@ from jaxgeal.ops import upfirdn2d as fir
 from jaxgeal.ops.bias_act import fused_leaky_relu
 
 Array = Any
+Dtype = Any
+
+
+def compute_dtype(x: Array, dtype: Dtype) -> Any:
+  """The dtype a layer computes in: `dtype`, or x's dtype when None (flax's convention)."""
+  return x.dtype if dtype is None else dtype
+
+
+def full_precision(x: Array) -> Array:
+  """x in float32 (or wider, e.g. float64 under x64): outputs of bfloat16 networks, statistics, losses."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 class EqualLinear(nn.Module):
@@ -34,11 +49,13 @@ class EqualLinear(nn.Module):
   lr_mul: float = 1.0
   activation: str | None = None  # None or "fused_lrelu"
   use_bias: bool = True
+  dtype: Dtype = None  # computation dtype (None: the input's); params stay float32
 
   @nn.compact
   def __call__(self, x):
     weight = self.param("weight", lambda k: jax.random.normal(k, (self.in_dim, self.out_dim)) / self.lr_mul)
     scale = self.lr_mul / math.sqrt(self.in_dim)
+    x = x.astype(compute_dtype(x, self.dtype))
     y = x @ (weight * scale).astype(x.dtype)
     bias = None
     if self.use_bias:
@@ -60,12 +77,14 @@ class EqualConv2d(nn.Module):
   stride: int = 1
   padding: int = 0
   use_bias: bool = True
+  dtype: Dtype = None
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
     weight = self.param("weight", lambda r: jax.random.normal(r, (k, k, self.in_ch, self.out_ch)))
     scale = 1.0 / math.sqrt(self.in_ch * k * k)
+    x = x.astype(compute_dtype(x, self.dtype))
     y = jax.lax.conv_general_dilated(
       x,
       (weight * scale).astype(x.dtype),
@@ -110,9 +129,11 @@ class ConvLayer(nn.Module):
   activate: bool = True
   pad: int | None = None
   reflection_pad: bool = False
+  dtype: Dtype = None
 
   @nn.compact
   def __call__(self, x):
+    x = x.astype(compute_dtype(x, self.dtype))  # the blur / padding ahead of the conv run in it too
     if self.downsample:
       if self.pad is None and not self.reflection_pad:
         x = fir.blur_before_downsampling_conv(x, self.blur_kernel, self.kernel_size)
@@ -134,6 +155,7 @@ class ConvLayer(nn.Module):
       stride,
       padding,
       use_bias=self.use_bias and not self.activate,
+      dtype=self.dtype,
       name="conv",
     )(x)
     if self.activate:
@@ -152,14 +174,17 @@ class ResBlock(nn.Module):
   downsample: bool = True
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   reflection_pad: bool = False
+  dtype: Dtype = None
 
   @nn.compact
   def __call__(self, x):
-    refl = self.reflection_pad
-    out = ConvLayer(self.in_ch, self.in_ch, 3, blur_kernel=self.blur_kernel, reflection_pad=refl, name="conv1")(x)
-    out = ConvLayer(self.in_ch, self.out_ch, 3, self.downsample, self.blur_kernel, reflection_pad=refl, name="conv2")(
-      out
-    )
+    refl, dt = self.reflection_pad, self.dtype
+    out = ConvLayer(
+      self.in_ch, self.in_ch, 3, blur_kernel=self.blur_kernel, reflection_pad=refl, dtype=dt, name="conv1"
+    )(x)
+    out = ConvLayer(
+      self.in_ch, self.out_ch, 3, self.downsample, self.blur_kernel, reflection_pad=refl, dtype=dt, name="conv2"
+    )(out)
     skip = ConvLayer(
       self.in_ch,
       self.out_ch,
@@ -168,6 +193,7 @@ class ResBlock(nn.Module):
       blur_kernel=self.blur_kernel,
       use_bias=False,
       activate=False,
+      dtype=dt,
       name="skip",
     )(x)
     return (out + skip) / math.sqrt(2.0)
@@ -186,15 +212,18 @@ class ModulatedConv2d(nn.Module):
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   impl: str = mc.DEFAULT_IMPL
   normalize_style: bool = False  # the Swapping Autoencoder's demodulation (ops/modulated_conv.py)
+  dtype: Dtype = None  # of the convolution; the style affine and the demodulation stay in float32
 
   @nn.compact
   def __call__(self, x, style):
     k = self.kernel_size
     weight = self.param("weight", lambda r: jax.random.normal(r, (k, k, self.in_ch, self.out_ch)))
+    # The style affine is a (B, style_dim) x (style_dim, Cin) product: negligible cost, and its output scales
+    # every weight of the conv, so it is not worth rounding.
     s = EqualLinear(self.style_dim, self.in_ch, bias_init=1.0, name="modulation")(style)
     scale = 1.0 / math.sqrt(self.in_ch * k * k)
     return mc.modulated_conv2d(
-      x,
+      x.astype(compute_dtype(x, self.dtype)),
       weight * scale,
       s,
       demodulate=self.demodulate,
@@ -230,6 +259,7 @@ class StyledConv(nn.Module):
   demodulate: bool = True
   impl: str = mc.DEFAULT_IMPL
   normalize_style: bool = False
+  dtype: Dtype = None
 
   @nn.compact
   def __call__(self, x, style, noise):
@@ -243,6 +273,7 @@ class StyledConv(nn.Module):
       blur_kernel=self.blur_kernel,
       impl=self.impl,
       normalize_style=self.normalize_style,
+      dtype=self.dtype,
       name="conv",
     )(x, style)
     x = NoiseInjection(name="noise")(x, noise)
@@ -257,10 +288,15 @@ class ToRGB(nn.Module):
   upsample: bool = True
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   impl: str = mc.DEFAULT_IMPL
+  dtype: Dtype = None
 
   @nn.compact
   def __call__(self, x, style, skip=None):
-    out = ModulatedConv2d(self.in_ch, 3, 1, self.style_dim, demodulate=False, impl=self.impl, name="conv")(x, style)
+    out = ModulatedConv2d(
+      self.in_ch, 3, 1, self.style_dim, demodulate=False, impl=self.impl, dtype=self.dtype, name="conv"
+    )(x, style)
+    # The RGB image accumulates over resolutions in float32 (as StyleGAN2-ADA's mixed precision does).
+    out = full_precision(out)
     out = out + self.param("bias", nn.initializers.zeros, (3,)).astype(out.dtype)
     if skip is not None:
       out = out + fir.upsample2d(skip, fir.make_kernel(self.blur_kernel), factor=2)

@@ -18,6 +18,8 @@ Parameter names follow torchvision's `features` indices so that conversion is a 
   features.{i}.bias   (O,)         -> params/net/features_{i}/bias
   lin{k}.model.1.weight (1, C, 1, 1) -> params/lin{k}/weight (C,)                     k = 0..4
 Images are NHWC. Dropout in front of the linear heads is inactive (upstream runs the module in eval mode).
+Mixed precision: `dtype` (None: the input's) is the VGG convolutions' dtype; the unit normalisation, the
+differences, the heads and the distance are float32.
 `load_perceptual_loss(kind, weights_dir)` reads a converted model directory `<weights_dir>/<kind>`.
 """
 
@@ -113,9 +115,11 @@ class Conv3x3(nn.Module):
   in_ch: int
   out_ch: int
   precision: Any = None
+  dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
   @nn.compact
   def __call__(self, x):
+    x = x.astype(x.dtype if self.dtype is None else self.dtype)
     # Random init (kaiming-normal fan_out as torchvision) only matters for tests; real weights are converted.
     init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
     weight = self.param("weight", init, (3, 3, self.in_ch, self.out_ch))
@@ -139,6 +143,7 @@ class VGG16Features(nn.Module):
   """
 
   precision: Any = None
+  dtype: Any = None
 
   def setup(self):
     in_ch, idx = 3, 0
@@ -147,7 +152,7 @@ class VGG16Features(nn.Module):
         idx += 1
       else:
         # Named after torchvision's module index (conv i, ReLU i + 1).
-        setattr(self, f"features_{idx}", Conv3x3(in_ch, v, precision=self.precision))
+        setattr(self, f"features_{idx}", Conv3x3(in_ch, v, precision=self.precision, dtype=self.dtype))
         in_ch, idx = v, idx + 2
 
   def __call__(self, x) -> tuple[Array, ...]:
@@ -180,13 +185,15 @@ class LPIPS(nn.Module):
     lpips: use the learned linear heads `lin0..lin4`; False sums the squared differences over channels.
     precision: `jax.lax.Precision` of the VGG convolutions (None: the backend default, which on recent GPUs
       may use reduced-precision TF32 passes for float32; pass HIGHEST for reference-exact values).
+    dtype: computation dtype of the VGG convolutions (None: the input's); see the module docstring.
   """
 
   lpips: bool = True
   precision: Any = None
+  dtype: Any = None
 
   def setup(self):
-    self.net = VGG16Features(precision=self.precision)
+    self.net = VGG16Features(precision=self.precision, dtype=self.dtype)
     if self.lpips:
       for k, c in enumerate(CHANNELS):
         setattr(self, f"lin{k}", NetLinLayer(c))
@@ -262,11 +269,12 @@ class PerceptualLoss:
     return self.module.apply(self.variables, x, normalize=normalize, method=LPIPS.features)
 
 
-def make_perceptual_loss(kind: str, variables: Any, precision: Any = None) -> PerceptualLoss:
-  """'lpips' (LPIPS v0.1, linear heads) or 'vgg_ssl' (channel-sum baseline, / 18) from converted variables."""
+def make_perceptual_loss(kind: str, variables: Any, precision: Any = None, dtype: Any = None) -> PerceptualLoss:
+  """'lpips' (LPIPS v0.1, linear heads) or 'vgg_ssl' (channel-sum baseline, / 18) from converted variables;
+  `dtype`: the VGG convolutions' computation dtype (None: the input's)."""
   if kind not in LOSS_SCALES:
     raise ValueError(f"unknown perceptual loss {kind!r}; expected one of {sorted(LOSS_SCALES)}")
-  module = LPIPS(lpips=(kind == "lpips"), precision=precision)
+  module = LPIPS(lpips=(kind == "lpips"), precision=precision, dtype=dtype)
   return PerceptualLoss(variables=variables, module=module, kind=kind, scale=LOSS_SCALES[kind])
 
 
@@ -323,7 +331,7 @@ def load_variables(kind: str, weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_D
 
 
 def load_perceptual_loss(
-  kind: str = "lpips", weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR, precision: Any = None
+  kind: str = "lpips", weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR, precision: Any = None, dtype: Any = None
 ) -> PerceptualLoss:
   """GANgealing's `get_perceptual_loss(kind)`: a `PerceptualLoss` ((B,) = scale * distance, jit-able).
 
@@ -331,4 +339,4 @@ def load_perceptual_loss(
   distance divided by 18. Weights come from `<weights_dir>/<kind>` (a model directory written by
   `python -m jaxgeal.convert lpips`).
   """
-  return make_perceptual_loss(kind, load_variables(kind, weights_dir), precision=precision)
+  return make_perceptual_loss(kind, load_variables(kind, weights_dir), precision=precision, dtype=dtype)

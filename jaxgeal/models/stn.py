@@ -21,6 +21,8 @@ Regression always runs at flow_size (inputs larger than that are tent-downsample
 but pixels are sampled from the full-resolution input with MipmapWarp (anti-aliased, appendix B). All options
 that change shapes (iters, output_resolution, padding_mode) are static Python values; everything else is
 traced, so the modules jit and differentiate without host syncs. Layout: NHWC images, (N, H, W, 2) grids.
+Mixed precision: `dtype` (None: the input's) is the regression networks' convolution dtype
+(`jaxgeal.models.stn_heads`); warps, grids, sampling and every output are float32.
 Attribute names follow upstream (`convs`, `final_conv`, `final_linear`, `warp_head`, `flow_out`, `mask_out`,
 `linear`, `stns`) so that `jaxgeal.convert.gangealing.convert_stn` is a renaming.
 """
@@ -170,6 +172,7 @@ class SpatialTransformer(nn.Module):
   flow_downsample: int = 8
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   antialias: bool = True
+  dtype: Any = None  # of the regression convolutions; params, grids and sampling stay float32
 
   @property
   def is_flow(self) -> bool:
@@ -180,13 +183,13 @@ class SpatialTransformer(nn.Module):
       raise ValueError(f"transform must be 'similarity' or 'flow', got {self.transform!r}")
     channels = self.channels if self.channels is not None else default_channels(self.channel_multiplier)
     self.convs, self.final_conv = make_trunk(
-      channels, self.flow_size, self.is_flow, self.flow_downsample, self.blur_kernel
+      channels, self.flow_size, self.is_flow, self.flow_downsample, self.blur_kernel, self.dtype
     )
     c4 = dict(channels)[4]
     if self.is_flow:
-      self.warp_head = FlowHead(c4, self.num_heads, self.flow_downsample)
+      self.warp_head = FlowHead(c4, self.num_heads, self.flow_downsample, dtype=self.dtype)
     else:
-      self.final_linear = layers.EqualLinear(c4 * 16, c4, activation="fused_lrelu")
+      self.final_linear = layers.EqualLinear(c4 * 16, c4, activation="fused_lrelu", dtype=self.dtype)
       self.warp_head = SimilarityHead(self.num_heads)
 
   def predict_warp(self, x, heads=None):
@@ -320,6 +323,7 @@ class ComposedSTN(nn.Module):
   flow_downsample: int = 8
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   antialias: bool = True
+  dtype: Any = None
 
   def setup(self):
     kinds = list(self.transforms)
@@ -339,6 +343,7 @@ class ComposedSTN(nn.Module):
         self.flow_downsample,
         self.blur_kernel,
         self.antialias,
+        self.dtype,
       )
       for t in kinds
     ]
@@ -435,10 +440,10 @@ def build_stn(transforms: str | Sequence[str] = ("similarity", "flow"), **kwargs
 get_stn = build_stn
 
 
-def from_config(config) -> nn.Module:
-  """The module of a `config_of` / converter config; keys other than the architecture's (notes such as
-  test-time settings) are ignored."""
-  return build_stn(config["transforms"], **{k: config[k] for k in ARCH_KEYS if k in config})
+def from_config(config, dtype=None) -> nn.Module:
+  """The module of a `config_of` / converter config, computing in `dtype` (None: the input's); keys other than
+  the architecture's (notes such as test-time settings) are ignored."""
+  return build_stn(config["transforms"], dtype=dtype, **{k: config[k] for k in ARCH_KEYS if k in config})
 
 
 def config_of(stn: nn.Module) -> dict:
@@ -461,7 +466,7 @@ def predict_similarity(stn: nn.Module, params, x) -> Array:
   """The first similarity stage's regressed matrices (N, K, 2, 3) for STN inputs x, without warping anything
   (what the equivariance loss compares); a flow-only STN has none."""
   if isinstance(stn, ComposedSTN):
-    first = SpatialTransformer(transform=stn.transforms[0], **arch_kwargs(stn))
+    first = SpatialTransformer(transform=stn.transforms[0], dtype=stn.dtype, **arch_kwargs(stn))
     stn, params = first, params["stns_0"]
   if stn.transform != "similarity":
     raise ValueError("predict_similarity needs an STN whose first stage is a similarity transform")

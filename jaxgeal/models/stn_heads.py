@@ -5,6 +5,10 @@ The trunk is the StyleGAN2 residual discriminator without normalisation (`make_t
 ffa6387); the heads turn its features into warps as upstream's `models/spatial_transformers/warping_heads.py`:
 `SimilarityHead` (eqs. 7-11, zero-initialised = identity) and `FlowHead` (coarse flow + RAFT convex upsampling,
 last conv zero-initialised, B.5). `jaxgeal.models.stn` composes them into transformers. NHWC.
+
+Mixed precision: `dtype` (None: the input's) is the trunk's and the flow head's convolution dtype; the
+similarity head, the flow / convex-upsampling weights handed to the warp (softmax, grid coordinates) and
+everything after them are float32.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def make_trunk(
   regress_flow: bool = False,
   flow_downsample: int = 8,
   blur_kernel: Sequence[int] = (1, 3, 3, 1),
+  dtype: Any = None,
 ):
   """The ResNet trunk (B.1) as (convs, final_conv) modules, to be assigned in a parent's setup().
 
@@ -61,13 +66,13 @@ def make_trunk(
   log_down = _log2(flow_downsample, "flow_downsample")
   try:
     in_ch = table[size]
-    convs = [layers.ConvLayer(3, in_ch, 1, blur_kernel=blur_kernel)]
+    convs = [layers.ConvLayer(3, in_ch, 1, blur_kernel=blur_kernel, dtype=dtype)]
     for j, i in enumerate(range(log_size, end_log, -1)):
       downsample = (not regress_flow) or j < log_down
       out_ch = table[2 ** (i - 1)]
-      convs.append(layers.ResBlock(in_ch, out_ch, downsample=downsample, blur_kernel=blur_kernel))
+      convs.append(layers.ResBlock(in_ch, out_ch, downsample=downsample, blur_kernel=blur_kernel, dtype=dtype))
       in_ch = out_ch
-    final_conv = layers.ConvLayer(in_ch, table[4], 3, blur_kernel=blur_kernel)
+    final_conv = layers.ConvLayer(in_ch, table[4], 3, blur_kernel=blur_kernel, dtype=dtype)
   except KeyError as e:
     raise ValueError(f"no channel width for resolution {e.args[0]} in channels={table}") from None
   return convs, final_conv
@@ -93,12 +98,14 @@ class _ZeroEqualConv2d(nn.Module):
   in_ch: int
   out_ch: int
   kernel_size: int = 3
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
     weight = self.param("weight", nn.initializers.zeros, (k, k, self.in_ch, self.out_ch))
     scale = 1.0 / math.sqrt(self.in_ch * k * k)
+    x = x.astype(layers.compute_dtype(x, self.dtype))
     y = jax.lax.conv_general_dilated(
       x, (weight * scale).astype(x.dtype), (1, 1), [(k // 2, k // 2)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
@@ -114,6 +121,7 @@ class SimilarityHead(nn.Module):
   def __call__(self, features, heads=None):
     """(N, S, 2, 3) matrices: all K heads (S = K) or the selected head per image (heads (N,), S = 1)."""
     k = self.num_heads
+    features = layers.full_precision(features)  # a 4K-output regression: float32, at HIGHEST precision
     zeros = nn.initializers.zeros
     params = nn.Dense(4 * k, kernel_init=zeros, bias_init=zeros, precision=HIGHEST, name="linear")(features)
     params = params.reshape(-1, 4, k)  # Output p*K + k: parameter p of head k (upstream's split order).
@@ -129,15 +137,18 @@ class FlowHead(nn.Module):
   channels: int
   num_heads: int = 1
   flow_downsample: int = 8
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, features, heads=None):
     """(N*S, fs, fs, 2) residual flow; S = K (cartesian, image-major) or 1 (heads (N,) selects one)."""
-    k, f, c = self.num_heads, self.flow_downsample, self.channels
-    flow = layers.EqualConv2d(c, c, 3, padding=1, name="flow_out_0")(features)
-    flow = _ZeroEqualConv2d(c, 2 * k, name="flow_out_2")(jax.nn.relu(flow))
-    mask = layers.EqualConv2d(c, c, 3, padding=1, name="mask_out_0")(features)
-    mask = layers.EqualConv2d(c, 9 * f * f * k, 3, padding=1, name="mask_out_2")(jax.nn.relu(mask))
+    k, f, c, dt = self.num_heads, self.flow_downsample, self.channels, self.dtype
+    flow = layers.EqualConv2d(c, c, 3, padding=1, dtype=dt, name="flow_out_0")(features)
+    flow = _ZeroEqualConv2d(c, 2 * k, dtype=dt, name="flow_out_2")(jax.nn.relu(flow))
+    mask = layers.EqualConv2d(c, c, 3, padding=1, dtype=dt, name="mask_out_0")(features)
+    mask = layers.EqualConv2d(c, 9 * f * f * k, 3, padding=1, dtype=dt, name="mask_out_2")(jax.nn.relu(mask))
+    # Flow (grid offsets) and the convex-upsampling logits (a softmax) in float32 from here on.
+    flow, mask = layers.full_precision(flow), layers.full_precision(mask)
     n, h, w, _ = flow.shape
     flow = flow.reshape(n, h, w, k, 2)  # Channel k*2 + xy.
     mask = mask.reshape(n, h, w, k, 9 * f * f)  # Channel k*9f² + (neighbour, sub-pixel), convex_upsample's order.

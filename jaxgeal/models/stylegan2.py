@@ -7,6 +7,10 @@ latent per layer (W+, `n_latent = 2 log2(size) - 2`), per-layer noise (fixed buf
 at an inject index and truncation against a mean latent (both conventions: GANgealing's and rosinality's).
 Discriminator: fromRGB, residual blocks down to 4x4, minibatch stddev, final conv and two dense layers.
 
+Mixed precision: `dtype` (None: follow the inputs) is the computation dtype of the convolutions and of the
+discriminator's dense layers; parameters stay float32, the mapping network and style affines run in float32, and
+images / logits come out in float32.
+
 Models know nothing of files: `jaxgeal/convert/stylegan2.py` maps upstream state dicts onto these params.
 """
 
@@ -61,6 +65,7 @@ class Generator(nn.Module):
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   lr_mlp: float = 0.01
   modconv_impl: str = mc.DEFAULT_IMPL
+  dtype: Any = None  # synthesis convolutions' dtype; params, mapping and the RGB skips stay float32
 
   @property
   def log_size(self) -> int:
@@ -88,7 +93,7 @@ class Generator(nn.Module):
     ]
     c4 = self.channel(4)
     self.input = self.param("input", nn.initializers.normal(1.0), (1, 4, 4, c4))
-    kw = dict(blur_kernel=self.blur_kernel, impl=self.modconv_impl)
+    kw = dict(blur_kernel=self.blur_kernel, impl=self.modconv_impl, dtype=self.dtype)
     self.conv1 = layers.StyledConv(c4, c4, 3, d, **kw)
     self.to_rgb1 = layers.ToRGB(c4, d, upsample=False, **kw)
     convs, to_rgbs = [], []
@@ -215,6 +220,7 @@ class Discriminator(nn.Module):
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   stddev_group: int = 4
   stddev_feat: int = 1
+  dtype: Any = None  # computation dtype (None: the input's); params stay float32, logits come out float32
 
   def channel(self, res: int) -> int:
     table = dict(self.channels if self.channels is not None else default_channels(self.channel_multiplier))
@@ -222,16 +228,20 @@ class Discriminator(nn.Module):
 
   def setup(self):
     log_size = _log2(self.size)
-    convs = [layers.ConvLayer(3, self.channel(self.size), 1)]
+    dt = self.dtype
+    convs = [layers.ConvLayer(3, self.channel(self.size), 1, dtype=dt)]
     in_ch = self.channel(self.size)
     for i in range(log_size, 2, -1):
       out_ch = self.channel(2 ** (i - 1))
-      convs.append(layers.ResBlock(in_ch, out_ch, blur_kernel=self.blur_kernel))
+      convs.append(layers.ResBlock(in_ch, out_ch, blur_kernel=self.blur_kernel, dtype=dt))
       in_ch = out_ch
     self.convs = convs
     c4 = self.channel(4)
-    self.final_conv = layers.ConvLayer(in_ch + self.stddev_feat, c4, 3)
-    self.final_linear = [layers.EqualLinear(c4 * 4 * 4, c4, activation="fused_lrelu"), layers.EqualLinear(c4, 1)]
+    self.final_conv = layers.ConvLayer(in_ch + self.stddev_feat, c4, 3, dtype=dt)
+    self.final_linear = [
+      layers.EqualLinear(c4 * 4 * 4, c4, activation="fused_lrelu", dtype=dt),
+      layers.EqualLinear(c4, 1, dtype=dt),
+    ]
 
   def features(self, x):
     """Activations before minibatch stddev, (B, 4, 4, C4)."""
@@ -248,7 +258,7 @@ class Discriminator(nn.Module):
     out = out.reshape(out.shape[0], -1)
     for layer in self.final_linear:
       out = layer(out)
-    return out
+    return layers.full_precision(out)
 
 
 # -- construction from configs (converter, trainers, model directories) ----------------------------------------

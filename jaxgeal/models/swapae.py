@@ -11,12 +11,17 @@ models/networks/{encoder,generator,discriminator,patch_discriminator}.py, built 
 (models/layers.py). Every width comes from an argument; `widths_from_options` computes upstream's widths from its
 options, so narrow test models and the paper's models are the same code. Module names follow upstream's
 attributes so checkpoints convert by renaming (convert/swapae.py).
+
+Mixed precision: every network has a `dtype` (None: the input's), the computation dtype of its convolutions and
+dense layers; parameters stay float32, code normalisation, demodulation and the RGB output are float32, and the
+codes, images and logits come out in float32.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,6 +29,8 @@ import jax.numpy as jnp
 
 from jaxgeal.models import layers, stylegan2
 from jaxgeal.ops import warp
+
+Dtype = Any
 
 
 def normalize(v: jax.Array) -> jax.Array:
@@ -50,6 +57,7 @@ class Encoder(nn.Module):
   spatial_code_ch: int
   global_code_ch: int
   blur_kernel: Sequence[int] = (1, 2, 1)
+  dtype: Dtype = None
 
   @property
   def num_downsampling_sp(self) -> int:
@@ -59,31 +67,41 @@ class Encoder(nn.Module):
   def __call__(self, x, extract_features: bool = False):
     """(B, H, W, 3) -> structure code (B, H/2^sp, W/2^sp, spatial_code_ch), texture code (B, global_code_ch)
     [, features (B, 7, 7, nc(sp + 1)) for upstream's `extract_features`]."""
-    nc, sp = self.widths, self.num_downsampling_sp
-    x = layers.ConvLayer(3, nc[0], 1, name="FromRGB")(x)
+    nc, sp, dt = self.widths, self.num_downsampling_sp, self.dtype
+    x = layers.ConvLayer(3, nc[0], 1, dtype=dt, name="FromRGB")(x)
     for i in range(sp):
       x = layers.ResBlock(
-        nc[i], nc[i + 1], blur_kernel=self.blur_kernel, reflection_pad=True, name=f"ResBlockDownBy{2**i}"
+        nc[i], nc[i + 1], blur_kernel=self.blur_kernel, reflection_pad=True, dtype=dt, name=f"ResBlockDownBy{2**i}"
       )(x)
     midpoint = x
-    s = layers.ConvLayer(nc[sp], nc[sp], 1, name="ToSpatialCode_0")(midpoint)
-    s = layers.ConvLayer(nc[sp], self.spatial_code_ch, 1, activate=False, name="ToSpatialCode_1")(s)
+    s = layers.ConvLayer(nc[sp], nc[sp], 1, dtype=dt, name="ToSpatialCode_0")(midpoint)
+    s = layers.ConvLayer(nc[sp], self.spatial_code_ch, 1, activate=False, dtype=dt, name="ToSpatialCode_1")(s)
     down_to_global = [
       layers.ConvLayer(
-        nc[sp + i], nc[sp + i + 1], 3, downsample=True, blur_kernel=(1,), pad=0, name=f"ConvLayerDownBy{2 ** (sp + i)}"
+        nc[sp + i],
+        nc[sp + i + 1],
+        3,
+        downsample=True,
+        blur_kernel=(1,),
+        pad=0,
+        dtype=dt,
+        name=f"ConvLayerDownBy{2 ** (sp + i)}",
       )
       for i in range(self.num_downsampling_gl)
     ]
     g = midpoint
     for conv in down_to_global:
       g = conv(g)
-    g = layers.EqualLinear(nc[-1], self.global_code_ch, name="ToGlobalCode")(jnp.mean(g, axis=(1, 2)))
-    s, g = normalize(s), normalize(g)
+    # The mean pooling sums h x w values: float32.
+    g = layers.EqualLinear(nc[-1], self.global_code_ch, dtype=dt, name="ToGlobalCode")(
+      jnp.mean(layers.full_precision(g), axis=(1, 2))
+    )
+    s, g = normalize(layers.full_precision(s)), normalize(layers.full_precision(g))
     if not extract_features:
       return s, g
     # Upstream pads (left 1, right 0, top 1, bottom 0) so that the first global conv halves the code's size.
     padded = jnp.pad(midpoint, ((0, 0), (1, 0), (1, 0), (0, 0)), mode="reflect")
-    feature = warp.resize_bilinear(down_to_global[0](padded), out_hw=(7, 7))
+    feature = warp.resize_bilinear(layers.full_precision(down_to_global[0](padded)), out_hw=(7, 7))
     return s, g, feature
 
 
@@ -92,12 +110,13 @@ class GeneratorModulation(nn.Module):
 
   style_dim: int
   channels: int
+  dtype: Dtype = None
 
   @nn.compact
   def __call__(self, x, style):
-    scale = layers.EqualLinear(self.style_dim, self.channels, name="scale")(style)
-    bias = layers.EqualLinear(self.style_dim, self.channels, name="bias")(style)
-    return x * scale[:, None, None, :] + bias[:, None, None, :]
+    scale = layers.EqualLinear(self.style_dim, self.channels, dtype=self.dtype, name="scale")(style)
+    bias = layers.EqualLinear(self.style_dim, self.channels, dtype=self.dtype, name="bias")(style)
+    return x.astype(scale.dtype) * scale[:, None, None, :] + bias[:, None, None, :]
 
 
 class ResolutionPreservingResnetBlock(nn.Module):
@@ -106,13 +125,16 @@ class ResolutionPreservingResnetBlock(nn.Module):
   in_ch: int
   out_ch: int
   style_dim: int
+  dtype: Dtype = None
 
   @nn.compact
   def __call__(self, x, style, noise):
     skip = x
     if self.in_ch != self.out_ch:
-      skip = layers.ConvLayer(self.in_ch, self.out_ch, 1, use_bias=False, activate=False, name="skip")(x)
-    conv = dict(kernel_size=3, style_dim=self.style_dim, normalize_style=True)
+      skip = layers.ConvLayer(
+        self.in_ch, self.out_ch, 1, use_bias=False, activate=False, dtype=self.dtype, name="skip"
+      )(x)
+    conv = dict(kernel_size=3, style_dim=self.style_dim, normalize_style=True, dtype=self.dtype)
     res = layers.StyledConv(self.in_ch, self.out_ch, **conv, name="conv1")(x, style, noise[0])
     res = layers.StyledConv(self.out_ch, self.out_ch, **conv, name="conv2")(res, style, noise[1])
     return (skip + res) / math.sqrt(2.0)
@@ -126,14 +148,15 @@ class UpsamplingResnetBlock(nn.Module):
   out_ch: int
   style_dim: int
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
+  dtype: Dtype = None
 
   @nn.compact
   def __call__(self, x, style, noise):
     skip = x
     if self.in_ch != self.out_ch:
-      skip = layers.ConvLayer(self.in_ch, self.out_ch, 1, name="skip")(x)
+      skip = layers.ConvLayer(self.in_ch, self.out_ch, 1, dtype=self.dtype, name="skip")(x)
     skip = warp.resize_bilinear(skip, scale_factor=2)
-    conv = dict(kernel_size=3, style_dim=self.style_dim, normalize_style=True)
+    conv = dict(kernel_size=3, style_dim=self.style_dim, normalize_style=True, dtype=self.dtype)
     res = layers.StyledConv(self.in_ch, self.out_ch, **conv, upsample=True, blur_kernel=self.blur_kernel, name="conv1")(
       x, style, noise[0]
     )
@@ -156,6 +179,7 @@ class Generator(nn.Module):
   up_widths: Sequence[int]
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
   use_noise: bool = True
+  dtype: Dtype = None
 
   def noise_layers(self) -> list[tuple[str, int]]:
     """(upstream module name, up-sampling factor relative to the structure code) of each noise input."""
@@ -177,10 +201,13 @@ class Generator(nn.Module):
         jax.random.normal(k, (b, h * f, w * f, 1), structure.dtype) for k, (_, f) in zip(keys, self.noise_layers())
       ]
     noise = list(noise)
-    x = GeneratorModulation(self.global_code_ch, self.spatial_code_ch, name="SpatialCodeModulation")(structure, texture)
+    dt = self.dtype
+    x = GeneratorModulation(self.global_code_ch, self.spatial_code_ch, dtype=dt, name="SpatialCodeModulation")(
+      structure, texture
+    )
     in_ch = self.spatial_code_ch
     for i, out_ch in enumerate(self.head_widths):
-      x = ResolutionPreservingResnetBlock(in_ch, out_ch, self.global_code_ch, name=f"HeadResnetBlock{i}")(
+      x = ResolutionPreservingResnetBlock(in_ch, out_ch, self.global_code_ch, dtype=dt, name=f"HeadResnetBlock{i}")(
         x, texture, noise[2 * i : 2 * i + 2]
       )
       in_ch = out_ch
@@ -188,10 +215,10 @@ class Generator(nn.Module):
     for j, out_ch in enumerate(self.up_widths):
       n = noise[offset + 2 * j : offset + 2 * j + 2] if self.use_noise else [None, None]
       x = UpsamplingResnetBlock(
-        in_ch, out_ch, self.global_code_ch, self.blur_kernel, name=f"UpsamplingResBlock{2 ** (4 + j)}"
+        in_ch, out_ch, self.global_code_ch, self.blur_kernel, dtype=dt, name=f"UpsamplingResBlock{2 ** (4 + j)}"
       )(x, texture, n)
       in_ch = out_ch
-    return layers.ToRGB(in_ch, self.global_code_ch, blur_kernel=self.blur_kernel, name="ToRGB")(x, texture)
+    return layers.ToRGB(in_ch, self.global_code_ch, blur_kernel=self.blur_kernel, dtype=dt, name="ToRGB")(x, texture)
 
 
 class PatchDiscriminator(nn.Module):
@@ -207,22 +234,23 @@ class PatchDiscriminator(nn.Module):
   max_nc: int
   pair_widths: Sequence[int] = (2048, 2048, 1024)
   blur_kernel: Sequence[int] = (1, 3, 3, 1)
+  dtype: Dtype = None  # computation dtype (None: the input's); logits come out float32
 
   def setup(self):
-    ch = dict(self.channels)
+    ch, dt = dict(self.channels), self.dtype
     log_size = int(math.ceil(math.log2(self.patch_size)))
     in_ch = ch[2**log_size]
-    convs = [layers.ConvLayer(3, in_ch, 3)]
+    convs = [layers.ConvLayer(3, in_ch, 3, dtype=dt)]
     for i in range(log_size, 2, -1):
-      convs.append(layers.ResBlock(in_ch, ch[2 ** (i - 1)], blur_kernel=self.blur_kernel))
+      convs.append(layers.ResBlock(in_ch, ch[2 ** (i - 1)], blur_kernel=self.blur_kernel, dtype=dt))
       in_ch = ch[2 ** (i - 1)]
-    convs.append(layers.ResBlock(in_ch, self.max_nc * 2, downsample=False))
-    convs.append(layers.ConvLayer(self.max_nc * 2, self.max_nc, 3, pad=0))
+    convs.append(layers.ResBlock(in_ch, self.max_nc * 2, downsample=False, dtype=dt))
+    convs.append(layers.ConvLayer(self.max_nc * 2, self.max_nc, 3, pad=0, dtype=dt))
     self.convs = convs
     widths = [ch[4] * 2 * 2 * 2, *self.pair_widths]
-    self.pairlinear = [layers.EqualLinear(a, b, activation="fused_lrelu") for a, b in zip(widths[:-1], widths[1:])] + [
-      layers.EqualLinear(widths[-1], 1)
-    ]
+    self.pairlinear = [
+      layers.EqualLinear(a, b, activation="fused_lrelu", dtype=dt) for a, b in zip(widths[:-1], widths[1:])
+    ] + [layers.EqualLinear(widths[-1], 1, dtype=dt)]
 
   def extract_features(self, patches, aggregate: bool = False):
     """(B, T, P, P, 3) crops -> (B * T, h, w, C) features; `aggregate` replaces each by the mean over its T."""
@@ -233,7 +261,7 @@ class PatchDiscriminator(nn.Module):
     if aggregate:
       x = x.reshape(b, t, *x.shape[1:])
       x = jnp.broadcast_to(jnp.mean(x, axis=1, keepdims=True), x.shape).reshape(b * t, *x.shape[2:])
-    return x
+    return layers.full_precision(x)
 
   def discriminate_features(self, feature1, feature2):
     """Pair MLP on concat(flatten(f1), flatten(f2)) -> (N, 1) logits; flattened in upstream's (C, H, W) order so
@@ -242,7 +270,7 @@ class PatchDiscriminator(nn.Module):
     x = jnp.concatenate(flat, axis=1)
     for layer in self.pairlinear:
       x = layer(x)
-    return x
+    return layers.full_precision(x)
 
   def __call__(self, reference, query, aggregate: bool = True):
     return self.discriminate_features(self.extract_features(reference, aggregate), self.extract_features(query))
@@ -312,14 +340,22 @@ def _tuples(v):
   return tuple(tuple(x) if isinstance(x, (list, tuple)) else x for x in v)
 
 
-def encoder_from_config(config: Mapping) -> Encoder:
+# The builders take the computation dtype separately: it is a run-time choice, not part of a model's config.
+
+
+def encoder_from_config(config: Mapping, dtype: Dtype = None) -> Encoder:
   c = config["encoder"]
   return Encoder(
-    tuple(c["widths"]), c["num_downsampling_gl"], c["spatial_code_ch"], c["global_code_ch"], tuple(c["blur_kernel"])
+    tuple(c["widths"]),
+    c["num_downsampling_gl"],
+    c["spatial_code_ch"],
+    c["global_code_ch"],
+    tuple(c["blur_kernel"]),
+    dtype=dtype,
   )
 
 
-def generator_from_config(config: Mapping) -> Generator:
+def generator_from_config(config: Mapping, dtype: Dtype = None) -> Generator:
   c = config["generator"]
   return Generator(
     c["spatial_code_ch"],
@@ -328,21 +364,22 @@ def generator_from_config(config: Mapping) -> Generator:
     tuple(c["up_widths"]),
     tuple(c["blur_kernel"]),
     c["use_noise"],
+    dtype=dtype,
   )
 
 
-def discriminator_from_config(config: Mapping) -> stylegan2.Discriminator:
+def discriminator_from_config(config: Mapping, dtype: Dtype = None) -> stylegan2.Discriminator:
   """The image discriminator: rosinality's StyleGAN2 D without minibatch stddev (upstream comments it out)."""
   c = config["discriminator"]
   return stylegan2.Discriminator(
-    size=c["size"], channels=_tuples(c["channels"]), blur_kernel=tuple(c["blur_kernel"]), stddev_feat=0
+    size=c["size"], channels=_tuples(c["channels"]), blur_kernel=tuple(c["blur_kernel"]), stddev_feat=0, dtype=dtype
   )
 
 
-def patch_discriminator_from_config(config: Mapping) -> PatchDiscriminator:
+def patch_discriminator_from_config(config: Mapping, dtype: Dtype = None) -> PatchDiscriminator:
   c = config["patch_discriminator"]
   return PatchDiscriminator(
-    c["patch_size"], _tuples(c["channels"]), c["max_nc"], tuple(c["pair_widths"]), tuple(c["blur_kernel"])
+    c["patch_size"], _tuples(c["channels"]), c["max_nc"], tuple(c["pair_widths"]), tuple(c["blur_kernel"]), dtype=dtype
   )
 
 

@@ -120,8 +120,11 @@ def modulated_conv2d(
     raise ValueError("modulated_conv2d: up and down are exclusive")
   b, _, _, cin = x.shape
   k, _, _, cout = weight.shape
-  style = style.astype(x.dtype)
-  weight = weight.astype(x.dtype)
+  # Styles and demodulation coefficients (sums of squares, rsqrt) in at least float32 whatever x's dtype; the
+  # convolution itself runs in x's dtype (bfloat16 in mixed precision).
+  stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
+  style = style.astype(stat_dtype)
+  weight = weight.astype(stat_dtype)
   if down:
     x = fir.blur_before_downsampling_conv(x, blur_kernel, k)
   if demodulate and normalize_style:
@@ -133,13 +136,14 @@ def modulated_conv2d(
     dcoef = jax.lax.rsqrt((style * style) @ jnp.sum(weight * weight, axis=(0, 1)) + eps)  # (B, Cout)
 
   if impl == "input_scaling":
-    y = _conv(x * style[:, None, None, :], weight, up, down)
+    y = _conv(x * style[:, None, None, :].astype(x.dtype), weight.astype(x.dtype), up, down)
     if demodulate:
-      y = y * dcoef[:, None, None, :]
+      y = y * dcoef[:, None, None, :].astype(x.dtype)
   elif impl in ("grouped", "vmap"):
     w = weight[None] * style[:, None, None, :, None]  # (B, k, k, Cin, Cout)  (1)
     if demodulate:
       w = w * dcoef[:, None, None, None, :]  # (3)
+    w = w.astype(x.dtype)
     if impl == "vmap":
       y = jax.vmap(lambda xi, wi: _conv(xi[None], wi, up, down)[0])(x, w)
     else:

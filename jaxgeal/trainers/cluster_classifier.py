@@ -108,15 +108,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   _, lcfg, ll_vars = nets["ll"]
   K = lcfg["num_heads"]
   flips = bool(config.flips)
-  stn = stn_lib.from_config(scfg)
+  dtype = jnp.dtype(config.get("dtype", "float32"))
+  stn = stn_lib.from_config(scfg, dtype=dtype)
   classifier = cls_lib.ResnetClassifier(
+    dtype=dtype,
     size=scfg["flow_size"],
     num_classes=K * (2 if flips else 1),
     supersize=scfg.get("supersize"),
     channels=tuple(tuple(c) for c in scfg["channels"]),
   )
   frozen = Frozen(
-    G=stylegan2.generator_from_config(gcfg),
+    G=stylegan2.generator_from_config(gcfg, dtype=dtype),
     stn=stn,
     ll=ll_lib.from_config(lcfg),
     classifier=classifier,

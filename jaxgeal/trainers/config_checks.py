@@ -22,6 +22,7 @@ from jaxgeal.schedules import ANNEAL_FNS
 STDDEV_GROUP = 4
 PERCEPTUAL_KINDS = ("vgg_ssl", "lpips", "mse", "lcn")
 STN_TRANSFORMS = ("similarity", "flow")
+DTYPES = ("float32", "bfloat16")  # the computation dtypes of config.dtype
 _MISSING = object()
 
 
@@ -71,6 +72,7 @@ _COMMON = [
   ("keep_checkpoints", POSITIVE_INT),
   ("n_vis", POSITIVE_INT),
   ("num_devices", OPTIONAL_POSITIVE_INT),
+  ("dtype", one_of(DTYPES)),
 ]
 
 _GANGEALING = _COMMON + [

@@ -89,7 +89,7 @@ def load_generator(config) -> tuple[stylegan2.Generator, Any, dict]:
       if gc.channels
       else [list(x) for x in stylegan2.default_channels(gc.channel_multiplier, gc.size)],
     )
-    G = stylegan2.generator_from_config(gcfg)
+    G = stylegan2.generator_from_config(gcfg, dtype=jnp.dtype(config.get("dtype", "float32")))
     z = jnp.zeros((1, gc.style_dim))
     variables = jax.jit(lambda k: G.init(k, z, randomize_noise=False))(jax.random.PRNGKey(config.seed + 1))
     return G, variables, gcfg
@@ -104,7 +104,7 @@ def load_generator(config) -> tuple[stylegan2.Generator, Any, dict]:
   kind, gcfg, variables = checkpoint.load_model(path, gc.get("name", "g_ema"))
   if kind != "generator":
     raise ValueError(f"{path}:{gc.get('name')} is a {kind}, not a generator")
-  return stylegan2.generator_from_config(gcfg), variables, gcfg
+  return stylegan2.generator_from_config(gcfg, dtype=jnp.dtype(config.get("dtype", "float32"))), variables, gcfg
 
 
 def make_perceptual(config):
@@ -114,7 +114,9 @@ def make_perceptual(config):
     return gg_losses.MSEDistance()
   if kind == "lcn":
     return gg_losses.LocalContrastDistance(sigma=config.perceptual.lcn_sigma, scales=config.perceptual.lcn_scales)
-  return lpips.load_perceptual_loss(kind, config.perceptual.weights_dir)
+  return lpips.load_perceptual_loss(
+    kind, config.perceptual.weights_dir, dtype=jnp.dtype(config.get("dtype", "float32"))
+  )
 
 
 def build_models(config, G, gcfg) -> Models:
@@ -126,8 +128,9 @@ def build_models(config, G, gcfg) -> Models:
     channel_multiplier=sc.channel_multiplier,
     num_heads=sc.num_heads,
     channels=tuple(tuple(c) for c in sc.channels) if sc.get("channels") else None,
+    dtype=jnp.dtype(config.get("dtype", "float32")),
   )
-  ll = ll_lib.LatentLearner(
+  ll = ll_lib.LatentLearner(  # a few dense layers on latents: float32 whatever config.dtype
     num_heads=sc.num_heads,
     ndirs=config.ll.ndirs,
     style_dim=gcfg["style_dim"],

@@ -91,6 +91,7 @@ def base() -> ml_collections.ConfigDict:
   c.batch_size = 40
   c.micro_batch_size = 40
   c.num_devices = optional(None, int)  # None: all local devices
+  c.dtype = "float32"  # activations / matmuls / convs: float32 or bfloat16 (params, optimiser state: float32)
   c.log_every = 25
   c.vis_every = 5_000
   c.ckpt_every = 50_000

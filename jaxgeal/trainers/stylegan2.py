@@ -59,7 +59,9 @@ def build_models(config) -> tuple[Models, dict, dict]:
     size=m.size, style_dim=m.style_dim, n_mlp=m.n_mlp, channels=channels, lr_mlp=m.lr_mlp, blur_kernel=[1, 3, 3, 1]
   )
   dcfg = dict(size=m.size, channels=channels, stddev_feat=1, blur_kernel=[1, 3, 3, 1])
-  return Models(stylegan2.generator_from_config(gcfg), stylegan2.discriminator_from_config(dcfg)), gcfg, dcfg
+  dtype = jnp.dtype(config.get("dtype", "float32"))
+  G, D = stylegan2.generator_from_config(gcfg, dtype=dtype), stylegan2.discriminator_from_config(dcfg, dtype=dtype)
+  return Models(G, D), gcfg, dcfg
 
 
 def make_optimizers(config):
@@ -330,6 +332,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(source="", size=256))
   c.batch_size = 16
   c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all local devices
+  c.dtype = "float32"  # activations / matmuls / convs: float32 or bfloat16 (params, optimiser state: float32)
   c.total_steps = 800_000
   c.log_every = 100
   c.vis_every = 5_000

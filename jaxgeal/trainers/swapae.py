@@ -83,11 +83,12 @@ def model_config(config: ml_collections.ConfigDict) -> dict:
 
 def build_models(config) -> Models:
   mc = model_config(config)
+  dtype = jnp.dtype(config.get("dtype", "float32"))
   return Models(
-    swapae.encoder_from_config(mc),
-    swapae.generator_from_config(mc),
-    swapae.discriminator_from_config(mc),
-    swapae.patch_discriminator_from_config(mc),
+    swapae.encoder_from_config(mc, dtype),
+    swapae.generator_from_config(mc, dtype),
+    swapae.discriminator_from_config(mc, dtype),
+    swapae.patch_discriminator_from_config(mc, dtype),
     mc,
   )
 
@@ -400,6 +401,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.group_size = 4  # upstream's images per GPU (batch_size / num_gpus): swap pairs form within groups
   c.micro_batch_size = 16  # a multiple of group_size; smaller accumulates gradients
   c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all local devices
+  c.dtype = "float32"  # activations / matmuls / convs: float32 or bfloat16 (params, optimiser state: float32)
   c.total_images = 25_000_000  # upstream --total_nimgs (D and G iterations both count)
   c.log_every = 100  # steps of 2 x batch_size images
   c.vis_every = 1_000
