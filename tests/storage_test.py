@@ -1,0 +1,108 @@
+"""Bucket paths (gs://...) in training and model I/O, on a fake bucket (tests/fake_bucket.py: a local folder
+behind epath's fsspec "gs" protocol and Orbax's TensorStore GCS driver): a tiny StyleGAN2 run, resumed, writes
+its checkpoints, metrics, visuals, TensorBoard events, log and exported model into the bucket, the model loads
+back from it, and nothing lands in a local folder named "gs:"."""
+
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgeal import checkpoint, cli, main, metric_writers, storage
+from tests.fake_bucket import fake_gcs, local_gs_folders
+from tests.trainers.stylegan2_trainer_test import fake_data, tiny_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bucket(tmp_path, monkeypatch):
+  """The fake bucket's folder; the test runs in an empty local folder, checked for a stray gs: folder after."""
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  monkeypatch.chdir(cwd)
+  with fake_gcs(tmp_path / "fake_gcs") as root:
+    yield root
+  assert not local_gs_folders(cwd, REPO / "tests", REPO / "jaxgeal")
+
+
+def test_paths_keep_their_bucket_and_local_ones_become_absolute(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert str(storage.as_path("gs://bkt/run") / "model") == "gs://bkt/run/model"
+  assert storage.as_path("run") == tmp_path / "run"
+  assert storage.is_remote("gs://bkt/run") and not storage.is_remote(tmp_path)
+
+
+def test_find_files_lists_a_bucket_recursively(bucket):
+  for d in ("a/1.0.0", "a/b/2.0.0"):
+    (storage.as_path("gs://bkt/data") / d).mkdir(parents=True)
+    (storage.as_path("gs://bkt/data") / d / "dataset_info.json").write_text("{}")
+  found = storage.find_files(storage.as_path("gs://bkt/data"), "dataset_info.json")
+  assert [str(p) for p in found] == [
+    "gs://bkt/data/a/1.0.0/dataset_info.json",
+    "gs://bkt/data/a/b/2.0.0/dataset_info.json",
+  ]
+  assert (bucket / "bkt/data/a/b/2.0.0/dataset_info.json").is_file()
+
+
+def test_staged_file_uploads_on_sync_and_close_and_starts_from_the_bucket_copy(bucket):
+  remote = storage.as_path("gs://bkt/run/log.txt")
+  staged = storage.StagedFile(remote, sync_secs=3600)
+  with open(staged.local, "a") as f:
+    f.write("one\n")
+  staged.sync()  # not due yet
+  assert not remote.exists()
+  staged.close()
+  assert remote.read_text() == "one\n"
+  again = storage.StagedFile(remote)
+  assert again.local.read_text() == "one\n"
+  again.close()
+
+
+def test_a_missing_bucket_model_is_one_line_naming_it(bucket):
+  with pytest.raises(checkpoint.ModelNotFoundError) as e:
+    checkpoint.load_models("gs://bkt/nope")
+  line = cli.error_line(e.value)
+  assert line.startswith("gs://bkt/nope is not a jaxgeal model directory") and "\n" not in line
+
+
+def test_metrics_resume_truncates_the_bucket_copy(bucket):
+  w = metric_writers.JsonlWriter("gs://bkt/run/metrics.jsonl", resume_step=0)
+  for s in (1, 2, 3):
+    w.write_scalars(s, {"loss": s})
+  w.close()
+  metric_writers.JsonlWriter("gs://bkt/run/metrics.jsonl", resume_step=2).close()
+  lines = (bucket / "bkt/run/metrics.jsonl").read_text().splitlines()
+  assert [json.loads(l)["step"] for l in lines] == [1, 2]
+
+
+def test_a_training_run_in_a_bucket_workdir_resumes_and_exports_a_loadable_model(bucket, monkeypatch):
+  from jaxgeal.trainers import stylegan2 as trainer
+
+  monkeypatch.setattr(storage, "SYNC_SECS", 3600.0)  # uploads only on close: one TensorBoard file per run
+  workdir = "gs://bkt/runs/sg2"
+  config = tiny_config(total_steps=2)
+  config.vis_every = 2
+  with main.log_to_file(workdir):
+    trainer.train_and_evaluate(config, workdir, data=fake_data)
+  config.total_steps = 4
+  with main.log_to_file(workdir):
+    state = trainer.train_and_evaluate(config, workdir, data=fake_data)  # resumes at step 2
+  assert int(state.step) == 4
+
+  run = bucket / "bkt/runs/sg2"
+  assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2", "4"]
+  assert sorted(p.name for p in (run / "visuals").iterdir()) == ["samples_0000002.png", "samples_0000004.png"]
+  events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+  assert len(events) == 2 and all(e.stat().st_size > 100 for e in events)
+  log = (run / main.LOG_FILE).read_text()
+  assert "gs://bkt/runs/sg2/checkpoints" in log and log.count("Finished saving checkpoint") >= 2  # both runs
+
+  models = checkpoint.load_models(f"{workdir}/model")
+  assert {"g", "g_ema", "d"} <= set(models)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(models["g_ema"][2]))
+  assert os.listdir(pathlib.Path.cwd()) == []
