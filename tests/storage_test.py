@@ -106,3 +106,31 @@ def test_a_training_run_in_a_bucket_workdir_resumes_and_exports_a_loadable_model
   assert {"g", "g_ema", "d"} <= set(models)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(models["g_ema"][2]))
   assert os.listdir(pathlib.Path.cwd()) == []
+
+
+@pytest.mark.parametrize("name", ["demo", "swapae_demo"])
+def test_the_demos_refuse_a_bucket_workdir_in_one_line(name):
+  import importlib
+
+  import ml_collections
+
+  trainer = importlib.import_module(f"jaxgeal.trainers.{name}")
+  with pytest.raises(ValueError, match=r"^--workdir=gs://bkt/demo: the .* runs on one machine; give it a local"):
+    trainer.train_and_evaluate(ml_collections.ConfigDict(), "gs://bkt/demo")
+
+
+def test_align_and_swap_load_bucket_model_dirs_and_name_missing_ones_in_one_line(bucket, tmp_path):
+  from jaxgeal.align import Aligner
+  from jaxgeal.swap import SwappingAutoencoder
+  from tests.align.conftest import make_model
+
+  make_model("gs://bkt/models/stn")
+  make_model(tmp_path / "local_stn")
+  assert (bucket / "bkt/models/stn/model.json").is_file()
+  remote, local = Aligner.load("gs://bkt/models/stn"), Aligner.load(tmp_path / "local_stn")
+  jax.tree_util.tree_map(np.testing.assert_array_equal, remote.variables, local.variables)
+
+  with pytest.raises(checkpoint.ModelNotFoundError, match=r"^model directory gs://bkt/none does not exist; "):
+    Aligner.load("gs://bkt/none")
+  with pytest.raises(checkpoint.ModelNotFoundError, match=r"^gs://bkt/none is not a jaxgeal model directory"):
+    SwappingAutoencoder.load("gs://bkt/none")
