@@ -7,7 +7,7 @@ absolute (Orbax needs absolute paths) and leaves bucket paths as they are. Bucke
 
 A bucket object cannot be appended to, and some writers (logging's FileHandler, tensorboardX) take only local
 files: `StagedFile` keeps a local copy that is appended to and uploaded whole at most every `sync_secs` and on
-close.
+close. `cached_copy` downloads a bucket folder for readers that take only local files (ArrayRecord).
 """
 
 from __future__ import annotations
@@ -46,6 +46,34 @@ def find_files(root: epath.Path, name: str) -> list[epath.Path]:
       elif child.name == name:
         found.append(child)
   return sorted(found, key=str)
+
+
+def cache_dir() -> pathlib.Path:
+  """Where bucket folders are downloaded: $JAXGEAL_CACHE, else ~/.cache/jaxgeal."""
+  return pathlib.Path(os.environ.get("JAXGEAL_CACHE") or pathlib.Path.home() / ".cache" / "jaxgeal").expanduser()
+
+
+def cached_copy(remote: epath.Path) -> pathlib.Path:
+  """A local copy of the bucket folder `remote` under cache_dir()/<scheme>/<bucket>/<path>. Files already there
+  with the bucket's size are kept, so a rerun (or another process on the host) downloads only what is missing;
+  each file lands under its name only when complete."""
+  scheme, rest = os.fspath(remote).split("://", 1)
+  local = cache_dir() / scheme / rest.strip("/")
+  folders = [(epath.Path(remote), local)]
+  while folders:
+    src, dst = folders.pop()
+    dst.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():
+      if child.is_dir():
+        folders.append((child, dst / child.name))
+        continue
+      target = dst / child.name
+      if target.exists() and target.stat().st_size == child.stat().length:
+        continue
+      tmp = dst / f".{child.name}.{os.getpid()}.tmp"
+      tmp.write_bytes(child.read_bytes())
+      os.replace(tmp, target)
+  return local
 
 
 def write_bytes(path: epath.Path, data: bytes):

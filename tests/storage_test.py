@@ -134,3 +134,27 @@ def test_align_and_swap_load_bucket_model_dirs_and_name_missing_ones_in_one_line
     Aligner.load("gs://bkt/none")
   with pytest.raises(checkpoint.ModelNotFoundError, match=r"^gs://bkt/none is not a jaxgeal model directory"):
     SwappingAutoencoder.load("gs://bkt/none")
+
+
+def test_a_prepared_dataset_in_a_bucket_is_found_there_and_read_from_a_local_copy(bucket, tmp_path, monkeypatch):
+  import shutil
+
+  from jaxgeal.datasets import image_folder, reader
+  from tests.datasets import fakes
+
+  for i, value in enumerate((40, 80, 120)):
+    fakes.write_image(tmp_path / "images" / f"{i}.png", fakes.solid(12, 12, value))
+  image_folder.build_image_folder(tmp_path / "images", tmp_path / "out", size=8, pad="border")
+  shutil.copytree(tmp_path / "out", bucket / "bkt/data")  # what `gcloud storage cp -r out gs://bkt/data` makes
+  monkeypatch.setenv("JAXGEAL_CACHE", str(tmp_path / "cache"))
+
+  local = reader.open_dataset(tmp_path / "out")
+  remote = reader.open_dataset("jaxgeal_image_folder/8_border", data_dir="gs://bkt/data")
+  assert repr(remote) == repr(local) and len(remote) == 3
+  for i in range(3):
+    np.testing.assert_array_equal(remote[i]["image"], local[i]["image"])
+  copy = tmp_path / "cache/gs/bkt/data/jaxgeal_image_folder/8_border/1.0.0"
+  assert remote.path == copy and (copy / "dataset_info.json").is_file()
+  stamps = {p: p.stat().st_mtime_ns for p in copy.iterdir()}
+  reader.open_dataset("gs://bkt/data")  # a second open downloads nothing
+  assert {p: p.stat().st_mtime_ns for p in copy.iterdir()} == stamps

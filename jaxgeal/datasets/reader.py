@@ -4,7 +4,8 @@
 "<builder>/<config>[/<version>]" plus `data_dir` into a `PreparedDataSource`: a grain-compatible random-access
 source (len, [i], __getitems__) over tfds' `ArrayRecordDataSource`. Images come back as uint8 (H, W, 3)
 arrays, decoded here with PIL (tfds is told to skip image decoding); `repr` names the dataset and split but
-no absolute path, so a grain iterator state saved on one machine restores on another.
+no absolute path, so a grain iterator state saved on one machine restores on another. A dataset in a bucket
+(gs://...) is found there and read from a local copy (storage.cached_copy): ArrayRecord reads local files only.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class PreparedDataSource:
   """Random access to one split of a prepared dataset; records are dicts of numpy arrays / bytes."""
 
   def __init__(self, path: str | os.PathLike, split: str | None = None):
+    if storage.is_remote(path):  # ArrayRecord reads local files only (google/array_record#120): download it.
+      path = storage.cached_copy(epath.Path(path))
     self.path = epath.Path(path)
     builder = tfds.builder_from_directory(os.fspath(self.path))
     self.info = builder.info
