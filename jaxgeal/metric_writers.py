@@ -9,10 +9,10 @@ that `resume_step`, the JSON-lines file drops its lines past it and TensorBoard 
 each step is logged once and in order.
 
 The work directory may be a bucket (gs://...): there metrics.jsonl and the TensorBoard event files are written
-to local staging copies and uploaded every `storage.SYNC_SECS` and on close (a bucket object cannot be appended
-to, and tensorboardX writes to gs:// only through google-cloud-storage, re-uploading the whole event file at each
-flush); each TensorBoard upload closes the event file and the next write starts a new one, so each is uploaded
-once.
+to local staging copies and uploaded periodically (`storage.SYNC_SECS`, `TENSORBOARD_SYNC_SECS`) and on close:
+a bucket object cannot be appended to, and tensorboardX writes to gs:// only through google-cloud-storage,
+re-uploading the whole event file at each flush. Each TensorBoard upload closes the event file and the next
+write starts a new one, so each file is uploaded once.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import numpy as np
 from jaxgeal import images, storage
 
 METRICS_FILE = "metrics.jsonl"
+# How often the event files of a bucket logdir are uploaded: each upload closes one file (fewer, larger files).
+TENSORBOARD_SYNC_SECS = 600.0
 
 
 class BaseWriter:
@@ -151,18 +153,23 @@ class TensorBoardXWriter(BaseWriter):
 
   def __init__(self, logdir: str | os.PathLike, purge_step: int | None = None, sync_secs: float | None = None):
     self.logdir = storage.as_path(logdir)
-    self.sync_secs = storage.SYNC_SECS if sync_secs is None else sync_secs
+    self.sync_secs = TENSORBOARD_SYNC_SECS if sync_secs is None else sync_secs
     self._remote = storage.is_remote(self.logdir)
     self._local_dir = tempfile.mkdtemp(prefix="jaxgeal-tensorboard-") if self._remote else os.fspath(self.logdir)
     self._purge_step = purge_step
     self._writer = None
+    self._files = 0
     self._synced_at = time.monotonic()
 
   def _get(self):
     if self._writer is None:
       from tensorboardX import SummaryWriter
 
-      self._writer = SummaryWriter(logdir=self._local_dir, purge_step=self._purge_step)
+      # Event files are named by the second they start in: a numbered suffix keeps two files of one second (an
+      # upload and a close) from having one name, the second replacing the first in the bucket.
+      self._files += 1
+      suffix = f".{os.getpid()}.{self._files:06d}" if self._remote else ""
+      self._writer = SummaryWriter(logdir=self._local_dir, purge_step=self._purge_step, filename_suffix=suffix)
       self._purge_step = None  # Only the first event file of this run purges what a killed run left.
     return self._writer
 

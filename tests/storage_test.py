@@ -83,6 +83,7 @@ def test_a_training_run_in_a_bucket_workdir_resumes_and_exports_a_loadable_model
   from jaxgeal.trainers import stylegan2 as trainer
 
   monkeypatch.setattr(storage, "SYNC_SECS", 3600.0)  # uploads only on close: one TensorBoard file per run
+  monkeypatch.setattr(metric_writers, "TENSORBOARD_SYNC_SECS", 3600.0)
   workdir = "gs://bkt/runs/sg2"
   config = tiny_config(total_steps=2)
   config.vis_every = 2
@@ -158,3 +159,14 @@ def test_a_prepared_dataset_in_a_bucket_is_found_there_and_read_from_a_local_cop
   stamps = {p: p.stat().st_mtime_ns for p in copy.iterdir()}
   reader.open_dataset("gs://bkt/data")  # a second open downloads nothing
   assert {p: p.stat().st_mtime_ns for p in copy.iterdir()} == stamps
+
+
+def test_tensorboard_in_a_bucket_uploads_one_closed_event_file_per_upload(bucket):
+  w = metric_writers.TensorBoardXWriter("gs://bkt/run/tensorboard", purge_step=1, sync_secs=0)
+  w.write_scalars(1, {"loss": 1.0})  # due at once: uploaded
+  w.write_images(2, {"grid": np.zeros((4, 4, 3), np.uint8)})
+  local = pathlib.Path(w._local_dir)  # pylint: disable=protected-access
+  assert not [p for p in local.rglob("*") if p.is_file()]  # nothing left behind but what is not yet due
+  w.close()
+  events = sorted((bucket / "bkt/run/tensorboard").glob("events.out.tfevents.*"))
+  assert len(events) == 2 and all(e.stat().st_size > 50 for e in events) and not local.exists()
