@@ -4,6 +4,7 @@ A *model directory* (what `python -m jaxgeal.convert` writes and `jaxgeal.sample
   model.json   {"format": "jaxgeal-models", "version": 1, "models": {name: {"kind", "config"}}, "source"}
   variables/   one Orbax PyTree checkpoint {name: {"params": ..., <collections>...}}
 so the architecture travels with the weights and a model can be rebuilt without its original checkpoint.
+Model directories and work directories may be local or in a bucket (gs://...; jaxgeal.storage).
 
 Training runs use `training_manager` (an Orbax CheckpointManager) so that a killed run resumes exactly.
 """
@@ -12,13 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from jaxgeal import storage
 
 FORMAT = "jaxgeal-models"
 VERSION = 1
@@ -43,9 +46,9 @@ def save_models(
   models: Mapping[str, tuple[str, Mapping, Any]],
   source: str | None = None,
   overwrite: bool = False,
-) -> pathlib.Path:
-  """Write {name: (kind, config, variables)} as a model directory."""
-  out = pathlib.Path(out_dir).absolute()
+) -> epath.Path:
+  """Write {name: (kind, config, variables)} as a model directory (a local folder or a bucket path)."""
+  out = storage.as_path(out_dir)
   if (out / "model.json").exists() and not overwrite:
     raise FileExistsError(f"{out} already holds a model (model.json); pass overwrite=True (CLI: --overwrite)")
   out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +68,7 @@ def save_models(
 
 def read_model_index(model_dir: str | os.PathLike) -> dict:
   """model.json of a model directory, checked; ModelNotFoundError names the file and what is wrong with it."""
-  path = pathlib.Path(model_dir)
+  path = epath.Path(model_dir)  # Not made absolute: errors name the path as the user gave it.
   meta_path = path / "model.json"
   if not meta_path.exists():
     raise ModelNotFoundError(
@@ -104,7 +107,7 @@ def read_model_index(model_dir: str | os.PathLike) -> dict:
 
 def load_models(model_dir: str | os.PathLike) -> dict[str, tuple[str, dict, Any]]:
   """Read a model directory: {name: (kind, config, variables)} with numpy leaves."""
-  path = pathlib.Path(model_dir).absolute()
+  path = storage.as_path(model_dir)
   meta = read_model_index(path)
   if not (path / "variables").exists():
     raise ModelNotFoundError(f"{path}/variables is missing: the conversion did not finish; convert again")
@@ -134,6 +137,6 @@ def training_manager(
   workdir: str | os.PathLike, max_to_keep: int = 3, save_interval_steps: int = 1
 ) -> ocp.CheckpointManager:
   """CheckpointManager over `workdir/checkpoints` for trainer state (params, EMA, optimizer, step, RNG)."""
-  path = pathlib.Path(workdir).absolute() / "checkpoints"
+  path = storage.as_path(workdir) / "checkpoints"
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True)
   return ocp.CheckpointManager(path, options=options)

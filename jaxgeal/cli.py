@@ -162,7 +162,10 @@ def _first_existing(path: pathlib.Path) -> pathlib.Path:
 
 
 def check_output_dir(path, what: str = "output directory") -> None:
-  """Raises UsageError if `path` cannot become a directory: it, or a folder above it, is a file."""
+  """Raises UsageError if `path` cannot become a directory: it, or a folder above it, is a file. A bucket path
+  (gs://...) is not checked here: its errors come from the first write."""
+  if "://" in os.fspath(path):
+    return
   p = pathlib.Path(path)
   existing = _first_existing(p)
   if not existing.is_dir():

@@ -14,6 +14,7 @@ Truncated or unreadable files raise (`load_image`: ValueError naming the file).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pathlib
@@ -47,13 +48,24 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, pad_value: int 
 
 
 def save_image(path: str | os.PathLike, image) -> pathlib.Path:
-  """Save (H, W, C) uint8 or [-1, 1] floats as PNG/JPEG (by extension), creating parent directories."""
+  """Save (H, W, C) uint8 or [-1, 1] floats as PNG/JPEG (by extension), creating parent directories; `path` may
+  be a bucket path (gs://...)."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
     image = to_uint8(image)
+  im = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+  if "://" in os.fspath(path):  # A bucket (gs://...): encode here, write through epath.
+    from etils import epath
+
+    path = epath.Path(path)
+    buf = io.BytesIO()
+    im.save(buf, format=Image.registered_extensions()[path.suffix.lower()])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return path
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+  im.save(path)
   return path
 
 

@@ -3,7 +3,8 @@
 
 The config (an ml_collections file; append `:tiny` for the CPU-sized variant) names its trainer; the trainer
 reads everything else from it. The config is validated before any work (jaxgeal.trainers.config_checks).
-Re-running with the same workdir resumes from the last checkpoint.
+Re-running with the same workdir resumes from the last checkpoint. The workdir may be a bucket path
+(gs://bucket/run; needs `pip install 'jaxgeal[gcs]'`).
 
 Console: jaxgeal's own INFO lines (the periodic progress / metric line) and every library's warnings; all of
 it, libraries' INFO included, also goes to <workdir>/log.txt.
@@ -22,7 +23,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
-from jaxgeal import cli
+from jaxgeal import cli, storage
 from jaxgeal.trainers import config_checks
 
 TRAINERS = {
@@ -155,12 +156,32 @@ def configure_console_logging():
   root.setLevel(logging.INFO)
 
 
+class _SyncingFileHandler(logging.FileHandler):
+  """A FileHandler on a storage.StagedFile's local copy that uploads it (at most every SYNC_SECS) as it logs."""
+
+  def __init__(self, staged: storage.StagedFile):
+    super().__init__(staged.local)
+    self.staged = staged
+
+  def emit(self, record):
+    super().emit(record)
+    self.staged.sync()
+
+  def close(self):
+    super().close()
+    self.staged.close()
+
+
 @contextlib.contextmanager
 def log_to_file(workdir: str | pathlib.Path):
-  """Everything logged at INFO and above (libraries included) appended to <workdir>/log.txt while inside."""
-  path = pathlib.Path(workdir)
+  """Everything logged at INFO and above (libraries included) appended to <workdir>/log.txt while inside; in a
+  bucket workdir (gs://...) through a local copy uploaded every storage.SYNC_SECS and on exit."""
+  path = storage.as_path(workdir)
   path.mkdir(parents=True, exist_ok=True)
-  handler = logging.FileHandler(path / LOG_FILE)
+  if storage.is_remote(path):
+    handler = _SyncingFileHandler(storage.StagedFile(path / LOG_FILE))
+  else:
+    handler = logging.FileHandler(path / LOG_FILE)
   handler.setFormatter(logging.Formatter(f"%(name)s {LOG_FORMAT}"))
   root = logging.getLogger()
   root.addHandler(handler)

@@ -24,11 +24,11 @@ c <- c + (p - g(c)) (accepted only where they reduce the residual), which is exa
 from __future__ import annotations
 
 import functools
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from jaxgeal import checkpoint
 from jaxgeal.align import blend as blend_lib
@@ -121,7 +121,7 @@ class Aligner:
     batch_size: int = 32,
   ) -> Aligner:
     """Loads `t_ema` (and `classifier`) from a model directory; iters / padding_mode default to its `test`."""
-    path = pathlib.Path(model_dir)
+    path = epath.Path(model_dir)  # local or a bucket (gs://...)
     if not path.exists():
       raise ModelNotFoundError(f"model directory {path} does not exist; {HOW_TO_MAKE}")
     models = checkpoint.load_models(path)

@@ -4,38 +4,40 @@
 "<builder>/<config>[/<version>]" plus `data_dir` into a `PreparedDataSource`: a grain-compatible random-access
 source (len, [i], __getitems__) over tfds' `ArrayRecordDataSource`. Images come back as uint8 (H, W, 3)
 arrays, decoded here with PIL (tfds is told to skip image decoding); `repr` names the dataset and split but
-no absolute path, so a grain iterator state saved on one machine restores on another.
+no absolute path, so a grain iterator state saved on one machine restores on another. A dataset in a bucket
+(gs://...) is found there and read from a local copy (storage.cached_copy): ArrayRecord reads local files only.
 """
 
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Sequence
 from typing import Any
 
 import tensorflow_datasets as tfds
+from etils import epath
 
+from jaxgeal import storage
 from jaxgeal.datasets import base
 
 _INFO_FILE = "dataset_info.json"
 
 
-def resolve_dataset_dir(name_or_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> pathlib.Path:
+def resolve_dataset_dir(name_or_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> epath.Path:
   """The `<builder>/<config>/<version>` directory meant by a path or a name.
 
   Accepts the version directory itself, any directory above exactly one prepared dataset (e.g. the `out_dir`
   given to a build), or a name "<builder>/<config>[/<version>]" relative to `data_dir`. The newest version
-  wins where several exist.
+  wins where several exist. Paths may be in a bucket (gs://...).
   """
-  path = pathlib.Path(name_or_dir).expanduser()
+  path = epath.Path(name_or_dir).expanduser()
   if data_dir is not None and not path.is_absolute():
-    path = pathlib.Path(data_dir).expanduser() / path
+    path = epath.Path(data_dir).expanduser() / path
   if (path / _INFO_FILE).is_file():
     return path
   if not path.is_dir():
     raise base.MissingDataError(f"no prepared dataset at {path} (build one: python -m jaxgeal.datasets.prepare)")
-  found = sorted({p.parent for p in path.glob(f"**/{_INFO_FILE}") if "incomplete" not in p.parent.name})
+  found = sorted({p.parent for p in storage.find_files(path, _INFO_FILE) if "incomplete" not in p.parent.name}, key=str)
   if not found:
     raise base.MissingDataError(f"no prepared dataset (no {_INFO_FILE}) under {path}")
   parents = {p.parent for p in found}
@@ -49,7 +51,9 @@ class PreparedDataSource:
   """Random access to one split of a prepared dataset; records are dicts of numpy arrays / bytes."""
 
   def __init__(self, path: str | os.PathLike, split: str | None = None):
-    self.path = pathlib.Path(path)
+    if storage.is_remote(path):  # ArrayRecord reads local files only (google/array_record#120): download it.
+      path = storage.cached_copy(epath.Path(path))
+    self.path = epath.Path(path)
     builder = tfds.builder_from_directory(os.fspath(self.path))
     self.info = builder.info
     splits = list(builder.info.splits.keys())

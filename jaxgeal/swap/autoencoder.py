@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import functools
 import os
-import pathlib
 from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from jaxgeal import checkpoint
 from jaxgeal.models import swapae
@@ -72,7 +72,7 @@ class SwappingAutoencoder:
   def load(cls, model_dir: str | os.PathLike, *, noise_seed: int = 0) -> SwappingAutoencoder:
     """The encoder and generator of a model directory (kinds swapae_encoder / swapae_generator, E and G)."""
     convert = f"python -m jaxgeal.convert swapae CHECKPOINT.pth {model_dir}"
-    if not (pathlib.Path(model_dir) / "model.json").is_file():
+    if not (epath.Path(model_dir) / "model.json").is_file():  # local or a bucket (gs://...)
       raise checkpoint.ModelNotFoundError(
         f"{model_dir} is not a jaxgeal model directory (no model.json); convert an "
         f"upstream Swapping Autoencoder checkpoint first: {convert}"

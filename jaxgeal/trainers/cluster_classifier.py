@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import pathlib
 from typing import Any
 
 import flax.struct
@@ -24,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgeal import checkpoint, metric_writers, schedules, sharding
+from jaxgeal import checkpoint, metric_writers, schedules, sharding, storage
 from jaxgeal.losses import gangealing as gg_losses
 from jaxgeal.models import cluster_classifier as cls_lib
 from jaxgeal.models import latent_learner as ll_lib
@@ -56,7 +55,7 @@ class Frozen:
 
 
 def load_stage1(config):
-  path = pathlib.Path(config.gangealing_model)
+  path = storage.as_path(config.gangealing_model)
   models = checkpoint.load_models(path)  # clear error naming the directory when missing
   for name in ("g_ema", "t_ema", "ll"):
     if name not in models:
@@ -100,7 +99,7 @@ def label_and_loss(frozen: Frozen, params, variables, z, key):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  workdir = pathlib.Path(workdir)
+  workdir = storage.as_path(workdir)
   mesh = sharding.make_mesh(config.get("num_devices"))
   nets = load_stage1(config)
   _, gcfg, g_vars = nets["g_ema"]

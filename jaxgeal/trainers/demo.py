@@ -34,7 +34,7 @@ import time
 import ml_collections
 import numpy as np
 
-from jaxgeal import checkpoint, images
+from jaxgeal import checkpoint, images, storage
 from jaxgeal.align import Aligner, visualize
 from jaxgeal.datasets import synthetic
 from jaxgeal.evaluation import pck
@@ -252,6 +252,8 @@ def write_report(workdir: pathlib.Path, config, results: dict, seconds: dict):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  if storage.is_remote(workdir):  # It builds and reads its datasets in the workdir with local file APIs.
+    raise ValueError(f"--workdir={workdir}: the GANgealing demo runs on one machine; give it a local work directory")
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   seconds = {}

@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import logging
 import math
-import pathlib
 from typing import Any
 
 import flax.struct
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgeal import checkpoint, images, metric_writers, schedules, sharding
+from jaxgeal import checkpoint, images, metric_writers, schedules, sharding, storage
 from jaxgeal.losses import gangealing as gg_losses
 from jaxgeal.models import latent_learner as ll_lib
 from jaxgeal.models import lpips, stylegan2
@@ -93,7 +92,7 @@ def load_generator(config) -> tuple[stylegan2.Generator, Any, dict]:
     z = jnp.zeros((1, gc.style_dim))
     variables = jax.jit(lambda k: G.init(k, z, randomize_noise=False))(jax.random.PRNGKey(config.seed + 1))
     return G, variables, gcfg
-  path = pathlib.Path(gc.checkpoint)
+  path = storage.as_path(gc.checkpoint)
   if not (path / "model.json").exists():
     raise FileNotFoundError(
       f"generator checkpoint {path} not found. Convert the PyTorch generator first, e.g.\n"
@@ -409,7 +408,7 @@ def export_model(workdir, state: TrainState, models: Models, config, gcfg, gen_v
     "g_ema": ("generator", gcfg, gen_vars),
   }
   return checkpoint.save_models(
-    pathlib.Path(workdir) / "model", models_out, source="jaxgeal.trainers.gangealing", overwrite=True
+    storage.as_path(workdir) / "model", models_out, source="jaxgeal.trainers.gangealing", overwrite=True
   )
 
 
@@ -418,7 +417,7 @@ def export_model(workdir, state: TrainState, models: Models, config, gcfg, gen_v
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Train (or resume) in workdir; the config is validated by jaxgeal.main.run (trainers.config_checks)."""
-  workdir = pathlib.Path(workdir)
+  workdir = storage.as_path(workdir)
   mesh = sharding.make_mesh(config.get("num_devices"))
   G, gen_vars, gcfg = load_generator(config)
   perceptual = make_perceptual(config)

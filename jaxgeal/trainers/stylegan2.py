@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pathlib
 from typing import Any
 
 import flax.struct
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgeal import checkpoint, images, metric_writers, sharding
+from jaxgeal import checkpoint, images, metric_writers, sharding, storage
 from jaxgeal.losses import stylegan2 as losses
 from jaxgeal.models import stylegan2
 from jaxgeal.trainers import loop
@@ -257,7 +256,7 @@ def make_visualize(models: Models, config):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=None) -> TrainState:
   """Train on `data(start_step)` (an iterator of {"image": (B, H, W, 3)} batches in [-1, 1] beginning at
   that step) or, by default, on the dataset config.data names."""
-  workdir = pathlib.Path(workdir)
+  workdir = storage.as_path(workdir)
   mesh = sharding.make_mesh(config.get("num_devices"))
   models, gcfg, dcfg = build_models(config)
   g_tx, d_tx = make_optimizers(config)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import pathlib
 from typing import Any
 
 import flax.struct
@@ -32,7 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxgeal import checkpoint, images, metric_writers, sharding
+from jaxgeal import checkpoint, images, metric_writers, sharding, storage
 from jaxgeal.losses import swapae as losses
 from jaxgeal.models import swapae
 from jaxgeal.trainers import loop
@@ -306,7 +305,7 @@ def total_steps(config) -> int:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=None) -> TrainState:
   """Train on `data(first_batch)` (an iterator of {"image": (B, H, W, 3)} batches in [-1, 1] starting at that
   batch; each step takes two) or, by default, on the dataset config.data names."""
-  workdir = pathlib.Path(workdir)
+  workdir = storage.as_path(workdir)
   mesh = sharding.make_mesh(config.get("num_devices"))
   models = build_models(config)
   g_tx, d_tx = make_optimizers(config)

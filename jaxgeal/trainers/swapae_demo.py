@@ -22,7 +22,7 @@ import time
 import ml_collections
 import numpy as np
 
-from jaxgeal import images
+from jaxgeal import images, storage
 from jaxgeal.datasets import synthetic
 from jaxgeal.evaluation import swapping
 from jaxgeal.trainers import demo, swapae
@@ -67,6 +67,10 @@ def write_report(workdir: pathlib.Path, config, result: dict):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   from jaxgeal.swap import SwappingAutoencoder
 
+  if storage.is_remote(workdir):  # It builds and reads its datasets in the workdir with local file APIs.
+    raise ValueError(
+      f"--workdir={workdir}: the Swapping Autoencoder demo runs on one machine; give it a local work directory"
+    )
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   seconds = {}
