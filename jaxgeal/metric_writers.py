@@ -7,6 +7,8 @@ from it: clu 0.0.12's metric_writers package imports TensorFlow when imported.
 A resumed run restarts at its checkpoint's step, which may be behind what the killed run had logged: opened with
 that `resume_step`, the JSON-lines file drops its lines past it and TensorBoard purges its events past it, so
 each step is logged once and in order.
+
+In a multi-process run only process 0 writes: the others' default writer writes nothing.
 """
 
 from __future__ import annotations
@@ -160,7 +162,12 @@ def create_default_writer(
   workdir: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True
 ) -> MultiWriter:
   """The trainers' writer: metrics.jsonl + visuals/*.png (+ TensorBoard). `resume_step`: the step the run
-  starts from (0 for a new run); what a killed run logged after it is dropped."""
+  starts from (0 for a new run); what a killed run logged after it is dropped. In processes other than 0 of a
+  multi-process run: a writer that writes nothing (process 0 has the same scalars and images)."""
+  import jax  # pylint: disable=import-outside-toplevel  -- only for the process index
+
+  if jax.process_index() != 0:
+    return MultiWriter([])
   workdir = pathlib.Path(workdir)
   writers = [JsonlWriter(workdir / METRICS_FILE, resume_step), ImageFileWriter(workdir / "visuals")]
   if tensorboard:
