@@ -83,9 +83,9 @@ def test_a_killed_job_resumes_exactly(gangealing_runs, tmp_path):
 def test_stylegan2_on_two_processes_matches_one_process(tmp_path):
   # Every record holds the same image: each process reads its own slice of the records (a different one in
   # 2 processes than in 1), so only identical records give both runs the same global batches.
-  synthetic.write_folder(tmp_path / "one", n=1, size=16, seed=3)
+  synthetic.write_folder(tmp_path / "one", n=2, size=16, seed=3)
   (tmp_path / "images").mkdir()
-  image = next((tmp_path / "one").iterdir())
+  image = sorted((tmp_path / "one").iterdir())[0]
   for i in range(8):
     (tmp_path / "images" / f"{i}{image.suffix}").write_bytes(image.read_bytes())
   report = image_folder.build_image_folder(tmp_path / "images", tmp_path / "data", size=16)
