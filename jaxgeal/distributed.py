@@ -51,14 +51,18 @@ def check(options: Options):
     raise DistributedError(f"--initialization_timeout={o.timeout_s}: must be a positive number of seconds")
   if o.auto:
     if o.coordinator_address or o.num_processes or o.process_id is not None:
-      raise DistributedError("--distributed=auto detects the job: leave out --coordinator_address/--num_processes/--process_id")
+      raise DistributedError(
+        "--distributed=auto detects the job: leave out --coordinator_address/--num_processes/--process_id"
+      )
     return
   if not o.joins:
     if o.process_id not in (None, 0):
       raise DistributedError(f"--process_id={o.process_id}: needs --num_processes and --coordinator_address")
     return
   if not o.coordinator_address or not o.num_processes or o.process_id is None:
-    raise DistributedError("a multi-process run needs --coordinator_address=HOST:PORT, --num_processes and --process_id")
+    raise DistributedError(
+      "a multi-process run needs --coordinator_address=HOST:PORT, --num_processes and --process_id"
+    )
   if not o.coordinator_address.rsplit(":", 1)[-1].isdigit():
     raise DistributedError(f"--coordinator_address={o.coordinator_address}: must be HOST:PORT")
   if not 0 <= o.process_id < o.num_processes:

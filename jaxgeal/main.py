@@ -78,7 +78,9 @@ def define_distributed_flags(flag_values: flags.FlagValues):
     "distributed", "off", ["off", "auto"], "auto: join the job JAX detects (Cloud TPU pod slice, SLURM, Open MPI).", **f
   )
   flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for the other processes / coordinator.", **f)
-  flags.DEFINE_integer("num_cpu_devices", None, "Fake CPU devices in this process (CPU tests of multi-device runs).", **f)
+  flags.DEFINE_integer(
+    "num_cpu_devices", None, "Fake CPU devices in this process (CPU tests of multi-device runs).", **f
+  )
 
 
 def distributed_options(flag_values: flags.FlagValues = FLAGS) -> distributed.Options:

@@ -76,7 +76,10 @@ def run_job_until(args, done, num_processes: int = 2, devices: int = 2, poll_s: 
   deadline = time.monotonic() + HANG_TIMEOUT
   try:
     while not done():
-      assert proc.poll() is None, f"the job ended (status {proc.returncode}) before it was to be killed"
+      if proc.poll() is not None:
+        raise AssertionError(
+          f"the job ended (status {proc.returncode}) before it was killed: {proc.stdout.read()[-3000:]}"
+        )
       assert time.monotonic() < deadline, "the job did not get there in time"
       time.sleep(poll_s)
     proc.send_signal(signal.SIGTERM)
