@@ -7,7 +7,7 @@ Re-running with the same workdir resumes from the last checkpoint.
 
 Several processes (one per host, or several on one host): every process runs the same command with
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or `--distributed=auto` where JAX detects
-the job: Cloud TPU pod slices, SLURM); see jaxgeal/distributed.py and launch/local.sh. Only process 0 writes
+the job: Cloud TPU pod slices, SLURM); see jaxgeal/distributed.py and launch/local.py. Only process 0 writes
 metrics, images, the exported model and the console's progress; checkpoints are saved by all together.
 
 Console: jaxgeal's own INFO lines (the periodic progress / metric line) and every library's warnings; all of
