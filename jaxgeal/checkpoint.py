@@ -7,6 +7,10 @@ so the architecture travels with the weights and a model can be rebuilt without 
 Model directories and work directories may be local or in a bucket (gs://...; jaxgeal.storage).
 
 Training runs use `training_manager` (an Orbax CheckpointManager) so that a killed run resumes exactly.
+
+Multi-process runs: every process calls `save_models` and the manager's save / restore with the same values
+(Orbax coordinates them; the work directory must be one directory all processes see), and only process 0
+writes model.json.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxgeal import storage
+
+from jaxgeal import distributed
 
 FORMAT = "jaxgeal-models"
 VERSION = 1
@@ -41,6 +47,15 @@ def _to_jsonable(x):
   return x
 
 
+def _to_numpy(x) -> np.ndarray:
+  """A host copy of a whole array; one split over several processes' devices is gathered (a collective)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
 def save_models(
   out_dir: str | os.PathLike,
   models: Mapping[str, tuple[str, Mapping, Any]],
@@ -52,7 +67,7 @@ def save_models(
   if (out / "model.json").exists() and not overwrite:
     raise FileExistsError(f"{out} already holds a model (model.json); pass overwrite=True (CLI: --overwrite)")
   out.mkdir(parents=True, exist_ok=True)
-  tree = {name: jax.tree_util.tree_map(np.asarray, variables) for name, (_, _, variables) in models.items()}
+  tree = {name: jax.tree_util.tree_map(_to_numpy, variables) for name, (_, _, variables) in models.items()}
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(out / "variables", tree, force=True)
   ckptr.wait_until_finished()
@@ -62,7 +77,9 @@ def save_models(
     "source": source,
     "models": {name: {"kind": kind, "config": _to_jsonable(config)} for name, (kind, config, _) in models.items()},
   }
-  (out / "model.json").write_text(json.dumps(meta, indent=2))
+  if jax.process_index() == 0:
+    (out / "model.json").write_text(json.dumps(meta, indent=2))
+  distributed.barrier("jaxgeal.checkpoint.save_models")  # model.json exists for every process on return
   return out
 
 

@@ -6,6 +6,11 @@ reads everything else from it. The config is validated before any work (jaxgeal.
 Re-running with the same workdir resumes from the last checkpoint. The workdir may be a bucket path
 (gs://bucket/run; needs `pip install 'jaxgeal[gcs]'`).
 
+Several processes (one per host, or several on one host): every process runs the same command with
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or `--distributed=auto` where JAX detects
+the job: Cloud TPU pod slices, SLURM); see jaxgeal/distributed.py and launch/local.py. Only process 0 writes
+metrics, images, the exported model and the console's progress; checkpoints are saved by all together.
+
 Console: jaxgeal's own INFO lines (the periodic progress / metric line) and every library's warnings; all of
 it, libraries' INFO included, also goes to <workdir>/log.txt.
 """
@@ -20,10 +25,11 @@ import pathlib
 import re
 import sys
 
+import jax
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
-from jaxgeal import cli, storage
+from jaxgeal import cli, distributed, storage
 from jaxgeal.trainers import config_checks
 
 TRAINERS = {
@@ -60,6 +66,34 @@ def define_flags(flag_values: flags.FlagValues, argv: list[str] | None = None):
     "workdir", None, "Directory for checkpoints, metrics and visuals (resumes if it has some).", flag_values=flag_values
   )
   flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+  define_distributed_flags(flag_values)
+
+
+def define_distributed_flags(flag_values: flags.FlagValues):
+  """The flags that make this process one of a multi-process job (jaxgeal.distributed), and --num_cpu_devices."""
+  f = dict(flag_values=flag_values)
+  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coordinator (multi-process runs).", **f)
+  flags.DEFINE_integer("num_processes", None, "Processes in the job (multi-process runs).", **f)
+  flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).", **f)
+  flags.DEFINE_enum(
+    "distributed", "off", ["off", "auto"], "auto: join the job JAX detects (Cloud TPU pod slice, SLURM, Open MPI).", **f
+  )
+  flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for the other processes / coordinator.", **f)
+  flags.DEFINE_integer(
+    "num_cpu_devices", None, "Fake CPU devices in this process (CPU tests of multi-device runs).", **f
+  )
+
+
+def distributed_options(flag_values: flags.FlagValues = FLAGS) -> distributed.Options:
+  fv = flag_values
+  return distributed.Options(
+    coordinator_address=fv.coordinator_address,
+    num_processes=fv.num_processes,
+    process_id=fv.process_id,
+    auto=fv.distributed == "auto",
+    cpu_devices=fv.num_cpu_devices,
+    timeout_s=fv.initialization_timeout,
+  )
 
 
 define_flags(FLAGS)
@@ -143,15 +177,18 @@ class _ConsoleFilter(logging.Filter):
     return record.levelno >= logging.WARNING or record.name == "root" or record.name.startswith("jaxgeal")
 
 
-def configure_console_logging():
+def configure_console_logging(process: int = 0):
   """Root logger at INFO with one stderr handler filtered by _ConsoleFilter (replacing absl's handler, which
-  prints every library's INFO)."""
+  prints every library's INFO). Processes other than 0 of a multi-process run print warnings and errors only,
+  prefixed with their index: process 0 reports the run."""
   root = logging.getLogger()
   for handler in list(root.handlers):
     root.removeHandler(handler)
   console = logging.StreamHandler(sys.stderr)
-  console.setFormatter(logging.Formatter(LOG_FORMAT))
+  console.setFormatter(logging.Formatter(LOG_FORMAT if process == 0 else f"[process {process}] {LOG_FORMAT}"))
   console.addFilter(_ConsoleFilter())
+  if process:
+    console.setLevel(logging.WARNING)
   root.addHandler(console)
   root.setLevel(logging.INFO)
 
@@ -196,9 +233,10 @@ def log_to_file(workdir: str | pathlib.Path):
 
 
 def run(config, workdir: str):
-  """Validate the config (ConfigError names the field), then train with its trainer."""
+  """Validate the config (ConfigError names the field), then train with its trainer. In a multi-process run
+  only process 0 writes <workdir>/log.txt."""
   config_checks.validate(config)
-  with log_to_file(workdir):
+  with log_to_file(workdir) if distributed.is_primary() else contextlib.nullcontext():
     return importlib.import_module(TRAINERS[config.get("trainer", "gangealing")]).train_and_evaluate(config, workdir)
 
 
@@ -223,6 +261,14 @@ def main(argv):
   del argv
   configure_console_logging()
   try:
+    distributed.initialize(distributed_options())  # Before JAX starts: it may set the CPU device count.
+  except distributed.DistributedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  configure_console_logging(jax.process_index())
+  if jax.process_count() > 1:
+    logging.info("%s", distributed.describe())
+  try:
     cli.check_output_dir(FLAGS.workdir, "--workdir")  # A file in the way, before anything compiles.
     run(FLAGS.config, FLAGS.workdir)
   except (OSError, ValueError) as e:  # OSError: an unwritable or missing path, named in one line.
@@ -237,7 +283,7 @@ def console_main():
     # A console script's __main__ is its wrapper, while absl's --help shows __main__'s docstring and the flags
     # defined by the program sys.argv[0] names: give it this module's.
     sys.modules["__main__"].__doc__ = sys.modules["__main__"].__doc__ or __doc__
-    for name in ("config", "workdir"):
+    for name in ("config", "workdir", "coordinator_address", "num_processes", "process_id", "distributed"):
       FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
   app.run(main, flags_parser=_flags_parser)
 

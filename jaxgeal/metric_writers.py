@@ -13,6 +13,8 @@ to local staging copies and uploaded periodically (`storage.SYNC_SECS`, `TENSORB
 a bucket object cannot be appended to, and tensorboardX writes to gs:// only through google-cloud-storage,
 re-uploading the whole event file at each flush. Each TensorBoard upload closes the event file and the next
 write starts a new one, so each file is uploaded once.
+
+In a multi-process run only process 0 writes: the others' default writer writes nothing.
 """
 
 from __future__ import annotations
@@ -226,7 +228,12 @@ def create_default_writer(
   workdir: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True
 ) -> MultiWriter:
   """The trainers' writer: metrics.jsonl + visuals/*.png (+ TensorBoard). `resume_step`: the step the run
-  starts from (0 for a new run); what a killed run logged after it is dropped. `workdir` may be a bucket path."""
+  starts from (0 for a new run); what a killed run logged after it is dropped. `workdir` may be a bucket path. In processes other than 0 of a
+  multi-process run: a writer that writes nothing (process 0 has the same scalars and images)."""
+  import jax  # pylint: disable=import-outside-toplevel  -- only for the process index
+
+  if jax.process_index() != 0:
+    return MultiWriter([])
   workdir = storage.as_path(workdir)
   writers = [JsonlWriter(workdir / METRICS_FILE, resume_step), ImageFileWriter(workdir / "visuals")]
   if tensorboard:

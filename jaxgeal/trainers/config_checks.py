@@ -204,6 +204,14 @@ def _check_devices(config, prefix: str, available: int) -> int:
       f"{prefix}.num_devices={n}: must be at most the {available} available devices "
       "(on CPU set jax_num_cpu_devices before JAX starts)"
     )
+  import jax  # pylint: disable=import-outside-toplevel
+
+  processes = jax.process_count()
+  if processes > 1 and n not in (None, available):
+    # A mesh over some of the devices would leave processes without a slice of the batch.
+    raise ConfigError(
+      f"{prefix}.num_devices={n}: a run of {processes} processes uses all {available} devices; leave it unset"
+    )
   return available if n is None else n
 
 

@@ -34,7 +34,7 @@ import time
 import ml_collections
 import numpy as np
 
-from jaxgeal import checkpoint, images, storage
+from jaxgeal import checkpoint, distributed, images, storage
 from jaxgeal.align import Aligner, visualize
 from jaxgeal.datasets import synthetic
 from jaxgeal.evaluation import pck
@@ -58,7 +58,11 @@ def prepare_data(config, workdir: pathlib.Path) -> str:
 
   d = config.data
   marker = workdir / "data" / "prepared.json"
+  if not distributed.is_primary():  # several processes: process 0 renders, the others read what it wrote
+    distributed.barrier("jaxgeal.trainers.demo.prepare_data")
+    return json.loads(marker.read_text())["path"]
   if marker.exists():
+    distributed.barrier("jaxgeal.trainers.demo.prepare_data")
     return json.loads(marker.read_text())["path"]
   logging.info("rendering %d training images at %d px", d.num_train, d.size)
   options = synthetic.RenderOptions(**d.render)
@@ -67,6 +71,7 @@ def prepare_data(config, workdir: pathlib.Path) -> str:
     workdir / "data" / "images", workdir / "data" / "prepared", size=d.size, overwrite=True
   )
   marker.write_text(json.dumps({"path": report.path}))
+  distributed.barrier("jaxgeal.trainers.demo.prepare_data")
   return report.path
 
 
@@ -266,6 +271,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t = time.perf_counter()
   model = train_gangealing(config, workdir, generator)
   seconds["gangealing"] = time.perf_counter() - t
+  if not distributed.is_primary():  # the evaluation runs in one process, and process 0 writes its results
+    return {}
   t = time.perf_counter()
   dataset = heldout_dataset(config, workdir)
   aligner = load_aligner(model, config.gangealing.test.padding_mode)

@@ -9,6 +9,9 @@ Trainers provide a jitted `step(state) -> (state, metrics)`; the loop only touch
 `log_every` steps (one host sync), so steps are dispatched asynchronously in between. Checkpoints are written
 with Orbax at `ckpt_every`, at any extra steps the trainer names (GANgealing's zero-learning-rate steps) and
 at the end; a run restarted with the same workdir resumes from the latest one.
+
+In a multi-process run every process runs the loop (each step, visual and checkpoint is a collective); only
+process 0 shows the progress bar, and only its writer writes (metric_writers.create_default_writer).
 """
 
 from __future__ import annotations
@@ -107,7 +110,8 @@ def run(
   extra = set(extra_ckpt_steps)
   step = start_step
   progress = Progress(start_step, total_steps)
-  with tqdm(total=total_steps, initial=step, desc=name, dynamic_ncols=True, disable=None) as bar:
+  disable = None if jax.process_index() == 0 else True  # None: no bar without a terminal
+  with tqdm(total=total_steps, initial=step, desc=name, dynamic_ncols=True, disable=disable) as bar:
     while step < total_steps:
       state, metrics = step_fn(state, step)
       step += 1

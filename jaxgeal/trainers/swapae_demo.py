@@ -22,7 +22,7 @@ import time
 import ml_collections
 import numpy as np
 
-from jaxgeal import images, storage
+from jaxgeal import distributed, images, storage
 from jaxgeal.datasets import synthetic
 from jaxgeal.evaluation import swapping
 from jaxgeal.trainers import demo, swapae
@@ -80,6 +80,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t = time.perf_counter()
   model = train(config, workdir, source)
   seconds["swapae"] = time.perf_counter() - t
+  if not distributed.is_primary():  # the evaluation runs in one process, and process 0 writes its results
+    return {}
   t = time.perf_counter()
   autoencoder = SwappingAutoencoder.load(model)
   d = config.data
