@@ -25,9 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jaxgeal import storage
-
-from jaxgeal import distributed
+from jaxgeal import distributed, storage
 
 FORMAT = "jaxgeal-models"
 VERSION = 1

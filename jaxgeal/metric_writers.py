@@ -228,8 +228,9 @@ def create_default_writer(
   workdir: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True
 ) -> MultiWriter:
   """The trainers' writer: metrics.jsonl + visuals/*.png (+ TensorBoard). `resume_step`: the step the run
-  starts from (0 for a new run); what a killed run logged after it is dropped. `workdir` may be a bucket path. In processes other than 0 of a
-  multi-process run: a writer that writes nothing (process 0 has the same scalars and images)."""
+  starts from (0 for a new run); what a killed run logged after it is dropped. `workdir` may be a bucket path.
+  In processes other than 0 of a multi-process run: a writer that writes nothing (process 0 has the same
+  scalars and images)."""
   import jax  # pylint: disable=import-outside-toplevel  -- only for the process index
 
   if jax.process_index() != 0:
