@@ -71,6 +71,8 @@ _COMMON = [
   ("keep_checkpoints", POSITIVE_INT),
   ("n_vis", POSITIVE_INT),
   ("num_devices", OPTIONAL_POSITIVE_INT),
+  ("mesh.fsdp", POSITIVE_INT),
+  ("mesh.min_shard_size", NON_NEGATIVE_INT),
 ]
 
 _GANGEALING = _COMMON + [
@@ -202,7 +204,11 @@ def _check_devices(config, prefix: str, available: int) -> int:
       f"{prefix}.num_devices={n}: must be at most the {available} available devices "
       "(on CPU set jax_num_cpu_devices before JAX starts)"
     )
-  return available if n is None else n
+  n = available if n is None else n
+  fsdp = _get(config, "mesh.fsdp")
+  if fsdp is not _MISSING and n % fsdp:
+    raise ConfigError(f"{prefix}.mesh.fsdp={fsdp}: must divide the number of devices ({n})")
+  return n
 
 
 def _check_divisible(prefix: str, field: str, value: int, by: int, what: str):
