@@ -267,10 +267,11 @@ def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_s
   ema = config.ema_decay
 
   def loss_fn(params, state, gen_vars, perceptual, key, psi):
-    stn_params, ll_params = params
+    stn_params, ll_params = sharding.gather(params, mesh)
+    gen_vars, perceptual = sharding.gather((gen_vars, perceptual), mesh)
     kz, kn = jax.random.split(key)
     z = sharding.constrain_batch(jax.random.normal(kz, (micro, style_dim)), mesh)
-    ll_vars = {"params": ll_params, "pca": state.pca}
+    ll_vars = {"params": ll_params, "pca": sharding.gather(state.pca, mesh)}
     terms = sample_and_loss(models, stn_params, ll_vars, gen_vars, perceptual, z, psi, rng=kn)
     return terms["total"], {k: terms[k] for k in METRICS}
 

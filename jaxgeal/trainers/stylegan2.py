@@ -174,10 +174,11 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
     k_style, k_noise = jax.random.split(key)
     styles, inject = _mixing_styles(k_style, n, G.style_dim, G.n_latent, o.mixing)
     styles = [sharding.constrain_batch(s, mesh) for s in styles]
+    g_params, noises = sharding.gather((g_params, noises), mesh)  # FSDP: whole weights, batch-split compute
     return G.apply({"params": g_params, "noises": noises}, styles, inject_index=inject, rngs={"noise": k_noise})
 
   def d_apply(d_params, x):
-    return D.apply({"params": d_params}, x)
+    return D.apply({"params": sharding.gather(d_params, mesh)}, x)
 
   def step(state: TrainState, real, regularize_d: bool, regularize_g: bool):
     key = jax.random.fold_in(state.rng, state.step)
@@ -219,7 +220,7 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
 
       def pl_fn(g_params):
         pen, new_mean, lengths = path_length_penalty(
-          G, g_params, state.noises, k_pl, path_batch, state.mean_path_length, o.mixing, mesh
+          G, *sharding.gather((g_params, state.noises), mesh), k_pl, path_batch, state.mean_path_length, o.mixing, mesh
         )
         return o.path_regularize * o.g_reg_every * pen, (pen, new_mean, lengths)
 
