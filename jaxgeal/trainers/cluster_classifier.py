@@ -100,7 +100,8 @@ def label_and_loss(frozen: Frozen, params, variables, z, key):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   workdir = storage.as_path(workdir)
-  mesh = sharding.make_mesh(config.get("num_devices"))
+  mesh = sharding.mesh_from_config(config)
+  shardings = lambda tree: sharding.state_shardings(mesh, tree, sharding.min_shard_size(config))
   nets = load_stage1(config)
   _, gcfg, g_vars = nets["g_ema"]
   _, scfg, t_vars = nets["t_ema"]
@@ -146,7 +147,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     return init_with(t_vars["params"])
 
   manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
-  state = sharding.put_replicated(loop.restore_or_init(manager, init, init), mesh)
+  state = loop.restore_or_init(manager, init, init, shardings)
+  state = jax.device_put(state, shardings(state))
   style_dim = lcfg["style_dim"]
 
   @jax.jit

@@ -73,6 +73,8 @@ _COMMON = [
   ("n_vis", POSITIVE_INT),
   ("num_devices", OPTIONAL_POSITIVE_INT),
   ("dtype", one_of(DTYPES)),
+  ("mesh.fsdp", POSITIVE_INT),
+  ("mesh.min_shard_size", NON_NEGATIVE_INT),
 ]
 
 _GANGEALING = _COMMON + [
@@ -212,7 +214,11 @@ def _check_devices(config, prefix: str, available: int) -> int:
     raise ConfigError(
       f"{prefix}.num_devices={n}: a run of {processes} processes uses all {available} devices; leave it unset"
     )
-  return available if n is None else n
+  n = available if n is None else n
+  fsdp = _get(config, "mesh.fsdp")
+  if fsdp is not _MISSING and n % fsdp:
+    raise ConfigError(f"{prefix}.mesh.fsdp={fsdp}: must divide the number of devices ({n})")
+  return n
 
 
 def _check_divisible(prefix: str, field: str, value: int, by: int, what: str):

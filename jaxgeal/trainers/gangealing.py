@@ -269,10 +269,11 @@ def make_train_step(models: Models, config, mesh, stn_tx, ll_tx, stn_sched, ll_s
   ema = config.ema_decay
 
   def loss_fn(params, state, gen_vars, perceptual, key, psi):
-    stn_params, ll_params = params
+    stn_params, ll_params = sharding.gather(params, mesh)
+    gen_vars, perceptual = sharding.gather((gen_vars, perceptual), mesh)
     kz, kn = jax.random.split(key)
     z = sharding.constrain_batch(jax.random.normal(kz, (micro, style_dim)), mesh)
-    ll_vars = {"params": ll_params, "pca": state.pca}
+    ll_vars = {"params": ll_params, "pca": sharding.gather(state.pca, mesh)}
     terms = sample_and_loss(models, stn_params, ll_vars, gen_vars, perceptual, z, psi, rng=kn)
     return terms["total"], {k: terms[k] for k in METRICS}
 
@@ -418,22 +419,31 @@ def export_model(workdir, state: TrainState, models: Models, config, gcfg, gen_v
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Train (or resume) in workdir; the config is validated by jaxgeal.main.run (trainers.config_checks)."""
   workdir = storage.as_path(workdir)
-  mesh = sharding.make_mesh(config.get("num_devices"))
+  mesh = sharding.mesh_from_config(config)
+  shardings = lambda tree: sharding.state_shardings(mesh, tree, sharding.min_shard_size(config))
   G, gen_vars, gcfg = load_generator(config)
   perceptual = make_perceptual(config)
   models = build_models(config, G, gcfg)
   stn_tx, ll_tx, stn_sched, ll_sched = make_optimizers(config)
   manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
-  gen_vars = sharding.put_replicated(gen_vars, mesh)
-  perceptual = sharding.put_replicated(perceptual, mesh)
+  # The frozen generator and perceptual network follow the same rule as the state (FSDP-sharded on such a mesh).
+  gen_vars = jax.device_put(gen_vars, shardings(gen_vars))
+  perceptual = jax.device_put(perceptual, shardings(perceptual))
   state = loop.restore_or_init(
     manager,
     lambda: init_state(models, config, gen_vars, perceptual, stn_tx, ll_tx),
     lambda: init_state_shapes(models, config, stn_tx, ll_tx),
+    shardings,
   )
-  state = sharding.put_replicated(state, mesh)
+  state = jax.device_put(state, shardings(state))
 
-  train_step = jax.jit(make_train_step(models, config, mesh, stn_tx, ll_tx, stn_sched, ll_sched), donate_argnums=(0,))
+  train_step = sharding.jit_step(
+    make_train_step(models, config, mesh, stn_tx, ll_tx, stn_sched, ll_sched),
+    mesh,
+    in_shardings=(shardings(state), shardings(gen_vars), shardings(perceptual)),
+    out_shardings=(shardings(state), sharding.replicated(mesh)),
+    donate_argnums=(0,),
+  )
   grids = make_visualize(models, config)
   loop.log_parameters("gangealing", {"stn": state.stn, "ll": state.ll})
   writer = metric_writers.create_default_writer(workdir, resume_step=int(state.step))

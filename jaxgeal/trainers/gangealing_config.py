@@ -92,6 +92,10 @@ def base() -> ml_collections.ConfigDict:
   c.micro_batch_size = 40
   c.num_devices = optional(None, int)  # None: all local devices
   c.dtype = "float32"  # activations / matmuls / convs: float32 or bfloat16 (params, optimiser state: float32)
+  # The device mesh (jaxgeal/sharding.py): mesh.fsdp devices hold one copy of the parameters and optimiser state
+  # split between them (FSDP), the other axis ("data", devices / fsdp) replicates it; 1 = data parallel. The
+  # batch is split over all devices either way. Tensors under min_shard_size elements stay replicated.
+  c.mesh = ml_collections.ConfigDict(dict(fsdp=1, min_shard_size=2**14))
   c.log_every = 25
   c.vis_every = 5_000
   c.ckpt_every = 50_000

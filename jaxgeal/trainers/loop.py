@@ -37,12 +37,24 @@ def apply_gradients(tx: optax.GradientTransformation, grads, opt_state, params):
   return optax.apply_updates(params, updates), opt_state
 
 
-def restore_or_init(manager: ocp.CheckpointManager, init_fn: Callable[[], Any], abstract_fn: Callable[[], Any]) -> Any:
-  """The latest checkpoint restored into the structure of `abstract_fn()`, or `init_fn()` for a new run."""
+def restore_or_init(
+  manager: ocp.CheckpointManager,
+  init_fn: Callable[[], Any],
+  abstract_fn: Callable[[], Any],
+  shardings: Callable[[Any], Any] | None = None,
+) -> Any:
+  """The latest checkpoint restored into the structure of `abstract_fn()`, or `init_fn()` for a new run.
+
+  `shardings(abstract tree) -> tree of shardings` restores each array straight onto the target mesh's layout,
+  whatever mesh wrote the checkpoint (Orbax reads the slices each device needs)."""
   latest = manager.latest_step()
   if latest is None:
     return init_fn()
   abstract = jax.eval_shape(abstract_fn)
+  if shardings is not None:
+    abstract = jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings(abstract)
+    )
   state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
   logging.info("resumed from %s at step %d", manager.directory, latest)
   return state

@@ -175,10 +175,11 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
     k_style, k_noise = jax.random.split(key)
     styles, inject = _mixing_styles(k_style, n, G.style_dim, G.n_latent, o.mixing)
     styles = [sharding.constrain_batch(s, mesh) for s in styles]
+    g_params, noises = sharding.gather((g_params, noises), mesh)  # FSDP: whole weights, batch-split compute
     return G.apply({"params": g_params, "noises": noises}, styles, inject_index=inject, rngs={"noise": k_noise})
 
   def d_apply(d_params, x):
-    return D.apply({"params": d_params}, x)
+    return D.apply({"params": sharding.gather(d_params, mesh)}, x)
 
   def step(state: TrainState, real, regularize_d: bool, regularize_g: bool):
     key = jax.random.fold_in(state.rng, state.step)
@@ -220,7 +221,7 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
 
       def pl_fn(g_params):
         pen, new_mean, lengths = path_length_penalty(
-          G, g_params, state.noises, k_pl, path_batch, state.mean_path_length, o.mixing, mesh
+          G, *sharding.gather((g_params, state.noises), mesh), k_pl, path_batch, state.mean_path_length, o.mixing, mesh
         )
         return o.path_regularize * o.g_reg_every * pen, (pen, new_mean, lengths)
 
@@ -257,14 +258,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
   """Train on `data(start_step)` (an iterator of {"image": (B, H, W, 3)} batches in [-1, 1] beginning at
   that step) or, by default, on the dataset config.data names."""
   workdir = storage.as_path(workdir)
-  mesh = sharding.make_mesh(config.get("num_devices"))
+  mesh = sharding.mesh_from_config(config)
+  shardings = lambda tree: sharding.state_shardings(mesh, tree, sharding.min_shard_size(config))
   models, gcfg, dcfg = build_models(config)
   g_tx, d_tx = make_optimizers(config)
   manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
   state = loop.restore_or_init(
-    manager, lambda: init_state(models, config, g_tx, d_tx), lambda: init_state(models, config, g_tx, d_tx)
+    manager, lambda: init_state(models, config, g_tx, d_tx), lambda: init_state(models, config, g_tx, d_tx), shardings
   )
-  state = sharding.put_replicated(state, mesh)
+  state = jax.device_put(state, shardings(state))
   start = int(state.step)
   if data is None:
     from jaxgeal import input_pipeline  # only needed for real data
@@ -273,7 +275,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
       config.data, config.batch_size, seed=config.seed, start_step=start_step
     )
   data = data(start)
-  step_fn = jax.jit(make_train_step(models, config, mesh, g_tx, d_tx), static_argnums=(2, 3), donate_argnums=(0,))
+  step_fn = sharding.jit_step(
+    make_train_step(models, config, mesh, g_tx, d_tx),
+    mesh,
+    in_shardings=(shardings(state), sharding.batch_sharding(mesh)),
+    out_shardings=(shardings(state), sharding.replicated(mesh)),
+    static_argnums=(2, 3),
+    donate_argnums=(0,),
+  )
   o = config.optim
 
   def one_step(state, step):
@@ -332,6 +341,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 16
   c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all local devices
   c.dtype = "float32"  # activations / matmuls / convs: float32 or bfloat16 (params, optimiser state: float32)
+  # The device mesh (jaxgeal/sharding.py): mesh.fsdp devices hold one copy of the parameters and optimiser state
+  # split between them (FSDP), the other axis ("data", devices / fsdp) replicates it; 1 = data parallel. The
+  # batch is split over all devices either way. Tensors under min_shard_size elements stay replicated.
+  c.mesh = ml_collections.ConfigDict(dict(fsdp=1, min_shard_size=2**14))
   c.total_steps = 800_000
   c.log_every = 100
   c.vis_every = 5_000

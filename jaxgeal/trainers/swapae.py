@@ -306,12 +306,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
   """Train on `data(first_batch)` (an iterator of {"image": (B, H, W, 3)} batches in [-1, 1] starting at that
   batch; each step takes two) or, by default, on the dataset config.data names."""
   workdir = storage.as_path(workdir)
-  mesh = sharding.make_mesh(config.get("num_devices"))
+  mesh = sharding.mesh_from_config(config)
+  shardings = lambda tree: sharding.state_shardings(mesh, tree, sharding.min_shard_size(config))
   models = build_models(config)
   g_tx, d_tx = make_optimizers(config)
   manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
   init = lambda: init_state(models, config, g_tx, d_tx)
-  state = sharding.put_replicated(loop.restore_or_init(manager, init, init), mesh)
+  state = loop.restore_or_init(manager, init, init, shardings)
+  state = jax.device_put(state, shardings(state))
   start = int(state.step)
   if data is None:
     from jaxgeal import input_pipeline  # only needed for real data
@@ -321,7 +323,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
     )
   vis_images = np.asarray(next(data(0))["image"][: config.n_vis])
   batches = data(2 * start)
-  step_fn = jax.jit(make_train_step(models, config, g_tx, d_tx), static_argnums=(3,), donate_argnums=(0,))
+  step_fn = sharding.jit_step(
+    make_train_step(models, config, g_tx, d_tx),
+    mesh,
+    in_shardings=(shardings(state), sharding.batch_sharding(mesh), sharding.batch_sharding(mesh)),
+    out_shardings=(shardings(state), sharding.replicated(mesh)),
+    static_argnums=(3,),
+    donate_argnums=(0,),
+  )
   r1_every = config.optim.R1_once_every
 
   def one_step(state, step):
@@ -401,6 +410,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.micro_batch_size = 16  # a multiple of group_size; smaller accumulates gradients
   c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all local devices
   c.dtype = "float32"  # activations / matmuls / convs: float32 or bfloat16 (params, optimiser state: float32)
+  # The device mesh (jaxgeal/sharding.py): mesh.fsdp devices hold one copy of the parameters and optimiser state
+  # split between them (FSDP), the other axis ("data", devices / fsdp) replicates it; 1 = data parallel. The
+  # batch is split over all devices either way. Tensors under min_shard_size elements stay replicated.
+  c.mesh = ml_collections.ConfigDict(dict(fsdp=1, min_shard_size=2**14))
   c.total_images = 25_000_000  # upstream --total_nimgs (D and G iterations both count)
   c.log_every = 100  # steps of 2 x batch_size images
   c.vis_every = 1_000

@@ -51,6 +51,9 @@ def test_the_variant_list_is_complete():
     ("cats.py", "micro_batch_size", 3, "config.batch_size=4: must be a multiple of config.micro_batch_size (3)"),
     ("cats.py", "num_devices", 0, "config.num_devices=0: must be None or a positive integer"),
     ("cats.py", "num_devices", 2, "config.num_devices=2: must be at most the 1 available devices"),
+    ("cats.py", "mesh.fsdp", 0, "config.mesh.fsdp=0: must be a positive integer"),
+    ("stylegan2_256.py", "mesh.min_shard_size", -1, "config.mesh.min_shard_size=-1: must be an integer >= 0"),
+    ("stylegan2_256.py", "mesh.fsdp", 2, "config.mesh.fsdp=2: must divide the number of devices (1)"),
     ("cars_classifier.py", "optim.cls_lr", -1.0, "config.optim.cls_lr=-1.0: must be a number >= 0"),
     ("stylegan2_256.py", "optim.mixing", 1.5, "config.optim.mixing=1.5: must be a number in [0, 1]"),
     ("stylegan2_256.py", "batch_size", 6, "config.batch_size=6: must be a multiple of the discriminator's"),
@@ -93,6 +96,17 @@ def test_the_batch_must_split_over_the_devices():
   s.batch_size = 8
   with pytest.raises(config_checks.ConfigError, match=r"config.batch_size=8: .* number of devices \(3\)"):
     config_checks.validate(s, available_devices=3)
+
+
+def test_fsdp_must_divide_the_devices_and_the_batch_splits_over_all_of_them():
+  s = _cfg("stylegan2_256.py")  # tiny: batch 4
+  s.mesh.fsdp = 2
+  config_checks.validate(s, available_devices=4)  # a 2 x 2 (data x fsdp) mesh; 4 images over 4 devices
+  with pytest.raises(config_checks.ConfigError, match=r"^config.mesh.fsdp=2: must divide the number of devices \(3\)$"):
+    config_checks.validate(s, available_devices=3)
+  s.mesh.fsdp = 8
+  with pytest.raises(config_checks.ConfigError, match=r"^config.batch_size=4: .* number of devices \(8\)$"):
+    config_checks.validate(s, available_devices=8)
 
 
 def test_an_unknown_trainer_is_refused():

@@ -113,19 +113,38 @@ MULTI_DEVICE = """
 from tests.trainers.stylegan2_trainer_test import tiny_config, fake_data, _metrics
 from jaxgeal.trainers import stylegan2 as trainer
 out = {}
-for n in (1, 8):
-  trainer.train_and_evaluate(tiny_config(3, num_devices=n), sys.argv[1] + f"/d{n}", data=fake_data)
-  out[n] = _metrics(sys.argv[1] + f"/d{n}")
+for name, n, fsdp, steps in (("1", 1, 1, 3), ("8", 8, 1, 3), ("fsdp", 8, 4, 2)):
+  c = tiny_config(steps, num_devices=n)
+  c.mesh.update(fsdp=fsdp, min_shard_size=0)  # tiny tensors: shard every one the rule allows
+  state = trainer.train_and_evaluate(c, sys.argv[1] + f"/{name}", data=fake_data)
+  out[name] = _metrics(sys.argv[1] + f"/{name}")
+leaves = jax.tree_util.tree_flatten_with_path({k: getattr(state, k) for k in ("g", "g_ema", "d", "g_opt", "d_opt")})[0]
+out["shards"] = {jax.tree_util.keystr(p): [x.shape, x.addressable_shards[0].data.shape] for p, x in leaves}
 print(json.dumps(out))
 """
 
 
 @pytest.mark.slow
-def test_eight_devices_give_the_losses_of_one(tmp_path):
+def test_eight_devices_give_the_losses_of_one_with_or_without_fsdp(tmp_path):
   out = multidevice.run_with_fake_devices(MULTI_DEVICE, tmp_path)
-  for r1, r8 in zip(out["1"], out["8"]):
+  for r1, r8, rf in zip(out["1"], out["8"], out["fsdp"] + [None]):
     for k in ("d_loss", "g_loss", "real_score", "fake_score"):
       np.testing.assert_allclose(r8[k], r1[k], rtol=1e-4, atol=1e-5, err_msg=f"step {r1['step']} {k}")
+      if rf is not None:  # a 2 x 4 (data x fsdp) mesh: the 8-device data-parallel numbers
+        np.testing.assert_allclose(rf[k], r8[k], rtol=1e-5, atol=1e-6, err_msg=f"fsdp step {r1['step']} {k}")
+  # Under FSDP each device holds a quarter of every weight the rule splits, and of its Adam moments.
+  sharded = 0
+  for path, (shape, shard) in out["shards"].items():
+    spec = trainer.sharding.fsdp_spec(shape, 4, 0)
+    want = [d // 4 if i == len(spec) - 1 and spec else d for i, d in enumerate(shape)]
+    assert shard == want, path
+    sharded += bool(spec)
+  assert sharded > len(out["shards"]) // 3
+  for net in ("g", "d"):  # Adam's moments are split as their parameters
+    for path, (_, shard) in out["shards"].items():
+      if path.startswith(f"['{net}']"):
+        for moment in ("mu", "nu"):
+          assert out["shards"][path.replace(f"['{net}']", f"['{net}_opt'][0].{moment}", 1)][1] == shard, path
 
 
 @pytest.mark.slow  # ~85 s cold on a loaded 2-core CPU: its own (bfloat16) compiled steps
