@@ -29,7 +29,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
-from jaxgeal import cli, distributed, storage
+from jaxgeal import cli, compile_cache, distributed, storage
 from jaxgeal.trainers import config_checks
 
 TRAINERS = {
@@ -64,6 +64,13 @@ def define_flags(flag_values: flags.FlagValues, argv: list[str] | None = None):
   define_config_flag(flag_values, argv)
   flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics and visuals (resumes if it has some).", flag_values=flag_values
+  )
+  flags.DEFINE_string(
+    "compilation_cache",
+    None,
+    "Directory of JAX's persistent compilation cache (default: $JAXGEAL_COMPILATION_CACHE, else "
+    "~/.cache/jaxgeal/jax); 'off' turns it off.",
+    flag_values=flag_values,
   )
   flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
   define_distributed_flags(flag_values)
@@ -266,6 +273,7 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return 2
   configure_console_logging(jax.process_index())
+  compile_cache.enable(FLAGS.compilation_cache)  # A resumed run reads its compiled steps back: starts in seconds.
   if jax.process_count() > 1:
     logging.info("%s", distributed.describe())
   try:

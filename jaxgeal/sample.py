@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgeal import checkpoint, cli, images
+from jaxgeal import checkpoint, cli, compile_cache, images
 from jaxgeal.models import stylegan2
 
 
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  compile_cache.enable()  # a second call starts in seconds (JAXGEAL_COMPILATION_CACHE=off: no cache)
   try:
     if not 0 < args.truncation <= 1:
       raise ValueError(f"--truncation must be in (0, 1], got {args.truncation}")

@@ -31,7 +31,7 @@ import sys
 
 import numpy as np
 
-from jaxgeal import cli
+from jaxgeal import cli, compile_cache
 
 
 def _load_images(files, size: int, source_sizes: list | None = None) -> np.ndarray:
@@ -362,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  compile_cache.enable()  # a second call starts in seconds (JAXGEAL_COMPILATION_CACHE=off: no cache)
   from jaxgeal.align import ModelNotFoundError
 
   try:

@@ -40,7 +40,7 @@ import sys
 
 import numpy as np
 
-from jaxgeal import cli
+from jaxgeal import cli, compile_cache
 
 
 def _gather(paths) -> list[pathlib.Path]:
@@ -353,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  compile_cache.enable()  # a second call starts in seconds (JAXGEAL_COMPILATION_CACHE=off: no cache)
   try:
     args.fn(args)
   except (OSError, ValueError) as e:  # ModelNotFoundError is an OSError; UsageError a ValueError.
