@@ -204,10 +204,16 @@ def markdown(results: dict, command: str) -> str:
   return "\n".join(lines) + "\n"
 
 
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+  )
+  p.add_argument("--out", default=None, help="also write a markdown report here")
+  return p
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-  parser.add_argument("--out", default=None, help="also write a markdown report here")
-  args = parser.parse_args(argv)
+  args = build_parser().parse_args(argv)
   root = fixtures.fixture_root()
   if not root.is_dir():
     raise SystemExit(f"fixture directory {root} is absent: set $JAXGEAL_FIXTURES")

@@ -22,6 +22,7 @@ import argparse
 import collections
 import os
 import pathlib
+import sys
 from collections.abc import Iterable, Sequence
 
 OUTPUT_NAME_RULE = (
@@ -204,6 +205,13 @@ def output_names(files: Sequence, reserved: Iterable[str] = ()) -> list[str]:
 
 
 # -- error lines ---------------------------------------------------------------------------------------------
+
+
+def print_error(message: str):
+  """Print 'error: MESSAGE' to stderr in one write: the processes of a job share one stderr, and a line written
+  in two pieces (print's text, then its newline) can be cut by another process's line."""
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
 
 
 def error_line(e: BaseException) -> str:

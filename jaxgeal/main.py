@@ -229,13 +229,18 @@ def log_to_file(workdir: str | pathlib.Path):
   handler.setFormatter(logging.Formatter(f"%(name)s {LOG_FORMAT}"))
   root = logging.getLogger()
   root.addHandler(handler)
-  level = root.level
-  root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+  # absl's logger (orbax, clu) gets its own level from absl's --verbosity once flags are parsed: WARNING by
+  # default unless absl's handler was installed first. Both let INFO through while inside.
+  loggers = [root, logging.getLogger("absl")]
+  levels = [logger.level for logger in loggers]
+  root.setLevel(min(levels[0], logging.INFO) if levels[0] else logging.INFO)
+  loggers[1].setLevel(min(levels[1], logging.INFO) if levels[1] else logging.NOTSET)
   try:
     yield
   finally:
     root.removeHandler(handler)
-    root.setLevel(level)
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
     handler.close()
 
 
@@ -255,7 +260,7 @@ def _flags_parser(argv: list[str]) -> list[str]:
   try:
     return parse_flags(argv)
   except FlagsError as e:
-    print(f"error: {e}", file=sys.stderr)
+    cli.print_error(e)
     sys.exit(2)
   except SystemExit as e:
     flags_given = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
@@ -270,7 +275,7 @@ def main(argv):
   try:
     distributed.initialize(distributed_options())  # Before JAX starts: it may set the CPU device count.
   except distributed.DistributedError as e:
-    print(f"error: {e}", file=sys.stderr)
+    cli.print_error(e)
     return 2
   configure_console_logging(jax.process_index())
   compile_cache.enable(FLAGS.compilation_cache)  # A resumed run reads its compiled steps back: starts in seconds.
@@ -280,7 +285,7 @@ def main(argv):
     cli.check_output_dir(FLAGS.workdir, "--workdir")  # A file in the way, before anything compiles.
     run(FLAGS.config, FLAGS.workdir)
   except (OSError, ValueError) as e:  # OSError: an unwritable or missing path, named in one line.
-    print(f"error: {cli.error_line(e)}", file=sys.stderr)
+    cli.print_error(cli.error_line(e))
     return 2
   return 0
 

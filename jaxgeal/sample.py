@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     imgs = sample(args.checkpoint, seeds, args.truncation, args.n_mean, args.noise_mode, args.batch_size)
     path = images.save_image(args.out, images.make_grid(imgs, nrow=args.nrow))
   except (OSError, ValueError, KeyError) as e:
-    print(f"error: {cli.error_line(e)}", file=sys.stderr)
+    cli.print_error(cli.error_line(e))
     return 2
   print(f"wrote {path} ({len(seeds)} images, {imgs.shape[1]}x{imgs.shape[2]})")
   return 0

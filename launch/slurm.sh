@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Submit a multi-node GPU training run to SLURM: one jaxgeal process per GPU (default) or per node.
 #
-#   launch/slurm.sh [--dry-run] [--per=gpu|node] NODES GPUS_PER_NODE CONFIG WORKDIR [extra jaxgeal.main flags...]
+#   launch/slurm.sh [--dry_run] [--per=gpu|node] NODES GPUS_PER_NODE CONFIG WORKDIR [extra jaxgeal.main flags...]
 #   e.g. launch/slurm.sh 2 8 configs/cats.py /shared/runs/cats --config.batch_size=64
 #
 # Writes a batch script to $JOB_DIR/$JOB_NAME-<date>.sbatch and submits it with sbatch. In the job, srun starts the
 # processes; each runs `python -m jaxgeal.main` with DIST_FLAGS (coordinator: the job's first node), so the
 # processes form one JAX job (jax.distributed). WORKDIR must be reachable from every node (a shared file system
-# or gs://); resubmitting with the same WORKDIR resumes from its last checkpoint. --dry-run prints the batch
+# or gs://); resubmitting with the same WORKDIR resumes from its last checkpoint. --dry_run prints the batch
 # script and the sbatch command, and writes and submits nothing. Environment: PYTHON (default python3, the
 # interpreter with jaxgeal and a CUDA build of jax installed on the nodes), PORT (coordinator port, 12355),
 # SBATCH_EXTRA (more #SBATCH options, e.g. "--partition=gpu --time=24:00:00"), JOB_NAME (jaxgeal), JOB_DIR
@@ -21,7 +21,7 @@ DIST_FLAGS='--coordinator_address=$COORDINATOR --num_processes=$SLURM_NTASKS --p
 DRY_RUN=0 PER=gpu
 while [ $# -gt 0 ]; do
   case "$1" in
-    --dry-run) DRY_RUN=1 ;;
+    --dry_run) DRY_RUN=1 ;;
     --per=gpu | --per=node) PER=${1#--per=} ;;
     --per=*) echo "error: $1: give --per=gpu or --per=node" >&2; exit 2 ;;
     *) break ;;

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Launch (or resume) a jaxgeal training run on a Cloud TPU VM: one host or a multi-host pod slice.
 #
-#   launch/tpu_vm.sh [--dry-run] NAME ZONE ACCELERATOR CONFIG WORKDIR [extra jaxgeal.main flags...]
+#   launch/tpu_vm.sh [--dry_run] NAME ZONE ACCELERATOR CONFIG WORKDIR [extra jaxgeal.main flags...]
 #   e.g. launch/tpu_vm.sh gg-cats us-central2-b v4-32 configs/cats.py gs://my-bucket/gangealing/cats
 #
 # Creates the TPU VM if `gcloud compute tpus tpu-vm describe` does not find it, copies this checkout to every
 # worker, installs it with jax[tpu] and the gcs extra, and starts `python3 -m jaxgeal.main` on all workers at
 # once (--worker=all), each joining the pod-wide job (DIST_FLAGS). WORKDIR should be a gs:// path that every
 # host can read and write. Rerunning the same command stops the run it started before and resumes from the last
-# checkpoint in WORKDIR. --dry-run prints every command it would run (gcloud, tar) and runs nothing.
+# checkpoint in WORKDIR. --dry_run prints every command it would run (gcloud, tar) and runs nothing.
 # Environment: TPU_SOFTWARE_VERSION (default tpu-ubuntu2204-base).
 set -euo pipefail
 
@@ -20,7 +20,7 @@ LOG="~/jaxgeal-train.log"      # each worker's console output
 PID_FILE="~/jaxgeal-train.pid" # the training process this script started on each worker (stopped on rerun)
 
 DRY_RUN=0
-if [ "${1:-}" = "--dry-run" ]; then
+if [ "${1:-}" = "--dry_run" ]; then
   DRY_RUN=1
   shift
 fi

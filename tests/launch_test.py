@@ -1,4 +1,4 @@
-"""launch/tpu_vm.sh and launch/slurm.sh in --dry-run mode: the commands they print (and run nothing), and the
+"""launch/tpu_vm.sh and launch/slurm.sh in --dry_run mode: the commands they print (and run nothing), and the
 SLURM batch script run under stand-in srun / scontrol / python, which shows the command each process gets."""
 
 import os
@@ -36,7 +36,7 @@ def _run(script, *args, path_dir, env=None):
 
 def test_tpu_dry_run_prints_every_command_for_all_workers_and_runs_none(tmp_path, fake_bin):
   proc = _run(
-    "tpu_vm.sh", "--dry-run", "gg-cats", "us-central2-b", "v4-32", "configs/cats.py", "gs://bkt/cats",
+    "tpu_vm.sh", "--dry_run", "gg-cats", "us-central2-b", "v4-32", "configs/cats.py", "gs://bkt/cats",
     "--config.batch_size=40", path_dir=fake_bin,
   )  # fmt: skip
   assert proc.returncode == 0, proc.stderr
@@ -56,12 +56,12 @@ def test_tpu_dry_run_prints_every_command_for_all_workers_and_runs_none(tmp_path
 
 
 def test_tpu_launcher_refuses_missing_arguments_and_configs(fake_bin):
-  assert _run("tpu_vm.sh", "--dry-run", "a", "b", path_dir=fake_bin).returncode == 2
-  proc = _run("tpu_vm.sh", "--dry-run", "n", "z", "v4-8", "configs/nope.py", "gs://b/r", path_dir=fake_bin)
+  assert _run("tpu_vm.sh", "--dry_run", "a", "b", path_dir=fake_bin).returncode == 2
+  proc = _run("tpu_vm.sh", "--dry_run", "n", "z", "v4-8", "configs/nope.py", "gs://b/r", path_dir=fake_bin)
   assert proc.returncode == 2 and proc.stderr.strip() == (
     "error: config file configs/nope.py not found (give it relative to the checkout, e.g. configs/cats.py)"
   )
-  local = _run("tpu_vm.sh", "--dry-run", "n", "z", "v4-8", "configs/cats.py", "runs/x", path_dir=fake_bin)
+  local = _run("tpu_vm.sh", "--dry_run", "n", "z", "v4-8", "configs/cats.py", "runs/x", path_dir=fake_bin)
   assert local.returncode == 0 and "is not a gs:// path" in local.stderr
 
 
@@ -95,7 +95,7 @@ def _run_job(tmp_path, script: str, nodes: int, tasks_per_node: int) -> list[str
 @pytest.mark.parametrize("per, tasks_per_node", [("gpu", 4), ("node", 1)])
 def test_slurm_dry_run_prints_a_batch_script_whose_processes_form_one_job(tmp_path, fake_bin, per, tasks_per_node):
   proc = _run(
-    "slurm.sh", "--dry-run", f"--per={per}", "2", "4", "configs/cats.py", "/shared/runs/my cats",
+    "slurm.sh", "--dry_run", f"--per={per}", "2", "4", "configs/cats.py", "/shared/runs/my cats",
     "--config.batch_size=64", path_dir=fake_bin, env={"PORT": "23456", "SBATCH_EXTRA": "--partition=gpu"},
   )  # fmt: skip
   assert proc.returncode == 0, proc.stderr
@@ -125,7 +125,7 @@ def test_slurm_launcher_writes_and_submits_the_batch_script(tmp_path, fake_bin):
 
 def test_slurm_launcher_refuses_bad_arguments(fake_bin):
   assert (
-    _run("slurm.sh", "--dry-run", "--per=socket", "1", "1", "configs/cats.py", "w", path_dir=fake_bin).returncode == 2
+    _run("slurm.sh", "--dry_run", "--per=socket", "1", "1", "configs/cats.py", "w", path_dir=fake_bin).returncode == 2
   )
-  proc = _run("slurm.sh", "--dry-run", "0", "8", "configs/cats.py", "w", path_dir=fake_bin)
+  proc = _run("slurm.sh", "--dry_run", "0", "8", "configs/cats.py", "w", path_dir=fake_bin)
   assert proc.returncode == 2 and "positive integers" in proc.stderr

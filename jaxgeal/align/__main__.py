@@ -368,7 +368,7 @@ def main(argv=None) -> int:
   try:
     args.fn(args)
   except (ModelNotFoundError, OSError, ValueError) as e:  # OSError: unwritable / missing paths.
-    print(f"error: {cli.error_line(e)}", file=sys.stderr)
+    cli.print_error(cli.error_line(e))
     return 2
   return 0
 

@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     return CONVERTERS[args.what][0](args)
   except (OSError, ValueError, KeyError) as e:
     # ConversionError, UnsafeCheckpointError and CheckpointFormatError are ValueErrors with clear messages.
-    print(f"error: {cli.error_line(e)}", file=sys.stderr)
+    cli.print_error(cli.error_line(e))
     return 2
 
 

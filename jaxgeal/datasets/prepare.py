@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     cli.check_output_dir(args.out)
     reports = run(args)
   except (base.MissingDataError, base.TooManyBadImagesError, ImportError, ValueError, OSError) as e:
-    print(f"error: {cli.error_line(e)}", file=sys.stderr)
+    cli.print_error(cli.error_line(e))
     return 1
   for report in reports:
     print(report.summary())

@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     if args.out:
       pathlib.Path(args.out).write_text(text)
   except (OSError, ValueError, KeyError) as e:
-    print(f"error: {cli.error_line(e)}", file=sys.stderr)
+    cli.print_error(cli.error_line(e))
     return 2
   print(format_results(results), file=sys.stderr)
   print(text)

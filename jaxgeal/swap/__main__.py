@@ -357,7 +357,7 @@ def main(argv=None) -> int:
   try:
     args.fn(args)
   except (OSError, ValueError) as e:  # ModelNotFoundError is an OSError; UsageError a ValueError.
-    print(f"error: {cli.error_line(e)}", file=sys.stderr)
+    cli.print_error(cli.error_line(e))
     return 2
   return 0
 
