@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgeal.ops import conv as conv_ops
 from jaxgeal.ops import modulated_conv as mc
 from jaxgeal.ops import upfirdn2d as fir
 from jaxgeal.ops.bias_act import fused_leaky_relu
@@ -85,13 +86,7 @@ class EqualConv2d(nn.Module):
     weight = self.param("weight", lambda r: jax.random.normal(r, (k, k, self.in_ch, self.out_ch)))
     scale = 1.0 / math.sqrt(self.in_ch * k * k)
     x = x.astype(compute_dtype(x, self.dtype))
-    y = jax.lax.conv_general_dilated(
-      x,
-      (weight * scale).astype(x.dtype),
-      (self.stride, self.stride),
-      [(self.padding, self.padding)] * 2,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+    y = conv_ops.conv2d(x, (weight * scale).astype(x.dtype), self.stride, self.padding)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.out_ch,)).astype(y.dtype)
     return y
