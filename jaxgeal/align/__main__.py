@@ -25,36 +25,88 @@ grayscale image is a mask: white, with the gray value as opacity (black = unlabe
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
+import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 
 from jaxgeal import cli, compile_cache
 
 
+def _image_size(f) -> tuple[int, int]:
+  """(w, h) of an image file from its header; ValueError naming the file when it is not a readable image."""
+  from PIL import Image
+
+  try:
+    with Image.open(f) as im:
+      return im.size
+  except (OSError, SyntaxError, ValueError) as e:
+    raise ValueError(f"cannot read image {f}: {e}") from e
+
+
+def _note_resized(sizes, size: int) -> None:
+  resized = sum(tuple(s) != (size, size) for s in sizes)
+  if resized:
+    print(f"note: resized {resized} image(s) to the model's {size}x{size} input", file=sys.stderr)
+
+
 def _load_images(files, size: int, source_sizes: list | None = None) -> np.ndarray:
   """Images resized (bicubic) to the model's size; a note is printed when any is resized. min(w, h) of
   each original is appended to `source_sizes` when given."""
-  from PIL import Image
-
   from jaxgeal import images as images_lib
 
-  resized = 0
-  out = []
+  sizes, out = [], []
   for f in files:
-    try:
-      with Image.open(f) as im:
-        resized += im.size != (size, size)
-        if source_sizes is not None:
-          source_sizes.append(min(im.size))
-    except (OSError, SyntaxError, ValueError) as e:
-      raise ValueError(f"cannot read image {f}: {e}") from e
+    sizes.append(_image_size(f))
+    if source_sizes is not None:
+      source_sizes.append(min(sizes[-1]))
     out.append(images_lib.load_image(f, size))
-  if resized:
-    print(f"note: resized {resized} image(s) to the model's {size}x{size} input", file=sys.stderr)
+  _note_resized(sizes, size)
   return np.stack(out)
+
+
+DECODE_AHEAD = 3  # batches decoded before the STN asks for them: enough to cover a slow file or two
+DECODE_WORKERS = min(8, os.cpu_count() or 1)
+
+
+def _decode_ahead(pool, files, size: int, batch_size: int, ahead: int = DECODE_AHEAD):
+  """Yields the images of `files` as (n <= batch_size, size, size, 3) float batches in [-1, 1], decoded and
+  resized (bicubic) by the thread pool `pool` up to `ahead` batches before they are asked for. Threads suffice:
+  PIL releases the GIL while it decodes and resizes."""
+  from jaxgeal import images as images_lib
+
+  todo, queue = iter(files), collections.deque()
+  try:
+    while True:
+      while len(queue) < ahead * batch_size and (f := next(todo, None)) is not None:
+        queue.append(pool.submit(images_lib.load_image, f, size))
+      if not queue:
+        return
+      yield np.stack([queue.popleft().result() for _ in range(min(batch_size, len(queue)))])
+  finally:  # Stopped early (an unreadable image): decode nothing more.
+    for future in queue:
+      future.cancel()
+
+
+@contextlib.contextmanager
+def _staging(d: pathlib.Path):
+  """A temporary folder next to the output directory `d`; its files move into `d` when the block succeeds, and
+  it is removed either way, so a failed run leaves `d` as it was."""
+  base = d if d.is_dir() else next(p for p in d.absolute().parents if p.exists())  # Same filesystem as d.
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=".jaxgeal-congeal-", dir=base))
+  try:
+    yield tmp
+    d.mkdir(parents=True, exist_ok=True)
+    for f in sorted(tmp.iterdir()):
+      os.replace(f, d / f.name)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_label(path) -> np.ndarray:
@@ -88,6 +140,15 @@ def _names(files, reserved=()):
 
 
 def cmd_congeal(args):
+  """Streams the images through the STN: a thread pool decodes and resizes them a few batches ahead, the STN
+  runs batches of one shape (the last one padded: one compilation), and each batch's PNGs are written as it
+  comes back while the next one runs, with a progress bar (images/s, ETA) on a terminal. Every header is read
+  first, so an unreadable file fails before any work; outputs go to a staging folder moved into --out at the
+  end, so one that fails to decode later leaves nothing behind either."""
+  from concurrent import futures
+
+  from tqdm import tqdm
+
   from jaxgeal import images as images_lib
 
   files = cli.list_images(args.input)
@@ -96,13 +157,27 @@ def cmd_congeal(args):
   planned += [f"{n}_flow.png" for n in names] if args.flow_image else []
   d = _check_dir_outputs(args, planned, files)
   a = _aligner(args)
-  out = a.congeal(_load_images(files, a.size), output_resolution=args.size, cluster=args.cluster)
-  for name, img in zip(names, out["aligned"]):
-    images_lib.save_image(d / f"{name}.png", img)
-  images_lib.save_image(d / "average.png", out["aligned"].mean(0))
-  if args.flow_image:
-    _save_flow_images(a, d, names, out)
-  (d / "flips.json").write_text(json.dumps({n: bool(f) for n, f in zip(names, out["flipped"])}))
+  bs = min(args.batch_size, len(files))  # As Aligner.congeal: no padding beyond the number of images.
+  total, flips = None, {}
+  with futures.ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="congeal-decode") as pool:
+    _note_resized(pool.map(_image_size, files), a.size)
+    chunks = _decode_ahead(pool, files, a.size, bs)
+    stream = a.congeal_batches(chunks, output_resolution=args.size, cluster=args.cluster, batch_size=bs)
+    # disable=None: no bar without a terminal (logs), as the trainers' bars.
+    progress = dict(desc="congeal", unit="images", dynamic_ncols=True, disable=None, file=sys.stderr)
+    with contextlib.closing(chunks), _staging(d) as tmp, tqdm(total=len(files), **progress) as bar:
+      for out in stream:
+        batch = names[len(flips) : len(flips) + len(out["aligned"])]
+        for name, img in zip(batch, out["aligned"]):
+          images_lib.save_image(tmp / f"{name}.png", img)
+        if args.flow_image:
+          _save_flow_images(a, tmp, batch, out)
+        flips.update({n: bool(f) for n, f in zip(batch, out["flipped"])})
+        batch_sum = out["aligned"].sum(0, dtype=np.float64)
+        total = batch_sum if total is None else total + batch_sum
+        bar.update(len(batch))
+      images_lib.save_image(tmp / "average.png", total / len(files))
+      (tmp / "flips.json").write_text(json.dumps(flips))
   print(f"wrote {len(files)} congealed images and average.png to {d}")
 
 
@@ -295,7 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=fn)
     return p
 
-  p = add("congeal", cmd_congeal, "congeal images; write aligned PNGs and average.png")
+  p = add(
+    "congeal",
+    cmd_congeal,
+    "congeal images; write aligned PNGs and average.png (decoding runs in parallel with the STN; a progress "
+    "bar shows images/s on a terminal)",
+  )
   p.add_argument("--input", required=True, help="an image or a directory of images")
   p.add_argument("--size", type=cli.positive_int, default=None, help="output resolution (default: model's input size)")
   p.add_argument(

@@ -2,6 +2,7 @@
 
     aligner = Aligner.load("workdir/model")          # t_ema (+ classifier); test-time settings from its config
     out = aligner.congeal(images)                     # aligned, grid, flipped, oob (+ matrix, flow, score)
+    for out in aligner.congeal_batches(chunks): ...   # the same per batch, for a stream of image chunks
     mean = aligner.average(images)                    # the average congealed image (§4.3, Fig. 1)
     q = aligner.congeal_points(images, points)        # image pixels -> congealed pixels
     p = aligner.uncongeal_points(images, q)           # congealed pixels -> image pixels
@@ -187,25 +188,7 @@ class Aligner:
       )
     return images
 
-  def _batches(self, images):
-    """Fixed-size batches (the last one padded) so that one compilation serves every batch."""
-    bs = min(self.batch_size, len(images))
-    for i in range(0, len(images), bs):
-      chunk = images[i : i + bs]
-      pad = bs - len(chunk)
-      if pad:
-        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-      yield chunk, bs - pad
-
-  def congeal(self, images, output_resolution: int | None = None, cluster: int | None = None) -> dict:
-    """Warps images to the congealed frame (§4.1).
-
-    Returns numpy arrays: aligned (N, R, R, 3), grid (N, R, R, 2) sampling the unmirrored inputs, flipped (N,),
-    oob (N,) (warp beyond the image), matrix (N, 2, 3) similarity part (or None), flow (N, fs, fs, 2) residual
-    flow (or None), score (N,) total variation of the residual flow (lower is smoother; 0 without flow) and
-    inputs (the inputs, mirrored where flipped).
-    """
-    images = self._check_images(images)
+  def _check_cluster(self, cluster: int | None) -> None:
     if self.num_heads > 1 and cluster is None and self.classifier is None:
       raise ValueError(
         f"this clustering model has K={self.num_heads} heads and no cluster classifier: pass "
@@ -213,25 +196,82 @@ class Aligner:
       )
     if cluster is not None and not 0 <= cluster < self.num_heads:
       raise ValueError(f"cluster must be in [0, {self.num_heads}), got {cluster}")
+
+  @staticmethod
+  def _pad(chunk: np.ndarray, bs: int) -> np.ndarray:
+    """A chunk of at most bs images padded with zeros to bs, so that one compilation serves every batch."""
+    pad = bs - len(chunk)
+    return np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)]) if pad else chunk
+
+  def congeal_batches(
+    self,
+    chunks,
+    output_resolution: int | None = None,
+    cluster: int | None = None,
+    batch_size: int | None = None,
+  ):
+    """Congeals a stream of image chunks; returns an iterator of one `congeal` result dict per batch.
+
+    chunks: an iterable of (n, S, S, 3) arrays (n >= 0); each is cut into batches of at most `batch_size`
+    (default: the aligner's) images, padded to exactly that many, so the forward compiles once for the whole
+    stream; the dicts hold the batches' real images only, in input order. Each batch is dispatched before the
+    previous one is fetched, so the caller's work on a result (and the reading of the next chunk) overlaps the
+    device's work on the next batch. Cluster errors are raised here; a chunk of the wrong shape raises when it
+    is reached.
+    """
+    self._check_cluster(cluster)
+    bs = int(batch_size or self.batch_size)
+    if bs < 1:
+      raise ValueError(f"batch_size must be at least 1, got {bs}")
     fn = self._forward_fn(output_resolution or self.size, cluster)
-    parts = []
-    for chunk, n in self._batches(images):
-      out, flipped, score, inputs = fn(self.variables, self.classifier_variables, jnp.asarray(chunk))
-      parts.append(
-        dict(
-          aligned=out.image[:n],
-          grid=out.grid[:n],
-          flipped=flipped[:n],
-          oob=out.oob[:n],
-          matrix=None if out.matrix is None else out.matrix[:n],
-          flow=None if out.flow is None else out.flow[:n],
-          score=score[:n],
-          inputs=inputs[:n],
-        )
-      )
-    return {
-      key: (None if parts[0][key] is None else np.concatenate([np.asarray(p[key]) for p in parts])) for key in parts[0]
-    }
+    return self._congeal_stream(chunks, fn, bs)
+
+  def _congeal_stream(self, chunks, fn, bs: int):
+    pending = None  # (device outputs, real count) of the batch in flight
+    for chunk in chunks:
+      chunk = self._check_images(chunk)
+      for i in range(0, len(chunk), bs):
+        batch = chunk[i : i + bs]
+        outputs = fn(self.variables, self.classifier_variables, jnp.asarray(self._pad(batch, bs)))
+        if pending is not None:
+          yield self._fetch(*pending)
+        pending = outputs, len(batch)
+    if pending is not None:
+      yield self._fetch(*pending)
+
+  @staticmethod
+  def _fetch(outputs, n: int) -> dict:
+    """The forward's outputs of one padded batch -> numpy arrays of its first n (real) images."""
+    out, flipped, score, inputs = outputs
+
+    def real(x):
+      return None if x is None else np.asarray(x)[:n]
+
+    return dict(
+      aligned=real(out.image),
+      grid=real(out.grid),
+      flipped=real(flipped),
+      oob=real(out.oob),
+      matrix=real(out.matrix),
+      flow=real(out.flow),
+      score=real(score),
+      inputs=real(inputs),
+    )
+
+  def congeal(self, images, output_resolution: int | None = None, cluster: int | None = None) -> dict:
+    """Warps images to the congealed frame (§4.1).
+
+    Returns numpy arrays: aligned (N, R, R, 3), grid (N, R, R, 2) sampling the unmirrored inputs, flipped (N,),
+    oob (N,) (warp beyond the image), matrix (N, 2, 3) similarity part (or None), flow (N, fs, fs, 2) residual
+    flow (or None), score (N,) total variation of the residual flow (lower is smoother; 0 without flow) and
+    inputs (the inputs, mirrored where flipped). Runs in batches of min(batch_size, N) (`congeal_batches`).
+    """
+    images = self._check_images(images)
+    if not len(images):
+      raise ValueError("congeal needs at least one image; got none")
+    bs = min(self.batch_size, len(images))
+    parts = list(self.congeal_batches([images], output_resolution, cluster, batch_size=bs))
+    return {key: None if parts[0][key] is None else np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
   def average(self, images, **kwargs) -> np.ndarray:
     """The average congealed image (R, R, 3) in [-1, 1]."""

@@ -9,9 +9,11 @@ the stride-2 convolutions of D and the transposed convolutions of G.
 
 `valid_conv` closes the family: a stride-1 VALID convolution F(x, w), its input gradient I(g, w) and its
 weight gradient W(x, g) are three `custom_vjp` functions whose backward passes are again F, I and W (see
-the rules below), each computed forward by XLA's own first-order rules. Any order of differentiation stays
-within the three. `conv2d` builds padding and stride 2 on it (explicit padding; stride 2 as the sum of four
-stride-1 convolutions of the input's parity phases, the same multiply-adds as the strided convolution).
+the rules below). F and I run as XLA's own convolution and its input gradient; W as one matmul per tap
+(contracting batch and positions), which XLA's SPMD partitioner also handles when the batch is sharded. Any
+order of differentiation stays within the three. `conv2d` builds padding and stride 2 on it (explicit padding;
+stride 2 as the sum of four stride-1 convolutions of the input's parity phases, the same multiply-adds as the
+strided convolution).
 
 NHWC activations, HWIO weights; results equal `jax.lax.conv_general_dilated` to float rounding
 (tests/ops/conv_test.py).
@@ -47,10 +49,15 @@ def _input_grad(g, w):
 @jax.custom_vjp
 def _weight_grad(x, g):
   """W(x, g) = (dF/dw)^T g: sum over batch and positions of x patches times g, shaped like F's weight."""
-  _, h, wd, cin = x.shape
-  _, ho, wo, cout = g.shape
-  w = jax.ShapeDtypeStruct((h - ho + 1, wd - wo + 1, cin, cout), g.dtype)
-  return jax.linear_transpose(lambda w: _native(x, w), w)(g)[0]
+  # One matmul per tap, contracting batch and positions. (XLA's transpose rule, a conv contracting the batch,
+  # is what XLA's SPMD partitioner turns into an invalid grouped conv when the batch is sharded.)
+  _, h, wd, _ = x.shape
+  _, ho, wo, _ = g.shape
+  taps = [
+    [jnp.einsum("bhwi,bhwo->io", x[:, i : i + ho, j : j + wo], g) for j in range(wd - wo + 1)]
+    for i in range(h - ho + 1)
+  ]
+  return jnp.stack([jnp.stack(row) for row in taps])
 
 
 # F, I and W are bilinear; the adjoint of each in either argument is one of the three:
