@@ -1,7 +1,7 @@
 """2-D convolutions whose derivatives of every order run on XLA:CPU's fast convolution paths.
 
 XLA:CPU is fast at a stride-1 convolution, at its input gradient and at its weight gradient. It is slow, at
-2-8 GFLOP/s against 100-200 for the others (benchmarks/README.md, "StyleGAN2 training"), at the weight
+2-8 GFLOP/s against 100-200 for the others (benchmarks/README.md, "Speed"), at the weight
 gradient of a convolution whose input gradient it produced itself (a fully padded or an lhs-dilated
 convolution). StyleGAN2 meets that case everywhere: the R1 penalty (Mescheder et al. 2018) and the path-length
 regulariser (Karras et al. 2020, §3.2) differentiate an input gradient with respect to the weights, through

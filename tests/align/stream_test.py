@@ -57,6 +57,8 @@ def test_stream_equals_congeal(flow_model_dir, five_images):
 def test_stream_checks_like_congeal(aligner, five_images):
   with pytest.raises(ValueError, match="cluster must be in"):
     aligner.congeal_batches([five_images], cluster=3)  # Raised at the call, before any chunk is read.
+  with pytest.raises(ValueError, match="batch_size must be at least 1, got -2"):
+    aligner.congeal_batches([five_images], batch_size=-2)
   with pytest.raises(ValueError, match=r"images must be \(N, 64, 64, 3\)"):  # Each chunk is checked.
     list(aligner.congeal_batches([five_images[:2], five_images[:, :32]]))
   with pytest.raises(ValueError, match="at least one image"):
