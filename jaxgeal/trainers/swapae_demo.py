@@ -95,9 +95,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   (workdir / "swapping.json").write_text(json.dumps(result, indent=1))
   write_report(workdir, config, result)
   logging.info(
-    "swap vs truth: l1 %.4f (copy structure %.4f, copy texture %.4f)",
-    result["vs_truth"]["swap"]["l1"]["mean"],
-    result["vs_truth"]["copy_structure"]["l1"]["mean"],
-    result["vs_truth"]["copy_texture"]["l1"]["mean"],
+    "swap vs truth: l1 %.4f (copy structure %.4f, copy texture %.4f); on the object %.4f (%.4f, %.4f)",
+    *(result["vs_truth"][k]["l1"]["mean"] for k in ("swap", "copy_structure", "copy_texture")),
+    *(result["object_l1"][k]["mean"] for k in ("swap", "copy_structure", "copy_texture")),
   )
   return result

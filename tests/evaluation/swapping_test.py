@@ -62,6 +62,23 @@ def test_scores_rank_candidates_by_their_definitions():
   text = swapping.markdown(oracle)
   assert "| swap | 0.0000" in text and "100 % of pairs" in text
   assert oracle["structure_pck"]["swap"] == {"0.1": 1.0, "0.2": 1.0}  # the truth itself: every point found
+  assert oracle["object_l1"]["swap"]["mean"] == 0.0 and oracle["wins_object"]["copy_texture"] == 1.0
+
+
+def test_object_score_counts_the_silhouette_only():
+  data = swapping.render_pairs(6, 32, 7, OPTIONS)
+  assert data.mask.shape == (6, 32, 32) and np.all(data.mask.sum(axis=(1, 2)) > 20)
+  inside = data.mask[..., None] == 1
+  # The truth on the object, B's background around it: nothing counts against it on the object alone.
+  pasted = np.where(inside, data.truth, data.texture)
+  wrong_object = np.where(inside, -data.truth, data.truth)  # the truth's background, the object negated
+  np.testing.assert_array_equal(swapping.object_l1(pasted, data.truth, inside[..., 0]), 0.0)
+  np.testing.assert_allclose(
+    swapping.object_l1(wrong_object, data.truth, inside[..., 0]),
+    [2 * np.abs(t[m[..., 0]]).mean() for t, m in zip(data.truth, inside)],
+    rtol=1e-6,
+  )
+  assert np.all(swapping.object_l1(data.texture, data.truth, data.mask) > 0)
 
 
 def test_key_points_are_found_where_the_structure_puts_them():
