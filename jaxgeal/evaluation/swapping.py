@@ -6,7 +6,8 @@ a render's pose and shape (similarity, deformation, mirror) come from its own (s
 B the true hybrid "structure of A, texture of B" is `render(A's index, appearance_of=B's)`. For each pair this
 module scores swap(A, B) against that truth, beside the answers that need no model (copy A, copy B) and the
 autoencoder's reconstructions of A and of B, by mean absolute error, PSNR and the multi-scale local-contrast
-distance of the alignment demo (`losses.gangealing.LocalContrastDistance`: structure, not colour). It also
+distance of the alignment demo (`losses.gangealing.LocalContrastDistance`: structure, not colour), and by l1 on
+the truth's silhouette alone (`object_l1`), where B's background cannot help copying B. It also
 scores the reconstructions of A against A (Park et al. 2020, §4: reconstruction quality).
 
 Pixel distances to the truth also charge a candidate for texture it cannot know exactly (where B's spots and
