@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import shlex
@@ -60,9 +61,12 @@ def main(argv=None) -> int:
   pairs = swapping.render_pairs(
     args.num_pairs or d.num_pairs, d.size, d.heldout_seed, synthetic.RenderOptions(**d.render)
   )
-  result = swapping.evaluate(SwappingAutoencoder.load(model), pairs)
+  result = swapping.evaluate(SwappingAutoencoder.load(model), pairs, swapae_demo.detector(config).detect)
   seconds["evaluation"] = time.perf_counter() - t
-  machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, jax {jax.__version__} ({jax.default_backend()})"
+  from jaxgeal import throughput
+
+  cpu = f"{throughput.cpu_model()} ({platform.machine()}, {os.cpu_count()} cores)"
+  machine = f"{cpu}, jax {jax.__version__} ({jax.default_backend()})"
   result.update(
     command=" ".join(shlex.quote(a) for a in ["benchmarks/swapping.py", *(argv if argv is not None else sys.argv[1:])]),
     config=args.config,

@@ -98,6 +98,9 @@ class RenderOptions:
     occluder_prob: probability of a bar in front of the object; key points under it are invisible.
     max_clutter: at most this many background shapes (0..6; the drawn count is clipped, so other choices
       stay the same).
+    background_noise: add the value noise to the background's two-colour gradient. Without it the
+      background is three global numbers (direction, two colours) and no layout of its own, which a
+      spatial structure code would otherwise have to keep (the Swapping Autoencoder demo).
     closeup_prob: probability of a close-up: the scale is drawn from `closeup_scale` instead of `scale_range`
       (same uniform number), so the head overfills the frame and ears and chin are cut off (their key points
       invisible). Mixing both makes a category of two framings, as LSUN Cats mixes full bodies and upper bodies.
@@ -122,6 +125,7 @@ class RenderOptions:
   asymmetric: bool = True
   occluder_prob: float = 0.0
   max_clutter: int = _MAX_CLUTTER
+  background_noise: bool = True
   closeup_prob: float = 0.0
   closeup_scale: tuple[float, float] = (0.60, 0.80)
   rotation_offset: float = 0.0
@@ -254,6 +258,8 @@ def render(
     look = _draw(np.random.default_rng([int(i) for i in o.appearance_of]))
     r = {k: (r[k] if k in _POSE_DRAWS else look[k]) for k in r}
   r["num_clutter"] = min(r["num_clutter"], o.max_clutter)
+  if not o.background_noise:
+    r["bg_noise_amp"] = 0.0  # After the draws, so every other choice stays the same.
   mirrored = (r["mirror_u"] < o.mirror_prob) if mirror is None else bool(mirror)
   scale_range = o.closeup_scale if r["closeup_u"] < o.closeup_prob else o.scale_range
   warp = pose_warp(

@@ -171,5 +171,6 @@ def r1_loss(nets: Networks, real: jax.Array, crops: Sequence[CropDraws], opts: O
 
 
 def total(losses: dict) -> jax.Array:
-  """What the optimizer minimises: the sum of each loss's mean (upstream's `sum(v.mean() ...)`)."""
-  return sum(jnp.mean(v) for v in losses.values())
+  """What the optimizer minimises: the sum of each loss's mean (upstream's `sum(v.mean() ...)`); a float 0 when
+  every weight is 0 (e.g. lambda_GAN = lambda_PatchGAN = 0 leaves the discriminators nothing to learn)."""
+  return sum((jnp.mean(v) for v in losses.values()), jnp.zeros((), jnp.float32))

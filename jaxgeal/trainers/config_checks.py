@@ -300,8 +300,16 @@ def _demo(config, prefix: str, available: int):
   _gangealing(config.gangealing, f"{prefix}.gangealing", available)
 
 
+_SWAPAE_DEMO = [
+  ("detector.seed", NON_NEGATIVE_INT),
+  ("detector.num_images", POSITIVE_INT),
+  ("detector.steps", POSITIVE_INT),
+]
+
+
 def _swapae_demo(config, prefix: str, available: int):
   _check_fields(config, _DEMO, prefix)
+  _check_fields(config, _SWAPAE_DEMO, prefix)
   _swapae(config.swapae, f"{prefix}.swapae", available)
   if config.swapae.model.crop_size != config.data.size:
     raise ConfigError(

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxgeal import distributed, images, storage
 from jaxgeal.datasets import synthetic
-from jaxgeal.evaluation import swapping
+from jaxgeal.evaluation import keypoint_detector, swapping
 from jaxgeal.trainers import demo, swapae
 
 
@@ -35,6 +35,13 @@ def train(config, workdir: pathlib.Path, source: str) -> pathlib.Path:
     c.data.source = source
     swapae.train_and_evaluate(c, str(out))
   return out / "model"
+
+
+def detector(config) -> keypoint_detector.KeypointDetector:
+  """The colour-blind key point detector of the swap scores, trained on renders of `config.detector.seed`."""
+  d, k = config.data, config.detector
+  options = synthetic.RenderOptions(**d.render)
+  return keypoint_detector.train(d.size, options, k.seed, num_images=k.num_images, steps=k.steps)
 
 
 def grids(autoencoder, config) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   autoencoder = SwappingAutoencoder.load(model)
   d = config.data
   pairs = swapping.render_pairs(d.num_pairs, d.size, d.heldout_seed, synthetic.RenderOptions(**d.render))
-  result = swapping.evaluate(autoencoder, pairs)
+  result = swapping.evaluate(autoencoder, pairs, detector(config).detect)
   grid, truth = grids(autoencoder, config)
   images.save_image(workdir / "grid.png", grid)
   images.save_image(workdir / "truth.png", truth)

@@ -20,7 +20,9 @@ def test_tiny_demo_is_trained_scored_and_reported(tmp_path):
   assert result["num_pairs"] == 8 and result["training"]["steps"] == 2
   assert set(result["vs_truth"]) == {"swap", "copy_structure", "copy_texture", "rec_structure", "rec_texture"}
   assert all(0 <= w <= 1 for w in [*result["wins"].values(), *result["wins_object"].values()])
+  assert set(result["structure_pck"]) == {*result["vs_truth"], "truth"}  # the detector's own ceiling too
   text = out.read_text()
   assert "Written by `benchmarks/swapping.py --workdir" in text
   assert "| copy_texture |" in text and "l1 (object)" in text and "Reconstruction of A" in text
+  assert "PCK@0.1" in text and "On the truth itself it scores" in text
   assert (tmp_path / "w" / "swapae" / "model" / "model.json").exists()

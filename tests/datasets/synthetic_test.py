@@ -73,6 +73,25 @@ def test_max_clutter_removes_background_shapes_and_keeps_everything_else():
     synthetic.render(3, 0, 32, RenderOptions(max_clutter=7))
 
 
+def test_without_background_noise_the_background_is_a_plain_gradient_and_the_rest_is_unchanged():
+  options = RenderOptions(max_clutter=0)
+  smooth = dataclasses.replace(options, background_noise=False)
+  index = next(i for i in range(50) if synthetic._draw(np.random.default_rng([3, i]))["bg_noise_amp"] > 0.2)
+  noisy, plain = synthetic.render(3, index, 32, options), synthetic.render(3, index, 32, smooth)
+  np.testing.assert_array_equal(noisy["keypoints"], plain["keypoints"])
+  np.testing.assert_array_equal(noisy["mask"], plain["mask"])
+  inside = noisy["mask"] == 1.0
+  np.testing.assert_array_equal(noisy["image"][inside], plain["image"][inside])
+  outside = noisy["mask"] == 0.0
+  assert np.abs(noisy["image"][outside] - plain["image"][outside]).max() > 0.05
+  # What is left is linear in the pixel position along one direction (clipped at 0 and 1): its second
+  # differences vanish away from the clip and the object (exactly, up to the box filter's rounding).
+  bg = plain["image"].astype(np.float64)
+  free = outside[1:-1, 1:-1] & outside[:-2, 1:-1] & outside[2:, 1:-1]
+  dyy = bg[2:, 1:-1] - 2 * bg[1:-1, 1:-1] + bg[:-2, 1:-1]
+  assert np.abs(dyy[free]).max() < 2e-2
+
+
 def test_render_options_are_the_category_frozen_and_json_round_trips():
   options = RenderOptions(scale_range=[0.2, 0.3], appearance_of=[3, 5])  # e.g. from a config or JSON
   assert options.scale_range == (0.2, 0.3) and options.appearance_of == (3, 5)

@@ -61,7 +61,7 @@ def test_scores_rank_candidates_by_their_definitions():
   assert oracle["wins"]["copy_structure"] == oracle["wins"]["copy_texture"] == 1.0
   text = swapping.markdown(oracle)
   assert "| swap | 0.0000" in text and "100 % of pairs" in text
-  assert oracle["structure_pck"]["swap"] == {"0.1": 1.0, "0.2": 1.0}  # the truth itself: every point found
+  assert "structure_pck" not in oracle  # key point scores need a detector
   assert oracle["object_l1"]["swap"]["mean"] == 0.0 and oracle["wins_object"]["copy_texture"] == 1.0
 
 
@@ -81,15 +81,18 @@ def test_object_score_counts_the_silhouette_only():
   assert np.all(swapping.object_l1(data.texture, data.truth, data.mask) > 0)
 
 
-def test_key_points_are_found_where_the_structure_puts_them():
+def test_structure_pck_counts_detections_within_alpha_of_a_box_side_and_visible_points_only():
   data = swapping.render_pairs(8, 32, 7, OPTIONS)
-  np.testing.assert_array_equal(swapping.locate(data.truth, data.truth, data.keypoints), data.keypoints)
-  # The truth moved 3 px right: every point is found 3 px right (PCK@0.1 of a ~20 px box is 2 px: none).
-  shifted = np.pad(data.truth, ((0, 0), (0, 0), (3, 0), (0, 0)), mode="edge")[:, :, :32]
-  found = swapping.locate(shifted, data.truth, data.keypoints)
-  inner = (data.keypoints[..., 0] > 8) & (data.keypoints[..., 0] < 24)  # away from the edge padding
-  np.testing.assert_allclose((found - data.keypoints)[inner], np.tile([3.0, 0.0], (inner.sum(), 1)))
-  assert swapping.structure_pck(shifted, data)["0.1"] < 0.2
-  # Texture's image (B's pose) is scored by how far B's pose is from A's: below the truth, above a shuffle.
-  pck = lambda x: swapping.structure_pck(x, data)["0.1"]
-  assert pck(data.truth) == 1.0 > pck(data.texture) > pck(np.roll(data.truth, 8, axis=2))
+  side = np.max(data.bbox[:, 2:] - data.bbox[:, :2], axis=-1)
+  exact = lambda images: data.keypoints
+  assert swapping.structure_pck(data.truth, data, exact) == {"0.05": 1.0, "0.1": 1.0}
+  # Every detection 0.075 x the box side to the right: within alpha 0.1, not within 0.05.
+  off = lambda images: data.keypoints + np.stack([0.075 * side, 0 * side], -1)[:, None]
+  assert swapping.structure_pck(data.truth, data, off) == {"0.05": 0.0, "0.1": 1.0}
+  # Points the truth hides do not count, right or wrong.
+  hidden = data.keypoints + 100.0 * ~data.visibility[..., None]
+  assert swapping.structure_pck(data.truth, data, lambda images: hidden, alphas=(0.1,)) == {"0.1": 1.0}
+  result = swapping.evaluate(_Copy(), data, lambda images: data.keypoints, batch_size=4)
+  assert set(result["structure_pck"]) == {*swapping.CANDIDATES, "truth"}
+  text = swapping.markdown(result)
+  assert "PCK@0.05 | PCK@0.1 |" in text and "On the truth itself it scores PCK@0.05 1.000, PCK@0.1 1.000" in text

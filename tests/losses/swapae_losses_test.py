@@ -60,6 +60,8 @@ def test_r1_loss_matches_upstream(case):
 
 def test_total_is_the_sum_of_means():
   assert float(losses.total({"a": jnp.array([1.0, 3.0]), "b": jnp.array(5.0)})) == 7.0
+  # Every weight 0 (an autoencoder without GAN terms): nothing to minimise, still a differentiable float.
+  assert jax.grad(lambda w: losses.total({}) * w)(1.0) == 0.0
 
 
 def test_gan_loss_is_per_sample_softplus():

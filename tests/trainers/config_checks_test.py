@@ -62,6 +62,7 @@ def test_the_variant_list_is_complete():
     ("demo.py", "stylegan2.total_steps", 0, "config.stylegan2.total_steps=0: must be a positive integer"),
     ("demo.py", "data.render.mirror_prob", 2.0, "config.data.render.mirror_prob=2.0: must be a number in [0, 1]"),
     ("demo.py", "data.num_pairs", 0, "config.data.num_pairs=0: must be a positive integer"),
+    ("swapae_demo.py", "detector.steps", 0, "config.detector.steps=0: must be a positive integer"),
     ("cats.py", "dtype", "float16", "config.dtype='float16': must be one of ['float32', 'bfloat16']"),
     ("stylegan2_256.py", "dtype", "bf16", "config.dtype='bf16': must be one of ['float32', 'bfloat16']"),
     ("swapae_church.py", "dtype", "float64", "config.dtype='float64': must be one of ['float32', 'bfloat16']"),
