@@ -8,7 +8,7 @@ Everything is rendered (no downloads). The model is upstream's architecture narr
 structure code of 2 channels (the paper's code holds ~1 % of a 256 px image's values; 8 x 8 x 2 is 4 % of a
 32 px image's), a 64-d texture code, 16 px patches cropped at 1/4-1/2 of the image (upstream's 1/8-1/4 of 256 px
 would be 4-8 px crops here), R1 weight 1 (StyleGAN2's heuristic scales gamma with resolution squared), L1
-weight 10 (at weight 1 reconstructions stayed speckled at l1 ~0.24 from 1000 to 2000 steps).
+weight 10 (at upstream's 1 the reconstruction error stalled within 2000 steps; benchmarks/README.md).
 Writes swapping.json, report.md, grid.png (the swap grid) and truth.png (the true hybrids) into the workdir.
 """
 

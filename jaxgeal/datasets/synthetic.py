@@ -137,6 +137,8 @@ class RenderOptions:
       raise ValueError(f"deformation must be in [0, 1) for the warp to be invertible, got {self.deformation}")
     if not 0 <= self.max_clutter <= _MAX_CLUTTER:
       raise ValueError(f"max_clutter must be in [0, {_MAX_CLUTTER}], got {self.max_clutter}")
+    if not isinstance(self.background_noise, bool):
+      raise ValueError(f"background_noise must be True or False, got {self.background_noise!r}")
     if not 0.0 < self.clockwise_prob < 1.0:
       raise ValueError(f"clockwise_prob must be in (0, 1), got {self.clockwise_prob}")
     # Sequences from configs or JSON (lists) become tuples: the options stay immutable and hashable.

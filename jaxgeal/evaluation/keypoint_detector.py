@@ -2,9 +2,9 @@
 
 It answers "where does this image put A's key points?" whatever the image's colours, which is what the swap
 benchmark needs (`jaxgeal.evaluation.swapping.structure_pck`): template matching against the true hybrid
-cannot tell a right structure in wrong colours from a wrong one (on the demo's renders, A itself scored
-PCK@0.2 0.42 against B's 0.56, whose pose is not A's). The renderer draws pose and appearance apart, so a detector
-trained on renders of many appearances with their exact key points is colour-blind by construction.
+cannot tell a right structure in wrong colours from a wrong one (benchmarks/README.md). The renderer draws pose
+and appearance apart, so a detector trained on renders of many appearances with their exact key points is
+colour-blind by construction.
 Generated images are blurrier and noisier than renders; the training renders are blurred and noised at
 random so that the detector reads their structure too, and the benchmark reports its PCK on the
 autoencoder's own reconstructions beside the swap's (same artifacts, right structure).

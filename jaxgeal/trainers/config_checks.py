@@ -49,6 +49,7 @@ NON_NEGATIVE: Rule = (lambda v: _is_number(v) and v >= 0, "must be a number >= 0
 PROBABILITY: Rule = (lambda v: _is_number(v) and 0 <= v <= 1, "must be a number in [0, 1]")
 BETA: Rule = (lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)")
 DECAY: Rule = (lambda v: _is_number(v) and 0 < v <= 1, "must be a number in (0, 1]")
+BOOL: Rule = (lambda v: isinstance(v, bool), "must be True or False")
 
 
 def one_of(choices) -> Rule:
@@ -179,6 +180,7 @@ _DEMO = [
   ("data.render.clockwise_prob", PROBABILITY),
   ("data.render.deformation", NON_NEGATIVE),
   ("data.render.max_clutter", NON_NEGATIVE_INT),
+  ("data.render.background_noise", BOOL),
   ("data.render.max_rotation", NON_NEGATIVE),
 ]
 
@@ -302,7 +304,7 @@ def _demo(config, prefix: str, available: int):
 
 _SWAPAE_DEMO = [
   ("detector.seed", NON_NEGATIVE_INT),
-  ("detector.num_images", POSITIVE_INT),
+  ("detector.num_images", (lambda v: _is_int(v) and v >= 2, "must be an integer >= 2")),
   ("detector.steps", POSITIVE_INT),
 ]
 

@@ -90,6 +90,8 @@ def test_without_background_noise_the_background_is_a_plain_gradient_and_the_res
   free = outside[1:-1, 1:-1] & outside[:-2, 1:-1] & outside[2:, 1:-1]
   dyy = bg[2:, 1:-1] - 2 * bg[1:-1, 1:-1] + bg[:-2, 1:-1]
   assert np.abs(dyy[free]).max() < 2e-2
+  with pytest.raises(ValueError, match="background_noise must be True or False, got 'no'"):
+    RenderOptions(background_noise="no")
 
 
 def test_render_options_are_the_category_frozen_and_json_round_trips():
