@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jaxgeal import distributed, storage
+from jaxgeal import distributed, sharding, storage
 
 FORMAT = "jaxgeal-models"
 VERSION = 1
@@ -45,15 +45,6 @@ def _to_jsonable(x):
   return x
 
 
-def _to_numpy(x) -> np.ndarray:
-  """A host copy of a whole array; one split over several processes' devices is gathered (a collective)."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(x)
-
-
 def save_models(
   out_dir: str | os.PathLike,
   models: Mapping[str, tuple[str, Mapping, Any]],
@@ -65,7 +56,7 @@ def save_models(
   if (out / "model.json").exists() and not overwrite:
     raise FileExistsError(f"{out} already holds a model (model.json); pass overwrite=True (CLI: --overwrite)")
   out.mkdir(parents=True, exist_ok=True)
-  tree = {name: jax.tree_util.tree_map(_to_numpy, variables) for name, (_, _, variables) in models.items()}
+  tree = {name: sharding.to_host(variables) for name, (_, _, variables) in models.items()}
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(out / "variables", tree, force=True)
   ckptr.wait_until_finished()

@@ -171,6 +171,20 @@ def gather(tree, mesh: Mesh):
   return jax.lax.with_sharding_constraint(tree, jax.tree_util.tree_map(lambda _: replicated(mesh), tree))
 
 
+def to_host(tree):
+  """Host (numpy) copies of a pytree's whole arrays. An array split over several processes' devices is gathered
+  (a collective: every process must call this), where jax.device_get would refuse it."""
+
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+  return jax.tree_util.tree_map(fetch, tree)
+
+
 def shard_bytes(tree) -> int:
   """Bytes one device holds of a pytree of sharded arrays or ShapeDtypeStructs with shardings (the largest
   shard of each leaf: a device's share, whichever device)."""

@@ -1,7 +1,8 @@
 """Multi-process training (jaxgeal.distributed, launch/local.py): 2 processes x 2 fake CPU devices on loopback
-train the tiny GANgealing and StyleGAN2 configs to the same parameters and metrics as 1 process x 4 devices,
-only process 0 writes the run's outputs, a job killed after a checkpoint resumes exactly, and a coordinator
-that does not answer is one error line within the initialization timeout."""
+train the tiny GANgealing config, and the tiny StyleGAN2 config with its weights split across the processes
+(FSDP), to the same parameters and metrics as 1 process x 4 devices (data parallel); only process 0 writes the
+run's outputs, a job killed after a checkpoint resumes exactly, and a coordinator that does not answer is one
+error line within the initialization timeout."""
 
 import pathlib
 import subprocess
@@ -75,7 +76,9 @@ def test_only_process_0_writes_and_reports(gangealing_runs):
   assert sum("gangealing step 4/4" in l for l in (job_dir / "log.txt").read_text().splitlines()) == 1
 
 
-def test_stylegan2_on_two_processes_matches_one_process(tmp_path):
+def test_stylegan2_fsdp_over_two_processes_matches_one_data_parallel_process(tmp_path):
+  """The job splits every weight and Adam moment over all 4 devices of both processes (a 1 x 4 FSDP mesh: each
+  step gathers weights across processes); the single process keeps them whole (4 x 1, data parallel)."""
   # Every record holds the same image: each process reads its own slice of the records (a different one in
   # 2 processes than in 1), so only identical records give both runs the same global batches.
   synthetic.write_folder(tmp_path / "one", n=2, size=16, seed=3)
@@ -88,10 +91,11 @@ def test_stylegan2_on_two_processes_matches_one_process(tmp_path):
     "--config=configs/stylegan2_256.py:tiny",
     f"--config.data.source={report.path}",
     "--config.total_steps=1",  # the step with both regularisers: the largest program
-    "--config.vis_every=0",
+    "--config.vis_every=1",  # samples from the split weights, fetched to the host by every process
     "--config.batch_size=4",
   ]
-  job = multiprocess.run_job([*args, f"--workdir={tmp_path / 'job'}"])
+  fsdp = ["--config.mesh.fsdp=4", "--config.mesh.min_shard_size=0"]  # tiny weights: split every one the rule allows
+  job = multiprocess.run_job([*args, *fsdp, f"--workdir={tmp_path / 'job'}"])
   assert job.returncode == 0, job.stderr[-3000:]
   single = multiprocess.run_single([*args, f"--workdir={tmp_path / 'single'}"], devices=4)
   assert single.returncode == 0, single.stderr[-3000:]

@@ -383,7 +383,7 @@ def make_visualize(models: Models, config):
     return x, aligned, targets, jnp.mean(aligned.reshape((n, -1) + aligned.shape[1:]), axis=0)
 
   def grids(state, gen_vars):
-    x, aligned, targets, average = jax.device_get(visualize(state, gen_vars))
+    x, aligned, targets, average = sharding.to_host(visualize(state, gen_vars))
     k = models.num_heads
     out = {"x": images.make_grid(x), "aligned": images.make_grid(aligned), "targets": images.make_grid(targets)}
     out["average"] = images.make_grid(average)

@@ -62,7 +62,10 @@ def restore_or_init(
 
 def log_parameters(name: str, params: Any):
   """clu's table of parameter names, shapes and sizes to the log file, and their total on the console."""
-  table = parameter_overview.get_parameter_overview(jax.device_get(params), include_stats=False)
+  # Shapes only: under FSDP over several processes a parameter is not all in this process, so its values
+  # cannot be fetched here (and the table needs none).
+  shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+  table = parameter_overview.get_parameter_overview(shapes, include_stats=False)
   logging.info("%s parameters:\n%s", name, table, extra={"console": False})
   logging.info("%s: %s parameters", name, f"{parameter_overview.count_parameters(params):,}")
 

@@ -251,7 +251,7 @@ def make_visualize(models: Models, config):
   def sample(state):
     return models.G.apply({"params": state.g_ema, "noises": state.noises}, z, randomize_noise=False)
 
-  return lambda state: {"samples": images.make_grid(jax.device_get(sample(state)))}
+  return lambda state: {"samples": images.make_grid(sharding.to_host(sample(state)))}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=None) -> TrainState:

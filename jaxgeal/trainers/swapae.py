@@ -285,7 +285,7 @@ def make_visualize(models: Models, vis_images: np.ndarray, seed: int):
     return rec, nets.decode(s_all, t_all, key).reshape(n, n, *x.shape[1:])
 
   def visualize(state):
-    rec, swapped = jax.device_get(render(state))
+    rec, swapped = sharding.to_host(render(state))
     return {
       "reconstruction": images.make_grid(np.concatenate([vis_images, rec]), nrow=n),
       "swap_grid": swap_grid(vis_images, vis_images, swapped),
