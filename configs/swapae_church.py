@@ -38,10 +38,10 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.loss.patch_num_crops = 4
   c.optim.R1_once_every = 2
   c.data.size = 32
-  c.batch_size = 4
+  c.batch_size = 8  # 8: the 8-device trainer test runs the same programs with one image per device
   c.group_size = 2
-  c.micro_batch_size = 4
-  c.total_images = 32  # 4 steps of one D and one G iteration
+  c.micro_batch_size = 8
+  c.total_images = 64  # 4 steps of one D and one G iteration
   c.log_every = 1
   c.vis_every = 2
   c.ckpt_every = 2
