@@ -23,7 +23,10 @@ def get_config(arg=None):
   c.trainer = "swapae_demo"
   c.n_vis = 6
   # No clutter shapes, occluders or background value noise: their layout is drawn with the appearance, but a
-  # spatial structure code would rightly keep it, so the truth would be ambiguous.
+  # spatial structure code would rightly keep it, so the truth would be ambiguous. Plain fur (no stripes, spots
+  # or blotches): their placement on the head is drawn with the appearance too, and a global texture code
+  # carries a texture's statistics, not where each stripe lies, so pixel distances to the truth would punish
+  # a right swap. Colours, markings, lighting and backgrounds still come from the appearance.
   c.data = ml_collections.ConfigDict(
     dict(
       size=size,
@@ -31,7 +34,7 @@ def get_config(arg=None):
       num_train=4096,
       heldout_seed=1000,
       num_pairs=256,
-      render=dict(mirror_prob=0.5, deformation=0.2, max_clutter=0, background_noise=False),
+      render=dict(mirror_prob=0.5, deformation=0.2, max_clutter=0, background_noise=False, fur_texture=False),
     )
   )
   # The key point detector that scores where swaps put A's key points (jaxgeal.evaluation.keypoint_detector),

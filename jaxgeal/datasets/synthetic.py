@@ -101,6 +101,10 @@ class RenderOptions:
     background_noise: add the value noise to the background's two-colour gradient. Without it the
       background is three global numbers (direction, two colours) and no layout of its own, which a
       spatial structure code would otherwise have to keep (the Swapping Autoencoder demo).
+    fur_texture: draw the fur's stripes, spots or value noise (each on a quarter of the heads; the rest are
+      plain). Without it every head's fur is plain: colours, markings and lighting stay. The texture's
+      layout on the head (stripe phase, spot positions) is drawn with the appearance, which a global texture
+      code is not built to carry (the Swapping Autoencoder demo).
     closeup_prob: probability of a close-up: the scale is drawn from `closeup_scale` instead of `scale_range`
       (same uniform number), so the head overfills the frame and ears and chin are cut off (their key points
       invisible). Mixing both makes a category of two framings, as LSUN Cats mixes full bodies and upper bodies.
@@ -126,6 +130,7 @@ class RenderOptions:
   occluder_prob: float = 0.0
   max_clutter: int = _MAX_CLUTTER
   background_noise: bool = True
+  fur_texture: bool = True
   closeup_prob: float = 0.0
   closeup_scale: tuple[float, float] = (0.60, 0.80)
   rotation_offset: float = 0.0
@@ -137,8 +142,9 @@ class RenderOptions:
       raise ValueError(f"deformation must be in [0, 1) for the warp to be invertible, got {self.deformation}")
     if not 0 <= self.max_clutter <= _MAX_CLUTTER:
       raise ValueError(f"max_clutter must be in [0, {_MAX_CLUTTER}], got {self.max_clutter}")
-    if not isinstance(self.background_noise, bool):
-      raise ValueError(f"background_noise must be True or False, got {self.background_noise!r}")
+    for name in ("background_noise", "fur_texture"):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
     if not 0.0 < self.clockwise_prob < 1.0:
       raise ValueError(f"clockwise_prob must be in (0, 1), got {self.clockwise_prob}")
     # Sequences from configs or JSON (lists) become tuples: the options stay immutable and hashable.
@@ -262,6 +268,8 @@ def render(
   r["num_clutter"] = min(r["num_clutter"], o.max_clutter)
   if not o.background_noise:
     r["bg_noise_amp"] = 0.0  # After the draws, so every other choice stays the same.
+  if not o.fur_texture:
+    r["texture_kind"] = 0  # plain fur
   mirrored = (r["mirror_u"] < o.mirror_prob) if mirror is None else bool(mirror)
   scale_range = o.closeup_scale if r["closeup_u"] < o.closeup_prob else o.scale_range
   warp = pose_warp(

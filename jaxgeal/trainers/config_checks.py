@@ -181,6 +181,7 @@ _DEMO = [
   ("data.render.deformation", NON_NEGATIVE),
   ("data.render.max_clutter", NON_NEGATIVE_INT),
   ("data.render.background_noise", BOOL),
+  ("data.render.fur_texture", BOOL),
   ("data.render.max_rotation", NON_NEGATIVE),
 ]
 

@@ -94,6 +94,25 @@ def test_without_background_noise_the_background_is_a_plain_gradient_and_the_res
     RenderOptions(background_noise="no")
 
 
+def test_without_fur_texture_every_head_is_plain_and_the_rest_is_unchanged():
+  options = RenderOptions(max_clutter=0)
+  smooth = dataclasses.replace(options, fur_texture=False)
+  textured = [i for i in range(20) if synthetic._draw(np.random.default_rng([3, i]))["texture_kind"] != 0]
+  plain = next(i for i in range(20) if i not in textured)
+  np.testing.assert_array_equal(
+    synthetic.render(3, plain, 32, smooth)["image"], synthetic.render(3, plain, 32, options)["image"]
+  )
+  for index in textured[:3]:
+    a, b = synthetic.render(3, index, 32, options), synthetic.render(3, index, 32, smooth)
+    np.testing.assert_array_equal(a["keypoints"], b["keypoints"])
+    np.testing.assert_array_equal(a["mask"], b["mask"])
+    outside = a["mask"] == 0.0
+    np.testing.assert_array_equal(a["image"][outside], b["image"][outside])
+    assert np.abs(a["image"] - b["image"]).max() > 0.1  # the stripes, spots or blotches are gone
+  with pytest.raises(ValueError, match="fur_texture must be True or False, got 1"):
+    RenderOptions(fur_texture=1)
+
+
 def test_render_options_are_the_category_frozen_and_json_round_trips():
   options = RenderOptions(scale_range=[0.2, 0.3], appearance_of=[3, 5])  # e.g. from a config or JSON
   assert options.scale_range == (0.2, 0.3) and options.appearance_of == (3, 5)

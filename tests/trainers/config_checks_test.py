@@ -66,6 +66,7 @@ def test_the_variant_list_is_complete():
     ("swapae_demo.py", "detector.num_images", 1, "config.detector.num_images=1: must be an integer >= 2"),
     ("swapae_demo.py", "detector.seed", -1, "config.detector.seed=-1: must be an integer >= 0"),
     ("demo.py", "data.render.background_noise", "no", "config.data.render.background_noise='no': must be True"),
+    ("demo.py", "data.render.fur_texture", "no", "config.data.render.fur_texture='no': must be True"),
     ("cats.py", "dtype", "float16", "config.dtype='float16': must be one of ['float32', 'bfloat16']"),
     ("stylegan2_256.py", "dtype", "bf16", "config.dtype='bf16': must be one of ['float32', 'bfloat16']"),
     ("swapae_church.py", "dtype", "float64", "config.dtype='float64': must be one of ['float32', 'bfloat16']"),
