@@ -77,8 +77,9 @@ def test_only_process_0_writes_and_reports(gangealing_runs):
 
 
 def test_stylegan2_fsdp_over_two_processes_matches_one_data_parallel_process(tmp_path):
-  """The job splits every weight and Adam moment over all 4 devices of both processes (a 1 x 4 FSDP mesh: each
-  step gathers weights across processes); the single process keeps them whole (4 x 1, data parallel)."""
+  """The job splits the weights and Adam moments over all 4 devices of both processes (a 1 x 4 FSDP mesh, each
+  tensor on an axis 4 divides: each step gathers weights across processes); the single process keeps them
+  whole (4 x 1, data parallel)."""
   # Every record holds the same image: each process reads its own slice of the records (a different one in
   # 2 processes than in 1), so only identical records give both runs the same global batches.
   synthetic.write_folder(tmp_path / "one", n=2, size=16, seed=3)
