@@ -41,6 +41,11 @@ def _metrics(workdir):
   return [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
+def _leaves(state) -> list[np.ndarray]:
+  """E, G, D and Dpatch's parameters, in one fixed order."""
+  return [np.asarray(x) for name in NETS for x in jax.tree_util.tree_leaves(getattr(state, name))]
+
+
 def _assert_trees_equal(a, b):
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -86,13 +91,12 @@ def test_killed_run_resumes_exactly(full_run, tmp_path):
 
 MULTI_DEVICE = """
 import numpy as np
-from tests.trainers.swapae_trainer_test import NETS, tiny_config, fake_data, _metrics
+from tests.trainers.swapae_trainer_test import tiny_config, fake_data, _leaves, _metrics
 from jaxgeal.trainers import swapae as trainer
 c = tiny_config(4, num_devices=8)
 c.vis_every = 0  # visuals do not change the state; they would only add compilations
 state = trainer.train_and_evaluate(c, sys.argv[1] + "/d8", data=fake_data)
-leaves = [np.asarray(x) for name in NETS for x in jax.tree_util.tree_leaves(getattr(state, name))]
-np.savez(sys.argv[1] + "/d8.npz", *leaves)
+np.savez(sys.argv[1] + "/d8.npz", *_leaves(state))
 print(json.dumps(_metrics(sys.argv[1] + "/d8")))
 """
 
@@ -109,7 +113,7 @@ def test_eight_devices_give_the_steps_of_one(full_run, tmp_path):
     assert r8.keys() == r1.keys()
     for k in sorted(set(r1) - {"time", "steps_per_s", "step"}):
       np.testing.assert_allclose(r8[k], r1[k], rtol=1e-4, atol=1e-5, err_msg=f"step {r1['step']} {k}")
-  leaves = [np.asarray(x) for name in NETS for x in jax.tree_util.tree_leaves(getattr(one, name))]
+  leaves = _leaves(one)
   saved = np.load(tmp_path / "d8.npz")
   assert len(saved.files) == len(leaves) > 0
   for i, leaf in enumerate(leaves):
