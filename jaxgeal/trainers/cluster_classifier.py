@@ -151,8 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   state = jax.device_put(state, shardings(state))
   style_dim = lcfg["style_dim"]
 
-  @jax.jit
-  def step(state, variables):
+  def train_step(state, variables):
     key = jax.random.fold_in(state.rng, state.step)
     kz, kl = jax.random.split(key)
     z = sharding.constrain_batch(jax.random.normal(kz, (config.batch_size, style_dim)), mesh)
@@ -160,6 +159,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     params, opt = loop.apply_gradients(tx, grads, state.opt, state.params)
     metrics["lr"] = sched(state.step)
     return state.replace(step=state.step + 1, params=params, opt=opt), metrics
+
+  # Declared shardings keep the classifier and its Adam moments split as `shardings` says (FSDP); left to XLA's
+  # propagation, the moments of small tensors came back split too, unlike their parameters.
+  step = sharding.jit_step(
+    train_step,
+    mesh,
+    in_shardings=(shardings(state), sharding.param_shardings(mesh, variables)),
+    out_shardings=(shardings(state), sharding.replicated(mesh)),
+    donate_argnums=(0,),
+  )
 
   loop.log_parameters("cluster_classifier", state.params)
   writer = metric_writers.create_default_writer(workdir, resume_step=int(state.step))

@@ -13,7 +13,7 @@ Upstream splits each batch over its GPUs (DataParallel) and forms swap pairs and
 within each GPU's share: `group_size` (= batch_size / num_gpus of upstream's launcher) reproduces that, the
 groups run side by side (vmap). `micro_batch_size` (a multiple of group_size) accumulates gradients over
 micro-batches when the devices cannot hold a batch. Same plumbing as the other trainers: one jitted step on a
-data-parallel mesh, per-step keys fold_in(seed key, step), Orbax resume, metrics, image grids and a model
+(data x fsdp) mesh, per-step keys fold_in(seed key, step), Orbax resume, metrics, image grids and a model
 directory (E, G, D, Dpatch; what `python -m jaxgeal.convert swapae` writes) at the end.
 """
 

@@ -150,6 +150,7 @@ MULTI_DEVICE = """
 import shutil
 import numpy as np
 from tests.trainers.gangealing_trainer_test import tiny, rows
+from tests.trainers.multidevice import shard_shapes
 from jaxgeal.trainers import gangealing as trainer
 root = sys.argv[1]
 
@@ -169,8 +170,7 @@ for name, n, fsdp in (("1", 1, 1), ("8", 8, 1), ("fsdp", 8, 4)):  # fsdp: a 2 x 
   run(name, 2, n, fsdp)
   shutil.copytree(f"{root}/{name}", f"{root}/{name}@2")
   state, out[name], out[name + "_params"] = run(name, 3, n, fsdp)
-leaves = jax.tree_util.tree_flatten_with_path({k: getattr(state, k) for k in ("stn", "stn_ema", "stn_opt")})[0]
-out["shards"] = {jax.tree_util.keystr(p): [x.shape, x.addressable_shards[0].data.shape] for p, x in leaves}
+out["shards"] = shard_shapes({k: getattr(state, k) for k in ("stn", "stn_ema", "stn_opt")})
 # Step 3 after restoring step 2 on another mesh: 8 devices -> 1, 1 -> 4 (2 x 2 FSDP), FSDP -> data parallel.
 for name, src, n, fsdp in (("8to1", "8", 1, 1), ("1to4", "1", 4, 2), ("fsdp_to_dp", "fsdp", 8, 1)):
   _, out[name], out[name + "_params"] = run(name, 3, n, fsdp, resume=src + "@2")
@@ -198,9 +198,5 @@ def test_data_parallel_fsdp_and_restoring_on_another_mesh_give_the_losses_of_one
   for name, ref in (("8to1", "8"), ("1to4", "1"), ("fsdp_to_dp", "fsdp")):
     same(name, ref)
   # FSDP: every weight the rule splits (and its Adam moments) is a quarter per device.
-  sharded = 0
-  for path, (shape, shard) in out["shards"].items():
-    spec = trainer.sharding.fsdp_spec(shape, 4, 0)
-    assert shard == [d // 4 if i == len(spec) - 1 and spec else d for i, d in enumerate(shape)], path
-    sharded += bool(spec)
-  assert sharded > len(out["shards"]) // 3
+  assert multidevice.assert_fsdp_split(out["shards"], 4) > len(out["shards"]) // 3
+  multidevice.assert_moments_split_as_parameters(out["shards"], "stn", "['stn_opt'][0].{}")

@@ -110,6 +110,7 @@ def test_killed_run_resumes_exactly(full_run, tmp_path):
 
 
 MULTI_DEVICE = """
+from tests.trainers.multidevice import shard_shapes
 from tests.trainers.stylegan2_trainer_test import tiny_config, fake_data, _metrics
 from jaxgeal.trainers import stylegan2 as trainer
 out = {}
@@ -118,8 +119,7 @@ for name, n, fsdp, steps in (("1", 1, 1, 3), ("8", 8, 1, 3), ("fsdp", 8, 4, 2)):
   c.mesh.update(fsdp=fsdp, min_shard_size=0)  # tiny tensors: shard every one the rule allows
   state = trainer.train_and_evaluate(c, sys.argv[1] + f"/{name}", data=fake_data)
   out[name] = _metrics(sys.argv[1] + f"/{name}")
-leaves = jax.tree_util.tree_flatten_with_path({k: getattr(state, k) for k in ("g", "g_ema", "d", "g_opt", "d_opt")})[0]
-out["shards"] = {jax.tree_util.keystr(p): [x.shape, x.addressable_shards[0].data.shape] for p, x in leaves}
+out["shards"] = shard_shapes({k: getattr(state, k) for k in ("g", "g_ema", "d", "g_opt", "d_opt")})
 print(json.dumps(out))
 """
 
@@ -133,18 +133,9 @@ def test_eight_devices_give_the_losses_of_one_with_or_without_fsdp(tmp_path):
       if rf is not None:  # a 2 x 4 (data x fsdp) mesh: the 8-device data-parallel numbers
         np.testing.assert_allclose(rf[k], r8[k], rtol=1e-5, atol=1e-6, err_msg=f"fsdp step {r1['step']} {k}")
   # Under FSDP each device holds a quarter of every weight the rule splits, and of its Adam moments.
-  sharded = 0
-  for path, (shape, shard) in out["shards"].items():
-    spec = trainer.sharding.fsdp_spec(shape, 4, 0)
-    want = [d // 4 if i == len(spec) - 1 and spec else d for i, d in enumerate(shape)]
-    assert shard == want, path
-    sharded += bool(spec)
-  assert sharded > len(out["shards"]) // 3
-  for net in ("g", "d"):  # Adam's moments are split as their parameters
-    for path, (_, shard) in out["shards"].items():
-      if path.startswith(f"['{net}']"):
-        for moment in ("mu", "nu"):
-          assert out["shards"][path.replace(f"['{net}']", f"['{net}_opt'][0].{moment}", 1)][1] == shard, path
+  assert multidevice.assert_fsdp_split(out["shards"], 4) > len(out["shards"]) // 3
+  for net in ("g", "d"):
+    multidevice.assert_moments_split_as_parameters(out["shards"], net, f"['{net}_opt'][0].{{}}")
 
 
 @pytest.mark.slow  # ~85 s cold on a loaded 2-core CPU: its own (bfloat16) compiled steps
