@@ -81,11 +81,18 @@ def main(argv=None) -> int:
   out = pathlib.Path(args.out)
   json_path = pathlib.Path(args.json) if args.json else out.with_suffix(".json")
   json_path.write_text(json.dumps(result, indent=1))
+  # What the model saw: its own run's last logged step where known (a run resumed with a larger total_images
+  # trains past the config's), else the config's total.
+  if "training" in result:
+    steps = result["training"]["steps"]
+    trained = f"{steps:,} steps = {steps * 2 * config.swapae.batch_size:,} training images"
+  else:
+    trained = f"{config.swapae.total_images:,} training images (the config's)"
   header = [
     "# Swapping Autoencoder: swaps against exact ground truth",
     "",
     f"Written by `{result['command']}` on {machine}. Config `{pathlib.Path(args.config).name}`; model "
-    f"`{model}`; {config.swapae.total_images:,} training images at {d.size} px. JSON: `{json_path.name}`.",
+    f"`{model}`; {trained} at {d.size} px. JSON: `{json_path.name}`.",
     "",
   ]
   out.write_text("\n".join(header) + swapping.markdown(result))

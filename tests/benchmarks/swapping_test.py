@@ -23,6 +23,7 @@ def test_tiny_demo_is_trained_scored_and_reported(tmp_path):
   assert set(result["structure_pck"]) == {*result["vs_truth"], "truth"}  # the detector's own ceiling too
   text = out.read_text()
   assert "Written by `benchmarks/swapping.py --workdir" in text
+  assert "2 steps = 32 training images at 32 px" in text  # from the run's metrics: 2 x batch 8 per step
   assert "| copy_texture |" in text and "l1 (object)" in text and "Reconstruction of A" in text
   assert "PCK@0.1" in text and "On the truth itself it scores" in text
   assert (tmp_path / "w" / "swapae" / "model" / "model.json").exists()
