@@ -145,4 +145,5 @@ def training_manager(
   """CheckpointManager over `workdir/checkpoints` for trainer state (params, EMA, optimizer, step, RNG)."""
   path = storage.as_path(workdir) / "checkpoints"
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True)
-  return ocp.CheckpointManager(path, options=options)
+  # The handler named: item_metadata (the stored shapes a resume is checked against) needs it.
+  return ocp.CheckpointManager(path, options=options, item_handlers=ocp.StandardCheckpointHandler())

@@ -152,3 +152,12 @@ def test_a_training_run_logs_progress_with_eta_and_no_library_info(tmp_path):
   progress = [l for l in console if re.search(r"step [24]/4 \(\d+%\), [\d.e+-]+ steps/s, ETA \d+m\d\ds", l)]
   assert len(progress) == 2, console
   assert [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+  # Rerun in the same workdir with two STN heads: one line naming the array, nothing written.
+  steps = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+  proc = _run_main("--config=configs/cats.py:tiny", f"--workdir={workdir}", "--config.stn.num_heads=2")
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: {workdir} holds a checkpoint (step 4) of another model: "), last
+  assert "ll/coefficients is (1, 1) in the checkpoint and (2, 1) with this config" in last, last
+  assert "stn.num_heads 1 -> 2" in last and "Traceback" not in proc.stderr
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == steps

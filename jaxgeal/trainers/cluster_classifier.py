@@ -147,7 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     return init_with(t_vars["params"])
 
   manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
-  state = loop.restore_or_init(manager, init, init, shardings)
+  state = loop.restore_or_init(manager, init, init, shardings, config)
   state = jax.device_put(state, shardings(state))
   style_dim = lcfg["style_dim"]
 

@@ -38,6 +38,7 @@ from jaxgeal import checkpoint, distributed, images, storage
 from jaxgeal.align import Aligner, visualize
 from jaxgeal.datasets import synthetic
 from jaxgeal.evaluation import pck
+from jaxgeal.trainers import resume
 
 _LOSS_NOTES = {
   "lcn": "no pretrained VGG is available offline: multi-scale MSE of locally contrast-normalised images "
@@ -142,11 +143,11 @@ def train_stylegan2(config, workdir: pathlib.Path, source: str | None) -> pathli
   if shipped is not None:
     return shipped
   out = workdir / "stylegan2"
-  if not (out / "model" / "model.json").exists():
-    c = ml_collections.ConfigDict(config.stylegan2.to_dict())
-    c.data.source = source
-    if c.get("init_from") and not pathlib.Path(c.init_from).is_absolute():  # fine-tune a shipped generator
-      c.init_from = str(ASSETS.parent / c.init_from)
+  c = ml_collections.ConfigDict(config.stylegan2.to_dict())
+  c.data.source = source
+  if c.get("init_from") and not pathlib.Path(c.init_from).is_absolute():  # fine-tune a shipped generator
+    c.init_from = str(ASSETS.parent / c.init_from)
+  if not resume.finished(out, c):
     stylegan2.train_and_evaluate(c, str(out))
   return out / "model"
 
@@ -155,11 +156,11 @@ def train_gangealing(config, workdir: pathlib.Path, generator: pathlib.Path, fre
   from jaxgeal.trainers import gangealing
 
   out = workdir / name
-  if not (out / "model" / "model.json").exists():
-    c = ml_collections.ConfigDict(config.gangealing.to_dict())
-    c.generator.checkpoint = str(generator)
-    if freeze is not None:
-      c.ll.freeze = freeze
+  c = ml_collections.ConfigDict(config.gangealing.to_dict())
+  c.generator.checkpoint = str(generator)
+  if freeze is not None:
+    c.ll.freeze = freeze
+  if not resume.finished(out, c):
     gangealing.train_and_evaluate(c, str(out))
   return out / "model"
 

@@ -434,6 +434,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     lambda: init_state(models, config, gen_vars, perceptual, stn_tx, ll_tx),
     lambda: init_state_shapes(models, config, stn_tx, ll_tx),
     shardings,
+    config,
   )
   state = jax.device_put(state, shardings(state))
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -29,6 +30,7 @@ from clu import parameter_overview
 from tqdm import tqdm
 
 from jaxgeal.metric_writers import BaseWriter
+from jaxgeal.trainers import resume
 
 
 def apply_gradients(tx: optax.GradientTransformation, grads, opt_state, params):
@@ -42,21 +44,33 @@ def restore_or_init(
   init_fn: Callable[[], Any],
   abstract_fn: Callable[[], Any],
   shardings: Callable[[Any], Any] | None = None,
+  config: ml_collections.ConfigDict | None = None,
 ) -> Any:
   """The latest checkpoint restored into the structure of `abstract_fn()`, or `init_fn()` for a new run.
 
   `shardings(abstract tree) -> tree of shardings` restores each array straight onto the target mesh's layout,
-  whatever mesh wrote the checkpoint (Orbax reads the slices each device needs)."""
+  whatever mesh wrote the checkpoint (Orbax reads the slices each device needs). With `config`, the run's config
+  is recorded in the work directory, and a checkpoint of another model is refused (resume.ResumeError names
+  the array that differs) before anything is read."""
+  workdir = manager.directory.parent
   latest = manager.latest_step()
   if latest is None:
-    return init_fn()
-  abstract = jax.eval_shape(abstract_fn)
-  if shardings is not None:
-    abstract = jax.tree_util.tree_map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings(abstract)
-    )
-  state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
-  logging.info("resumed from %s at step %d", manager.directory, latest)
+    state = init_fn()
+  else:
+    abstract = jax.eval_shape(abstract_fn)
+    if config is not None:
+      diff = resume.changes(workdir, config)
+      resume.check_checkpoint(manager, latest, abstract, diff)
+      if diff:
+        logging.warning("resuming with config changes: %s", resume.describe(diff, limit=len(diff)))
+    if shardings is not None:
+      abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings(abstract)
+      )
+    state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+    logging.info("resumed from %s at step %d", manager.directory, latest)
+  if config is not None:
+    resume.record(workdir, config)
   return state
 
 

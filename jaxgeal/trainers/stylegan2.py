@@ -264,7 +264,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
   g_tx, d_tx = make_optimizers(config)
   manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
   state = loop.restore_or_init(
-    manager, lambda: init_state(models, config, g_tx, d_tx), lambda: init_state(models, config, g_tx, d_tx), shardings
+    manager,
+    lambda: init_state(models, config, g_tx, d_tx),
+    lambda: init_state(models, config, g_tx, d_tx),
+    shardings,
+    config,
   )
   state = jax.device_put(state, shardings(state))
   start = int(state.step)

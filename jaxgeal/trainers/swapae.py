@@ -312,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
   g_tx, d_tx = make_optimizers(config)
   manager = checkpoint.training_manager(workdir, max_to_keep=config.keep_checkpoints)
   init = lambda: init_state(models, config, g_tx, d_tx)
-  state = loop.restore_or_init(manager, init, init, shardings)
+  state = loop.restore_or_init(manager, init, init, shardings, config)
   state = jax.device_put(state, shardings(state))
   start = int(state.step)
   if data is None:

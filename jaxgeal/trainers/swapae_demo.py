@@ -26,14 +26,14 @@ import numpy as np
 from jaxgeal import distributed, images, storage
 from jaxgeal.datasets import synthetic
 from jaxgeal.evaluation import keypoint_detector, swapping
-from jaxgeal.trainers import demo, swapae
+from jaxgeal.trainers import demo, resume, swapae
 
 
 def train(config, workdir: pathlib.Path, source: str) -> pathlib.Path:
   out = workdir / "swapae"
-  if not (out / "model" / "model.json").exists():
-    c = ml_collections.ConfigDict(config.swapae.to_dict())
-    c.data.source = source
+  c = ml_collections.ConfigDict(config.swapae.to_dict())
+  c.data.source = source
+  if not resume.finished(out, c):
     swapae.train_and_evaluate(c, str(out))
   return out / "model"
 
