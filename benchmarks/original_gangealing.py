@@ -1,6 +1,7 @@
-"""The original PyTorch GANgealing timed as `gangealing_step.py` times jaxgeal: its training step and its
-congealing, paper configuration (random weights: frozen 256 px generator, channel multiplier 2, similarity +
-flow STN at flow size 128, LPIPS-VGG16, inject 5), median seconds of `--repeats` calls after one warm-up call.
+"""The original PyTorch GANgealing timed as `gangealing_step.py` and `stylegan2.py` time jaxgeal: its training
+step, its generator's forward and its congealing, paper configuration (random weights: frozen 256 px generator,
+channel multiplier 2, similarity + flow STN at flow size 128, LPIPS-VGG16, inject 5), median seconds of
+`--repeats` calls after one warm-up call.
 
 It runs the unmodified upstream code (wpeebles/gangealing, `models/` at commit ffa6387) under a CPU PyTorch,
 in an environment of its own (jaxgeal needs no torch):
@@ -188,6 +189,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--upstream", required=True, help="a clone of wpeebles/gangealing")
   p.add_argument("--batch_sizes", default="1,5", help="training step batch sizes, comma-separated")
+  p.add_argument("--g_batch_sizes", default="1,4", help="generator forward batch sizes ('' for none)")
   p.add_argument("--congeal_batch_size", type=int, default=8)
   p.add_argument("--iters", default="1,3", help="congealing similarity passes, comma-separated")
   p.add_argument("--repeats", type=int, default=3)
@@ -222,6 +224,19 @@ def main(argv=None):
   for batch in map(int, args.batch_sizes.split(",")):
     seconds, first = timed(lambda b=batch: train_step(m, b), args.repeats)
     rows.append(row(f"train step, batch {batch}", seconds, batch, first, batch=batch, **common))
+    if not args.json:
+      print(json.dumps(rows[-1]), flush=True)
+  for batch in map(int, args.g_batch_sizes.split(",") if args.g_batch_sizes else []):
+    z = torch.randn(batch, 512, generator=torch.Generator().manual_seed(2))
+
+    @torch.no_grad()
+    def forward(z=z):
+      return m.G([z])[0]  # upstream's default: fresh noise maps each call
+
+    seconds, first = timed(forward, args.repeats)
+    rows.append(
+      row(f"G fwd, {args.gen_size} px, batch {batch}", seconds, batch, first, size=args.gen_size, batch=batch)
+    )
     if not args.json:
       print(json.dumps(rows[-1]), flush=True)
   n = args.congeal_batch_size

@@ -1,6 +1,7 @@
 """jaxgeal against the original PyTorch GANgealing on this machine: `gangealing_step.py` (paper config, LPIPS)
-and `original_gangealing.py` run alternately, `--rounds` times each, and one table of both with their ratios
-(issue 25's goal: a training step in at most 0.4x the original's seconds, congealing at 3x its images/s).
+with `stylegan2.py` (the 256 px generator's forward) and `original_gangealing.py` run alternately, `--rounds`
+times each, and one table of both with their ratios (issue 25's goal: a training step in at most 0.4x the
+original's seconds, congealing at 3x its images/s).
 
   .venv/bin/python benchmarks/versus_original.py --upstream /tmp/gangealing \
       --torch_python /tmp/torch-cpu/bin/python --markdown benchmarks/versus_original.md
@@ -22,6 +23,7 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_IMPL = "input_scaling"  # jaxgeal.ops.modulated_conv.DEFAULT_IMPL; not imported: that would start JAX here
 
 
 def last_json(stdout: str) -> dict:
@@ -38,6 +40,19 @@ def run(cmd: list[str]) -> dict:
   if res.returncode != 0:
     sys.exit(f"error: {' '.join(cmd[:2])} failed (exit {res.returncode}): {res.stderr.strip().splitlines()[-1:]}")
   return last_json(res.stdout)
+
+
+def merge(reports: list[dict]) -> dict:
+  """One round's reports as one: all rows (a generator row's modulated-conv implementation dropped from its
+  name, as the original has one), every library's best matmul peak."""
+  peaks, rows = {}, []
+  for report in reports:
+    for k, v in report["matmul_peak_gflops_per_s"].items():
+      if k not in ("best", "n"):
+        peaks[k] = max(peaks.get(k, 0.0), v)
+    for r in report["results"]:
+      rows.append(dict(r, workload=r["workload"].removesuffix(f", {r['impl']}")) if "impl" in r else r)
+  return dict(reports[0], matmul_peak_gflops_per_s=dict(peaks, best=max(peaks.values())), results=rows)
 
 
 def best_seconds(reports: list[dict]) -> dict[str, float]:
@@ -107,17 +122,21 @@ def main(argv=None):
   p.add_argument("--rounds", type=int, default=2)
   p.add_argument("--batch_sizes", default="1,5")
   p.add_argument("--iters", default="1,3")
+  p.add_argument("--g_batch_sizes", default="1,4", help="StyleGAN2 256 px generator forward ('' for none)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--out", default=None, help="write the JSON here (default: print it)")
   p.add_argument("--markdown", default=None, help="also write the table to this markdown file")
   args = p.parse_args(argv)
   shared = ["--batch_sizes", args.batch_sizes, "--iters", args.iters, "--repeats", str(args.repeats), "--json"]
   ours_cmd = [sys.executable, "benchmarks/gangealing_step.py", "--configs", "paper", "--perceptual", "lpips", *shared]
+  generator_cmd = [sys.executable, "benchmarks/stylegan2.py", "--sizes", "256", "--batch_sizes", args.g_batch_sizes]
+  generator_cmd += ["--modes", "fwd", "--impls", DEFAULT_IMPL, "--repeats", str(args.repeats)]
   original_cmd = [args.torch_python, "benchmarks/original_gangealing.py", "--upstream", args.upstream, *shared]
+  original_cmd += ["--g_batch_sizes", args.g_batch_sizes]
   ours, original = [], []
   for i in range(args.rounds):
     print(f"round {i + 1}/{args.rounds}: jaxgeal", file=sys.stderr, flush=True)
-    ours.append(run(ours_cmd))
+    ours.append(merge([run(ours_cmd)] + ([run(generator_cmd)] if args.g_batch_sizes else [])))
     print(f"round {i + 1}/{args.rounds}: original", file=sys.stderr, flush=True)
     original.append(run(original_cmd))
   result = compare(ours, original)

@@ -54,3 +54,18 @@ def test_the_last_json_object_is_read_past_other_output():
   assert versus.last_json(out) == {"benchmark": "x", "results": []}
   with pytest.raises(ValueError, match="no JSON object"):
     versus.last_json("Traceback ...\n")
+
+
+def test_a_round_merges_both_jaxgeal_reports_and_names_generator_rows_as_the_original_does():
+  step = report({"numpy": 250.0, "jax": 300.0}, {("train step, batch 1", 1): 2.0})
+  generator = report({"numpy": 260.0, "jax": 280.0, "n": 4096}, {})
+  generator["results"] = [{"workload": "G fwd, 256 px, batch 4, input_scaling", "impl": "input_scaling", "batch": 4}]
+  merged = versus.merge([step, generator])
+  assert merged["matmul_peak_gflops_per_s"] == {"numpy": 260.0, "jax": 300.0, "best": 300.0}
+  assert [r["workload"] for r in merged["results"]] == ["train step, batch 1", "G fwd, 256 px, batch 4"]
+
+
+def test_the_generator_rows_use_jaxgeals_default_modulated_conv():
+  from jaxgeal.ops import modulated_conv
+
+  assert versus.DEFAULT_IMPL == modulated_conv.DEFAULT_IMPL
