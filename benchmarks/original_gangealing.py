@@ -34,8 +34,12 @@ import time
 import types
 
 import numpy as np
-import torch
-from torch import nn
+
+try:
+  import torch
+  from torch import nn
+except ModuleNotFoundError:  # jaxgeal's own environment: the parser (--help, tests) works, main says what to do
+  torch = nn = None
 
 UPSTREAM_COMMIT = "ffa6387c7ffd3f7de76bdc693dc2272e274e9bfd"
 
@@ -185,8 +189,12 @@ def row(name, seconds, images, first, **extra):
   return {"workload": name, **extra, "seconds": seconds, "images_per_s": images / seconds, "first_call_s": first}
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawTextHelpFormatter,
+    allow_abbrev=False,
+  )
   p.add_argument("--upstream", required=True, help="a clone of wpeebles/gangealing")
   p.add_argument("--batch_sizes", default="1,5", help="training step batch sizes, comma-separated")
   p.add_argument("--g_batch_sizes", default="1,4", help="generator forward batch sizes ('' for none)")
@@ -198,7 +206,13 @@ def main(argv=None):
   p.add_argument("--flow_size", type=int, default=128)
   p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
   p.add_argument("--json", action="store_true", help="print only the final JSON object")
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  if torch is None:
+    sys.exit("error: this script runs the original under PyTorch, not in jaxgeal's environment: see its docstring")
   upstream = pathlib.Path(args.upstream).resolve()
   if not (upstream / "models" / "losses" / "loss.py").is_file():
     sys.exit(f"error: --upstream {args.upstream}: not a clone of wpeebles/gangealing (no models/losses/loss.py)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -115,8 +116,8 @@ def markdown(result: dict, info: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
   p.add_argument("--upstream", required=True, help="a clone of wpeebles/gangealing")
   p.add_argument("--torch_python", required=True, help="the Python of an environment with a CPU PyTorch")
   p.add_argument("--rounds", type=int, default=2)
@@ -126,7 +127,13 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--out", default=None, help="write the JSON here (default: print it)")
   p.add_argument("--markdown", default=None, help="also write the table to this markdown file")
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  if shutil.which(args.torch_python) is None:
+    sys.exit(f"error: --torch_python {args.torch_python}: no such program (the Python of a PyTorch environment)")
   shared = ["--batch_sizes", args.batch_sizes, "--iters", args.iters, "--repeats", str(args.repeats), "--json"]
   ours_cmd = [sys.executable, "benchmarks/gangealing_step.py", "--configs", "paper", "--perceptual", "lpips", *shared]
   generator_cmd = [sys.executable, "benchmarks/stylegan2.py", "--sizes", "256", "--batch_sizes", args.g_batch_sizes]
