@@ -101,7 +101,8 @@ def markdown(result: dict, info: dict) -> str:
     f"Measured on {info['date']} on {info['cpu']}, {info['cpu_count']} cores: jax {info['jax']}, torch "
     f"{info['torch']}, the original at commit {(info['upstream_commit'] or 'unknown (not a git clone)')[:7]}; "
     f"{info['rounds']} alternating rounds (best of each side). Paper config, LPIPS, random weights. Peak: best "
-    f"fp32 4096² matmul of numpy, jax and torch in the run, {result['peak_gflops_per_s']:.0f} GFLOP/s.",
+    f"fp32 4096² matmul of numpy, jax and torch in the run, {result['peak_gflops_per_s']:.0f} GFLOP/s."
+    + (f" jaxgeal's XLA_FLAGS: `{info['xla_flags']}`." if info.get("xla_flags") else ""),
     "",
     "| workload | original s | jaxgeal s | jaxgeal / original time | images/s: original · jaxgeal | fraction of peak: "
     "original · jaxgeal |",
@@ -151,6 +152,7 @@ def main(argv=None):
     "cpu": ours[0]["cpu"],
     "cpu_count": ours[0]["cpu_count"],
     "jax": ours[0]["jax"],
+    "xla_flags": ours[0].get("xla_flags", ""),
     "torch": original[0]["torch"],
     "upstream_commit": original[0].get("upstream_commit"),
     "date": time.strftime("%Y-%m-%d"),

@@ -98,7 +98,8 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-  """Where the numbers come from: CPU, cores, JAX version and backend, and the 1-minute load (other jobs)."""
+  """Where the numbers come from: CPU, cores, JAX version and backend, the 1-minute load (other jobs) and the
+  XLA_FLAGS the process ran with (XLA:CPU's options change the times, see benchmarks/README.md)."""
   return {
     "cpu": cpu_model(),
     "cpu_count": os.cpu_count(),
@@ -106,6 +107,7 @@ def machine() -> dict:
     "backend": jax.default_backend(),
     "device": str(jax.devices()[0]),
     "load_average_1min": os.getloadavg()[0],
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
 
 
@@ -115,7 +117,8 @@ def markdown(rows: list[dict], title: str, info: dict) -> str:
     f"### {title}",
     "",
     f"Measured on {info['cpu']}, {info['cpu_count']} cores, jax {info['jax']} ({info['backend']}); load average "
-    f"{info['load_average_1min']:.1f} at the start. Peak: best fp32 matmul (numpy / jax) in the same run.",
+    f"{info['load_average_1min']:.1f} at the start. Peak: best fp32 matmul (numpy / jax) in the same run."
+    + (f" XLA_FLAGS: `{info['xla_flags']}`." if info.get("xla_flags") else ""),
     "",
     "| workload | s | images/s | GFLOP | GFLOP/s | fraction of peak | compile s |",
     "|---|---|---|---|---|---|---|",

@@ -41,3 +41,12 @@ def test_markdown_names_the_machine_and_every_workload():
   rows = [throughput.row(w, 1.0, 1, 1e9, 10.0, 0.0) for w in ("train b1", "congeal i3")]
   text = throughput.markdown(rows, "GANgealing", info)
   assert info["cpu"] in text and "train b1" in text and "congeal i3" in text and "0.10" in text
+
+
+def test_markdown_names_the_xla_flags_a_run_used(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
+  info = throughput.machine()
+  assert info["xla_flags"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
+  assert "XLA_FLAGS: `--xla_cpu_experimental_ynn_fusion_type=dot`" in throughput.markdown([], "GANgealing", info)
+  monkeypatch.delenv("XLA_FLAGS")
+  assert "XLA_FLAGS" not in throughput.markdown([], "GANgealing", throughput.machine())

@@ -47,6 +47,9 @@ def test_best_rounds_ratios_and_fractions_of_the_best_peak():
   assert "on CPU (AVX2), 2 cores: jax 0.10.2, torch 2.13.0, the original at commit ffa6387; 2 alternating" in table
   assert "| train step, batch 5 | 20.000 | 8.000 | 0.40x | 0.25 · 0.62 | 0.20 · 0.50 |" in table
   assert "G forward" not in table  # measured by one side only
+  assert "XLA_FLAGS" not in table
+  flagged = versus.markdown(result, dict(info, upstream_commit=None, xla_flags="--xla_cpu_use_onednn=true"))
+  assert "jaxgeal's XLA_FLAGS: `--xla_cpu_use_onednn=true`." in flagged
 
 
 def test_the_last_json_object_is_read_past_other_output():
