@@ -36,7 +36,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxgeal import compile_cache, sharding, throughput
+from jaxgeal import compile_cache, sharding, throughput, xla_cpu
 from jaxgeal.models import lpips
 from jaxgeal.ops import mipmap
 from jaxgeal.trainers import config_variants
@@ -88,16 +88,22 @@ def bench_config(variant, args, peak) -> list[dict]:
     rows.append(throughput.row(name, seconds, batch, flops, peak, first - seconds, batch=batch, **common))
   n = args.congeal_batch_size
   x = jax.random.uniform(jax.random.PRNGKey(1), (n, base.real_size, base.real_size, 3), minval=-1, maxval=1)
+  # Congealing compiles as jaxgeal.align's Aligner does (jaxgeal.xla_cpu's options); --compare_xla_defaults adds
+  # the same programs under XLA's defaults, timed alternately with them.
+  variants = [("", xla_cpu.compiler_options())]
+  if args.compare_xla_defaults:
+    variants.append((" (XLA defaults)", {}))
   for iters in [int(i) for i in args.iters.split(",") if i]:
-    congeal = jax.jit(
-      lambda p, x, iters=iters: (
-        trainer.stn_lib.apply_for_training(models.stn, p, x, padding_mode="border", iters=iters).image
-      )
+    fn = lambda p, x, iters=iters: (
+      trainer.stn_lib.apply_for_training(models.stn, p, x, padding_mode="border", iters=iters).image
     )
-    seconds, first = throughput.timed(congeal, state.stn_ema, x, repeats=args.repeats)
-    flops = throughput.compiled_flops(congeal, state.stn_ema, x)
-    name = f"congeal {base.real_size}->{base.stn.flow_size}, batch {n}, iters {iters}"
-    rows.append(throughput.row(name, seconds, n, flops, peak, first - seconds, batch=n, iters=iters, **common))
+    congeals = [jax.jit(fn, compiler_options=options) for _, options in variants]
+    timings = throughput.timed_alternately(congeals, (state.stn_ema, x), repeats=args.repeats)
+    for (suffix, options), congeal, (seconds, first) in zip(variants, congeals, timings):
+      flops = throughput.compiled_flops(congeal, state.stn_ema, x)
+      name = f"congeal {base.real_size}->{base.stn.flow_size}, batch {n}, iters {iters}{suffix}"
+      extra = dict(batch=n, iters=iters, compiler_options=options, **common)
+      rows.append(throughput.row(name, seconds, n, flops, peak, first - seconds, **extra))
   return rows
 
 
@@ -175,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--compilation_cache", default="off", help="a persistent compilation cache directory (default off)")
   p.add_argument("--parts", action="store_true", help="also time the training step's parts (see above)")
   p.add_argument("--startup", action="store_true", help="measure first and second start (see above)")
+  p.add_argument(
+    "--compare_xla_defaults",
+    action="store_true",
+    help="also time congealing compiled with XLA's default options, alternating (jaxgeal.xla_cpu)",
+  )
   return p
 
 

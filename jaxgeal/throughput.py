@@ -13,7 +13,7 @@ import pathlib
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -34,6 +34,25 @@ def timed(fn: Callable[..., Any], *args, repeats: int = 3) -> tuple[float, float
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - t0)
   return statistics.median(times), first
+
+
+def timed_alternately(fns: Sequence[Callable[..., Any]], args: tuple, repeats: int = 3) -> list[tuple[float, float]]:
+  """`timed` for several functions of the same `args`, their timed calls interleaved (fn 0, fn 1, ..., fn 0, ...)
+  so that a change in the machine's load falls on all of them alike: one (median, first call) pair per function."""
+  firsts = []
+  for fn in fns:
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    firsts.append(time.perf_counter() - t0)
+  for fn in fns:
+    jax.block_until_ready(fn(*args))
+  times = [[] for _ in fns]
+  for _ in range(max(1, repeats)):
+    for fn, ts in zip(fns, times):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      ts.append(time.perf_counter() - t0)
+  return [(statistics.median(ts), first) for ts, first in zip(times, firsts)]
 
 
 def compiled_flops(jitted, *args, **kwargs) -> float:

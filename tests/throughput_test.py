@@ -1,5 +1,7 @@
 """jaxgeal.throughput: the numbers the speed benchmarks report are computed as they say."""
 
+import time
+
 import jax
 import jax.numpy as jnp
 
@@ -29,6 +31,23 @@ def test_timed_waits_for_results_and_separates_the_first_call():
 
   median, first = throughput.timed(fn, 1.0, repeats=3)
   assert len(calls) == 5 and median >= 0 and first >= 0  # first call, warm-up, 3 timed
+
+
+def test_timed_alternately_interleaves_the_timed_calls():
+  calls = []
+
+  def make(name, seconds):
+    def fn(x):
+      calls.append(name)
+      time.sleep(seconds)
+      return jnp.asarray(x)
+
+    return fn
+
+  (slow, _), (fast, _) = throughput.timed_alternately([make("a", 0.02), make("b", 0.0)], (1.0,), repeats=3)
+  # First calls, warm-ups, then a, b three times over: a change of load falls on both alike.
+  assert calls == ["a", "b", "a", "b"] + ["a", "b"] * 3
+  assert slow >= 0.02 > fast
 
 
 def test_matmul_peak_reports_both_libraries_and_the_best():

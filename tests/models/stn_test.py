@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxgeal import xla_cpu
 from jaxgeal.convert import gangealing
 from jaxgeal.losses.gangealing import total_variation_loss
 from jaxgeal.models import cluster_classifier as cc
@@ -69,8 +70,8 @@ def _split_top(text: str, sep: str = ",") -> list[str]:
 class Replayer:
   """Our modules for one fixture and a cache of jitted callables keyed by static configuration."""
 
-  def __init__(self, fx):
-    self.fx = fx
+  def __init__(self, fx, compiler_options: dict | None = None):
+    self.fx, self.compiler_options = fx, compiler_options
     ckpt = fixtures.load_checkpoint(fx, fx.checkpoint_file())
     self.config, self.variables = gangealing.convert_stn(ckpt["t_ema"])
     self.k = self.config["num_heads"]
@@ -138,7 +139,9 @@ class Replayer:
     if key not in self._jitted:
       module, variables = self.targets[target]
       method = module.forward_with_flip if target.endswith("forward_with_flip") else module.__call__
-      fn = jax.jit(lambda v, x, arrs: module.apply(v, x, **static, **arrs, method=method))
+      fn = jax.jit(
+        lambda v, x, arrs: module.apply(v, x, **static, **arrs, method=method), compiler_options=self.compiler_options
+      )
       self._jitted[key] = functools.partial(fn, variables)
       self.compiles += 1
     out = self._jitted[key](jnp.asarray(_to_nhwc(x)), arrays)
@@ -188,15 +191,18 @@ def _pick(name: str, out):
 
 
 @functools.cache
-def _replayer(fx_id: str) -> Replayer:
+def _replayer(fx_id: str, compiled_as: str = "xla_defaults") -> Replayer:
   (fx,) = [p.values[0] for p in collect("stn") if p.values[0] is not None and p.values[0].id == fx_id]
-  return Replayer(fx)
+  return Replayer(fx, xla_cpu.compiler_options() if compiled_as == "aligner" else None)
 
 
 @pytest.mark.parity
+@pytest.mark.parametrize("compiled_as", ["xla_defaults", "aligner"])
 @pytest.mark.parametrize("fx", collect("stn"))
-def test_stn_parity(fx):
-  rp = _replayer(fx.id)
+def test_stn_parity(fx, compiled_as):
+  """Every recorded output, compiled as the trainers compile (XLA's defaults) and as `Aligner` congeals
+  (jaxgeal.xla_cpu's options: the same tolerances)."""
+  rp = _replayer(fx.id, compiled_as)
   checked, skipped, errors, failures = set(), set(), {}, []
   for call in fx.meta["calls"]:
     outputs = [o for o in call["outputs"] if not _is_point_output(o)]
