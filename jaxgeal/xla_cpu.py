@@ -1,10 +1,10 @@
 """XLA:CPU compiler options for jaxgeal's forward-only programs (congealing and the commands built on it).
 
 jaxlib 0.10.2's XLA:CPU hands every single convolution and dot to the YNNPACK library. For the spatial
-transformer's convolutions XLA's own kernels are faster: a 3x3, 512-channel convolution at 32 x 32 and batch 8
-ran 3-4x faster on a 2-core AVX2 EPYC, and congealing 256 -> 128 10-20 % faster on the AVX2 and AVX-512 EPYCs
-these benchmarks ran on (benchmarks/README.md, "XLA:CPU's YNNPACK options"). `INFERENCE_OPTIONS` keeps only dots
-in YNNPACK (`individual_dot`; the `dot` fusion miscompiles, see there).
+transformer's convolutions XLA's own kernels are faster on the CPUs measured: congealing 256 -> 128 ran 21-23 %
+faster on a 2-core AVX2 EPYC and 10-18 % on an AVX-512 one (benchmarks/README.md, "XLA:CPU's YNNPACK options"
+and the paragraph after it). `INFERENCE_OPTIONS` keeps only dots in YNNPACK (`individual_dot`; the `dot` fusion
+miscompiles, see there).
 
 Only forward programs take them: the sums run in another order, which moves float32 results by rounding. That
 keeps the STN's outputs within the parity tolerances (tests/models/stn_test.py runs them under these options),
