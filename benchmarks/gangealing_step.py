@@ -8,6 +8,9 @@ peak measured in the same run (jaxgeal.throughput); compile time apart.
   .venv/bin/python benchmarks/gangealing_step.py --configs paper --perceptual lpips --json
   .venv/bin/python benchmarks/gangealing_step.py --configs paper --batch_sizes 1,5 --iters 1,3 --markdown out.md
 
+Congealing compiles with the XLA:CPU options `jaxgeal.align`'s Aligner uses (jaxgeal.xla_cpu; each row's
+`compiler_options`); `--compare_xla_defaults` adds the same programs under XLA's defaults, timed alternately.
+
 `--parts` adds where the training step's time goes: each part of the step jitted alone at the first batch size
 (the generator's forward for the unaligned images; the targets G(c) forward + backward into the latent
 learner; the STN forward + backward into its weights; the perceptual loss forward + backward into both images;
