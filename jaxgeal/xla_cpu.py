@@ -14,7 +14,8 @@ training steps compile with XLA's defaults.
 `compiler_options()` returns the options for `jax.jit(..., compiler_options=...)`, or {} where they do not
 apply: a backend other than the CPU, a jaxlib that does not know the option (probed once by compiling a tiny
 program; an unknown option is an error, not a warning), XLA_FLAGS that already set it (the user's choice
-stands), or $JAXGEAL_XLA_CPU_OPTIONS set to `off`.
+stands), or $JAXGEAL_XLA_CPU_OPTIONS set to `off` (`on`, the default, or `off`; anything else is a
+ValueError, which the commands print as one line).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import jax.numpy as jnp
 OPTION = "xla_cpu_experimental_ynn_fusion_type"
 INFERENCE_OPTIONS = {OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 ENV = "JAXGEAL_XLA_CPU_OPTIONS"
-OFF = ("off", "none", "0", "false", "")
+ON = ("on", "1", "true")
+OFF = ("off", "0", "false")
 
 
 @functools.cache
@@ -43,7 +45,10 @@ def _accepted(options: tuple[tuple[str, str], ...]) -> bool:
 
 def compiler_options() -> dict[str, str]:
   """`INFERENCE_OPTIONS` where they apply (see the module docstring), else {}."""
-  if os.environ.get(ENV, "on").strip().lower() in OFF:
+  setting = os.environ.get(ENV, "on").strip().lower()
+  if setting not in ON + OFF:
+    raise ValueError(f"${ENV}={os.environ[ENV]!r}: set it to 'on' (the default) or 'off'")
+  if setting in OFF:
     return {}
   if OPTION in os.environ.get("XLA_FLAGS", ""):
     return {}

@@ -30,10 +30,17 @@ def test_same_convolution_to_float_rounding():
   assert float(jnp.max(jnp.abs(default))) > 1.0
 
 
-@pytest.mark.parametrize("setting", ["off", "0", "none"])
+@pytest.mark.parametrize("setting", ["off", "0", "OFF "])
 def test_turned_off_by_the_environment(monkeypatch, setting):
   monkeypatch.setenv(xla_cpu.ENV, setting)
   assert xla_cpu.compiler_options() == {}
+
+
+@pytest.mark.parametrize("setting", ["of", "none", ""])
+def test_a_wrong_setting_is_one_clear_error(monkeypatch, setting):
+  monkeypatch.setenv(xla_cpu.ENV, setting)
+  with pytest.raises(ValueError, match=r"^\$JAXGEAL_XLA_CPU_OPTIONS=.*set it to 'on' \(the default\) or 'off'$"):
+    xla_cpu.compiler_options()
 
 
 def test_xla_flags_that_set_the_option_stand(monkeypatch):

@@ -385,3 +385,14 @@ def test_video_writer_is_quiet(aligner, tmp_path, monkeypatch):
   frames = [np.zeros((aligner.size, aligner.size, 3), np.float32)]
   video.propagate_video(aligner, None, tmp_path / "o.mp4", np.zeros((8, 8, 4), np.uint8), frames=frames, fps=5)
   assert calls[0]["ffmpeg_log_level"] == "error"
+
+
+def test_a_wrong_xla_cpu_setting_is_one_line(model_dir, tmp_path, capsys, monkeypatch):
+  inp = tmp_path / "in"
+  inp.mkdir()
+  Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(inp / "a.png")
+  monkeypatch.setenv("JAXGEAL_XLA_CPU_OPTIONS", "maybe")
+  assert cli.main(["congeal", "--model", str(model_dir), "--input", str(inp), "--out", str(tmp_path / "o")]) == 2
+  err = capsys.readouterr().err
+  assert "JAXGEAL_XLA_CPU_OPTIONS='maybe'" in err and "Traceback" not in err
+  assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
