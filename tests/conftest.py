@@ -1,11 +1,14 @@
 """Test-session set-up: JAX's persistent compilation cache, so that identical programs (a trainer resumed in
-the same test, the same model in several tests, subprocesses) compile once, and a cheaper LLVM optimisation
-level: compiling, not running, is most of the suite's time on a 2-core CPU."""
+the same test, the same model in several tests, subprocesses) compile once, and cheaper compiling (LLVM level 1;
+outside the parity tests most optimisations off): compiling, not running, is most of the suite's time on a
+2-core CPU (a GANgealing trainer test on an AVX2 EPYC: 52 of its 79 s in XLA's backend, 19 s tracing and
+lowering)."""
 
 import os
 import pathlib
 
 import jax
+import pytest
 
 CACHE = pathlib.Path(
   os.environ.get("JAXGEAL_TEST_JIT_CACHE", pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax")
@@ -20,10 +23,30 @@ for name, value in (
   os.environ.setdefault(name.upper(), str(value))
   jax.config.update(name, type(value)(os.environ[name.upper()]))
 # LLVM optimisation level 1 instead of 2 for the tests' programs: StyleGAN2's training step compiles in
-# ~25 s instead of ~43 s (2-core CPU); tests run tiny shapes, so the slower code costs little. Level 0 would
-# halve compile time again but changes float rounding enough to fail two gradient-parity tolerances.
+# ~25 s instead of ~43 s (2-core CPU); tests run tiny shapes, so the slower code costs little.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1".strip()
+
+_most_optimizations_off = None
+
+
+def _disable_most_optimizations(off: bool):
+  """Tests that are not parity tests compile with most of XLA's optimisations off (LLVM level 0, no expensive
+  passes: `jax_disable_most_optimizations`): the GANgealing trainer tests took 649 s instead of 785 s (cold
+  cache, AVX2 EPYC). Parity tests keep level 1: their tolerances rest on its rounding."""
+  global _most_optimizations_off
+  if off == _most_optimizations_off:
+    return
+  if _most_optimizations_off is not None:
+    jax.clear_caches()  # A program compiled under one setting must not serve a test of the other.
+  _most_optimizations_off = off
+  jax.config.update("jax_disable_most_optimizations", off)
+  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = str(int(off))  # For the tests' subprocesses.
+
+
+@pytest.hookimpl(tryfirst=True)  # Before the test's fixtures are set up: they compile too.
+def pytest_runtest_setup(item):
+  _disable_most_optimizations(item.get_closest_marker("parity") is None)
 
 
 def _dispatch_rank(item) -> int:

@@ -42,8 +42,11 @@ def test_stream_equals_congeal(flow_model_dir, five_images):
   assert [len(p["aligned"]) for p in parts] == [2, 1, 2]
   out = _concat(parts)
   assert sorted(out) == sorted(ref)
+  # Batches of 2 and of 5 run other kernel tilings, so the warps differ in float32 rounding; the aligned pixels
+  # sample noise images (neighbours differ by up to 2) at those warps, which magnifies that rounding to 2.2e-5
+  # (seen on a 2-core AVX2 EPYC): 1e-4 for them, 1e-5 for the rest.
   for key in ("aligned", "grid", "matrix", "flow", "score", "inputs"):
-    np.testing.assert_allclose(out[key], ref[key], atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(out[key], ref[key], atol=1e-4 if key == "aligned" else 1e-5, err_msg=key)
   np.testing.assert_array_equal(out["flipped"], ref["flipped"])
   np.testing.assert_array_equal(out["oob"], ref["oob"])
   total = sum(p["aligned"].sum(0, dtype=np.float64) for p in parts)

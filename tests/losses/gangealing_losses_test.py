@@ -78,12 +78,12 @@ def _perceptual(fx, note: str):
   raise ValueError(f"unknown loss_fn in note: {note}")
 
 
-@pytest.mark.parity
-@pytest.mark.parametrize("fx", collect("losses_gangealing"))
-def test_gangealing_losses_and_gradients_match_upstream(fx):
+def recorded_loss_calls(fx, dtype=np.float32):
+  """Each loss call a `losses_gangealing` fixture recorded, recomputed through the trainer's own loss function
+  with every float input (weights, z, noise) cast to `dtype`: yields (prefix, cluster, outputs), where outputs
+  maps each recorded output name (`<prefix>_<term>`, `<prefix>_grad__<param>`) to our value for it. float64
+  needs `jax_enable_x64` (benchmarks/loss_gradients_float64.py)."""
   import json
-
-  import jax.numpy as jnp
 
   from jaxgeal.convert import gangealing as convert_gg
   from jaxgeal.models import latent_learner as ll_lib
@@ -128,7 +128,7 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
     noise = [nchw_to_nhwc(n) for n in fx.sequence(f"{prefix}_noise")]
     L = G.num_layers
     assert len(noise) == 2 * L
-    z = jnp.asarray(fx.sequence(f"{prefix}_z")[0])
+    z = fx.sequence(f"{prefix}_z")[0]
 
     def loss(stn_params, coefficients, perceptual, gen_vars, pca, z, noise, models=models, L=L, cluster=cluster):
       lv = {"params": {"coefficients": coefficients}, "pca": pca}
@@ -146,10 +146,12 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
       )
       return terms["total"], terms
 
-    # Jitted (weights as arguments, not constants): one compile instead of thousands of eager dispatches.
-    (_, t), (g_stn, g_ll) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
-      stn_vars["params"], jnp.asarray(ll_vars["params"]["coefficients"]), perceptual, gen_vars, ll_vars["pca"], z, noise
+    args = (stn_vars["params"], ll_vars["params"]["coefficients"], perceptual, gen_vars, ll_vars["pca"], z, noise)
+    args = jax.tree.map(
+      lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, args
     )
+    # Jitted (weights as arguments, not constants): one compile instead of thousands of eager dispatches.
+    (_, t), (g_stn, g_ll) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(*args)
     ours = {
       "unaligned": t["unaligned"],
       "target_fullres": t["target_fullres"],
@@ -161,19 +163,7 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
     }
     if cluster:
       ours.update(distances=t["distances"], assign_indices=t["assignment"], aligned_pred=t["aligned_pred"])
-    compared = 0
-    for key, value in ours.items():
-      name = f"{prefix}_{key}"
-      if name not in fx:
-        continue
-      expected = fx[name]
-      if expected.ndim == 4 and expected.shape[1] == 3:
-        expected = nchw_to_nhwc(expected)
-      # tv (~1e-4..1e-2, weighted by 1e3) is held relative. STN outputs carry float32 noise up to 3e-5 of
-      # their magnitude (README: float64 reruns), which exceeds 1e-4 on |values| ~ 6; the rest 1e-4 absolute.
-      atol, rtol = {"tv": (0.0, 1e-4), "aligned_pred": (1e-4, 3e-5)}.get(key, (1e-4, 0.0))
-      assert_close(value, expected, atol, name, rtol=rtol)
-      compared += 1
+    outputs = {f"{prefix}_{key}": value for key, value in ours.items() if f"{prefix}_{key}" in fx}
     # Recorded as `d total / d <name>`: `ll.<key>` for the latent learner, bare `t_ema` keys for the STN; each
     # mapped back to the upstream layout through the converter's own key map.
     grads = {
@@ -181,19 +171,40 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
       "t_ema": (convert_gg.stn_keys(scfg), {"params": g_stn}),
     }
     for name in fx.arrays:
-      if not name.startswith(prefix + "_grad__"):
-        continue
-      param = name[len(prefix) + 7 :]
-      net, key = ("ll", param[3:]) if param.startswith("ll.") else ("t_ema", param)
-      keymap, tree = grads[net]
-      ours_g = keymap.upstream_value(key, tree)
-      # README: similarity-head gradients pass through bilinear sampling and mipmap level selection
-      # (float32 noise up to 3e-3 relative); every other gradient below 2e-5.
-      rtol = 1e-2 if "stns.0" in param else 1e-3
-      assert_close(ours_g, fx[name], 0.0, name, rtol=rtol)
-      compared += 1
-    recorded = [o for o in call["outputs"]]
-    assert compared == len(recorded), f"{prefix}: compared {compared} of {len(recorded)} recorded outputs"
+      if name.startswith(prefix + "_grad__"):
+        param = name[len(prefix) + 7 :]
+        net, key = ("ll", param[3:]) if param.startswith("ll.") else ("t_ema", param)
+        keymap, tree = grads[net]
+        outputs[name] = keymap.upstream_value(key, tree)
+    assert len(outputs) == len(call["outputs"]), f"{prefix}: computed {sorted(outputs)}, recorded {call['outputs']}"
+    yield prefix, cluster, outputs
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("fx", collect("losses_gangealing"))
+def test_gangealing_losses_and_gradients_match_upstream(fx):
+  from tests.fixtures import nchw_to_nhwc
+
+  for prefix, cluster, outputs in recorded_loss_calls(fx):
+    for name, value in outputs.items():
+      expected = fx[name]
+      if expected.ndim == 4 and expected.shape[1] == 3:
+        expected = nchw_to_nhwc(expected)
+      key = name[len(prefix) + 1 :]
+      if key.startswith("grad__"):
+        # Two float32 computations can differ by as much as both lie from the exact value together
+        # (benchmarks/loss_gradients_float64.md, relative to the largest value). The similarity heads'
+        # gradients pass through bilinear sampling and mipmap level selection, as do all STN gradients of the
+        # clustering loss: upstream up to 6.3e-3 from float64, ours up to 1.2e-2 (AVX2 EPYC), so 2e-2. Every
+        # other gradient: both below 2e-4, so 1e-3.
+        through_sampling = "stns.0" in key or (cluster and "stns." in key)
+        rtol = 2e-2 if through_sampling else 1e-3
+        assert_close(value, expected, 0.0, name, rtol=rtol)
+      else:
+        # tv (~1e-4..1e-2, weighted by 1e3) is held relative. STN outputs carry float32 noise up to 3e-5 of
+        # their magnitude, which exceeds 1e-4 on |values| ~ 6; the rest 1e-4 absolute.
+        atol, rtol = {"tv": (0.0, 1e-4), "aligned_pred": (1e-4, 3e-5)}.get(key, (1e-4, 0.0))
+        assert_close(value, expected, atol, name, rtol=rtol)
 
 
 def test_a_similarity_only_stn_has_no_flow_terms():
