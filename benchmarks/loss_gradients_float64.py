@@ -88,10 +88,16 @@ def markdown(rows: list[dict], command: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+  )
   p.add_argument("--out", default=None, help="also write a markdown report here")
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
   jax.config.update("jax_enable_x64", True)  # Here, not at import: the module's functions are tested in-process.
   rows = []
   for param in fixtures.collect("losses_gangealing"):
