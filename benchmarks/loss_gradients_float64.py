@@ -96,8 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
+def check_out(out: str | None, fixture_root: pathlib.Path) -> str | None:
+  """One line for an --out this run cannot write, before minutes of work: a missing folder, or a path among
+  the fixtures it reads."""
+  if out is None:
+    return None
+  path = pathlib.Path(out).resolve()
+  if not path.parent.is_dir():
+    return f"--out {out}: folder {path.parent} does not exist"
+  if path.is_relative_to(fixture_root.resolve()):
+    return f"--out {out}: inside the fixture directory {fixture_root} this benchmark reads"
+  return None
+
+
 def main(argv=None):
   args = build_parser().parse_args(argv)
+  if error := check_out(args.out, fixtures.fixture_root()):
+    raise SystemExit(error)
   jax.config.update("jax_enable_x64", True)  # Here, not at import: the module's functions are tested in-process.
   rows = []
   for param in fixtures.collect("losses_gangealing"):

@@ -29,3 +29,16 @@ def test_report_has_a_row_per_output():
   md = bench.markdown(rows, "python benchmarks/loss_gradients_float64.py")
   assert md.count("| multihead/losses_gangealing |") == 2
   assert "| cl_mse_grad__stns.1.warp_head.flow_out.2.weight | clustering | 1.3e-03 | 8.8e-05 | 1.3e-03 |" in md
+
+
+def test_an_out_it_cannot_write_is_one_line_before_any_work(tmp_path):
+  fixtures = tmp_path / "fixtures"
+  fixtures.mkdir()
+  assert bench.check_out(None, fixtures) is None
+  assert bench.check_out(str(tmp_path / "report.md"), fixtures) is None
+  assert bench.check_out(str(tmp_path / "no" / "report.md"), fixtures) == (
+    f"--out {tmp_path / 'no' / 'report.md'}: folder {tmp_path / 'no'} does not exist"
+  )
+  assert "inside the fixture directory" in bench.check_out(str(fixtures / "losses_gangealing.json"), fixtures)
+  with pytest.raises(SystemExit, match="does not exist"):
+    bench.main(["--out", str(tmp_path / "no" / "report.md")])
