@@ -2,13 +2,15 @@
 the same test, the same model in several tests, subprocesses) compile once, and cheaper compiling (LLVM level 1;
 outside the parity tests most optimisations off): compiling, not running, is most of the suite's time on a
 2-core CPU (a GANgealing trainer test on an AVX2 EPYC: 52 of its 79 s in XLA's backend, 19 s tracing and
-lowering)."""
+lowering). Outside the parity tests XLA:CPU also emits fused loops with its older emitters, which compile faster."""
 
 import os
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import pytest
+from jax._src import compiler as _compiler
 
 CACHE = pathlib.Path(
   os.environ.get("JAXGEAL_TEST_JIT_CACHE", pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax")
@@ -29,11 +31,42 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 _most_optimizations_off = None
 
+# XLA:CPU's older loop emitters: the Swapping Autoencoder's training step (349 convolutions, 4642 fusions)
+# compiled in 33 s instead of 52 s with most optimisations off, and ran no slower (AVX2 EPYC).
+FUSION_EMITTERS_OFF = ("xla_cpu_use_fusion_emitters", False)
+
+
+def _fusion_emitters_option() -> bool:
+  """Whether this jaxlib knows FUSION_EMITTERS_OFF (an unknown option is an error; in XLA_FLAGS it aborts)."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=dict([FUSION_EMITTERS_OFF])).lower(jnp.zeros(())).compile()
+  except Exception:  # jaxlib's own runtime error type
+    return False
+  return True
+
+
+# Compiling once here also makes this process read XLA_FLAGS now: per-test changes below reach subprocesses only.
+_FUSION_EMITTERS_FLAG = f"--{FUSION_EMITTERS_OFF[0]}=false" if _fusion_emitters_option() else ""
+_get_compile_options = _compiler.get_compile_options
+
+
+def _get_compile_options_for_tests(*args, **kwargs):
+  """JAX's compile options, plus FUSION_EMITTERS_OFF while most optimisations are off. (JAX has no public
+  setting for default compiler options; a private name that moves only costs the speed-up.)"""
+  options = _get_compile_options(*args, **kwargs)
+  if _most_optimizations_off and _FUSION_EMITTERS_FLAG:
+    options.env_option_overrides = [*options.env_option_overrides, FUSION_EMITTERS_OFF]
+  return options
+
+
+_compiler.get_compile_options = _get_compile_options_for_tests
+
 
 def _disable_most_optimizations(off: bool):
   """Tests that are not parity tests compile with most of XLA's optimisations off (LLVM level 0, no expensive
-  passes: `jax_disable_most_optimizations`): the GANgealing trainer tests took 649 s instead of 785 s (cold
-  cache, AVX2 EPYC). Parity tests keep level 1: their tolerances rest on its rounding."""
+  passes: `jax_disable_most_optimizations`; the GANgealing trainer tests took 649 s instead of 785 s, cold
+  cache, AVX2 EPYC) and with the older loop emitters. Parity tests keep level 1 and XLA's default emitters:
+  their tolerances rest on that rounding."""
   global _most_optimizations_off
   if off == _most_optimizations_off:
     return
@@ -41,7 +74,11 @@ def _disable_most_optimizations(off: bool):
     jax.clear_caches()  # A program compiled under one setting must not serve a test of the other.
   _most_optimizations_off = off
   jax.config.update("jax_disable_most_optimizations", off)
-  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = str(int(off))  # For the tests' subprocesses.
+  # For the tests' subprocesses:
+  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = str(int(off))
+  if _FUSION_EMITTERS_FLAG:
+    flags = os.environ.get("XLA_FLAGS", "").replace(_FUSION_EMITTERS_FLAG, "").split()
+    os.environ["XLA_FLAGS"] = " ".join(flags + [_FUSION_EMITTERS_FLAG] * off)
 
 
 @pytest.hookimpl(tryfirst=True)  # Before the test's fixtures are set up: they compile too.

@@ -17,7 +17,8 @@ from tests import multiprocess
 pytestmark = pytest.mark.multiprocess
 
 # 4 steps, a checkpoint every 2, blocking on each step (log_every=1: concurrent collectives can deadlock on 2
-# cores); a global batch of 8 so that each of the 4 devices holds 2 samples of every micro-batch of 4.
+# cores); a global batch of 8, 2 samples on each of the 4 devices, in one micro-batch (micro-batches on a mesh:
+# tests/trainers/gangealing_trainer_test.py; a second one here would double the program each process compiles).
 GANGEALING = [
   "--config=configs/cats.py:tiny",
   "--config.total_steps=4",
@@ -25,7 +26,7 @@ GANGEALING = [
   "--config.log_every=1",
   "--config.vis_every=0",
   "--config.batch_size=8",
-  "--config.micro_batch_size=4",
+  "--config.micro_batch_size=8",
 ]
 
 

@@ -39,6 +39,16 @@ def apply_gradients(tx: optax.GradientTransformation, grads, opt_state, params):
   return optax.apply_updates(params, updates), opt_state
 
 
+def when(flag, update: Callable, skip: Callable, *operands):
+  """`update(*operands)` where `flag` holds, else `skip(*operands)` (same output structure): a lazy regulariser's
+  extra update (StyleGAN2 §3.2). A Python bool (a static argument) chooses while tracing, so the program holds
+  one variant, as the benchmarks time and count it; a traced boolean becomes `lax.cond`, so one program serves
+  every step and the training loop compiles once instead of once per variant."""
+  if isinstance(flag, bool | np.bool_):
+    return (update if flag else skip)(*operands)
+  return jax.lax.cond(flag, update, skip, *operands)
+
+
 def restore_or_init(
   manager: ocp.CheckpointManager,
   init_fn: Callable[[], Any],

@@ -10,7 +10,8 @@ betas (§3.2: the regulariser runs every k steps with k times the weight).
 
 Same plumbing as the GANgealing trainer: one jitted step on a data-parallel mesh (batch split over "data",
 parameters replicated), per-step keys fold_in(seed key, step), Orbax resume, metrics and image grids.
-The two regularised variants are static arguments of the step, so four programs are compiled at most.
+Whether a step runs either regulariser is a traced flag (`loop.when`): the loop compiles one program, not one
+per combination (static flags, as the benchmarks pass, select one variant).
 `config.init_from` fine-tunes a saved generator instead of starting from random weights (`load_init`).
 """
 
@@ -24,6 +25,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jaxgeal import checkpoint, images, metric_writers, sharding, storage
@@ -198,15 +200,16 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
     d_params, d_opt = loop.apply_gradients(d_tx, d_grads, state.d_opt, state.d)
     metrics.update(d_loss=d_loss, real_score=jnp.mean(real_pred), fake_score=jnp.mean(fake_pred))
 
-    if regularize_d:  # lazy R1 (§3.2): every d_reg_every steps, weighted by r1/2 * d_reg_every
-
+    def r1_update(d_params, d_opt):  # lazy R1 (§3.2): every d_reg_every steps, weighted by r1/2 * d_reg_every
       def r1_fn(d_params):
         pen, _ = losses.d_r1_loss(lambda x: d_apply(d_params, x), real)
         return o.r1 / 2 * pen * o.d_reg_every, pen
 
       (_, r1), r1_grads = jax.value_and_grad(r1_fn, has_aux=True)(d_params)
-      d_params, d_opt = loop.apply_gradients(d_tx, r1_grads, d_opt, d_params)
-      metrics["r1"] = r1
+      return *loop.apply_gradients(d_tx, r1_grads, d_opt, d_params), r1
+
+    no_r1 = lambda d_params, d_opt: (d_params, d_opt, jnp.zeros((), jnp.float32))
+    d_params, d_opt, metrics["r1"] = loop.when(regularize_d, r1_update, no_r1, d_params, d_opt)
 
     # Generator: non-saturating loss through the updated discriminator.
     def g_loss_fn(g_params):
@@ -216,9 +219,7 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
     g_params, g_opt = loop.apply_gradients(g_tx, g_grads, state.g_opt, state.g)
     metrics["g_loss"] = g_loss
 
-    mean_path_length = state.mean_path_length
-    if regularize_g:  # path length (§3.2, eq. 4) every g_reg_every steps on a shrunk batch
-
+    def pl_update(g_params, g_opt):  # path length (§3.2, eq. 4) every g_reg_every steps on a shrunk batch
       def pl_fn(g_params):
         pen, new_mean, lengths = path_length_penalty(
           G, *sharding.gather((g_params, state.noises), mesh), k_pl, path_batch, state.mean_path_length, o.mixing, mesh
@@ -227,7 +228,15 @@ def make_train_step(models: Models, config, mesh, g_tx, d_tx):
 
       (_, (pl, mean_path_length, lengths)), pl_grads = jax.value_and_grad(pl_fn, has_aux=True)(g_params)
       g_params, g_opt = loop.apply_gradients(g_tx, pl_grads, g_opt, g_params)
-      metrics.update(path_penalty=pl, mean_path_length=mean_path_length, path_length=jnp.mean(lengths))
+      return g_params, g_opt, dict(path_penalty=pl, mean_path_length=mean_path_length, path_length=jnp.mean(lengths))
+
+    def no_pl(g_params, g_opt):
+      zero = jnp.zeros((), jnp.float32)
+      return g_params, g_opt, dict(path_penalty=zero, mean_path_length=state.mean_path_length, path_length=zero)
+
+    g_params, g_opt, pl_metrics = loop.when(regularize_g, pl_update, no_pl, g_params, g_opt)
+    mean_path_length = pl_metrics["mean_path_length"]
+    metrics.update(pl_metrics)
 
     g_ema = jax.tree_util.tree_map(lambda e, p: ema * e + (1 - ema) * p, state.g_ema, g_params)
     new = state.replace(
@@ -282,9 +291,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
   step_fn = sharding.jit_step(
     make_train_step(models, config, mesh, g_tx, d_tx),
     mesh,
-    in_shardings=(shardings(state), sharding.batch_sharding(mesh)),
+    in_shardings=(
+      shardings(state),
+      sharding.batch_sharding(mesh),
+      sharding.replicated(mesh),
+      sharding.replicated(mesh),
+    ),
     out_shardings=(shardings(state), sharding.replicated(mesh)),
-    static_argnums=(2, 3),
     donate_argnums=(0,),
   )
   o = config.optim
@@ -292,7 +305,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
   def one_step(state, step):
     real = sharding.put_batch(next(data)["image"], mesh)
     # rosinality regularises at iterations i % k == 0, counting from 0.
-    return step_fn(state, real, step % o.d_reg_every == 0, step % o.g_reg_every == 0)
+    reg_d, reg_g = step % o.d_reg_every == 0, step % o.g_reg_every == 0
+    state, metrics = step_fn(state, real, np.bool_(reg_d), np.bool_(reg_g))  # traced flags: one program
+    skip = (set() if reg_d else {"r1"}) | (set() if reg_g else {"path_penalty", "mean_path_length", "path_length"})
+    return state, {k: v for k, v in metrics.items() if k not in skip}
 
   loop.log_parameters("stylegan2", {"g": state.g, "d": state.d})
   writer = metric_writers.create_default_writer(workdir, resume_step=start)

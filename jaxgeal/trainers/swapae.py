@@ -14,7 +14,8 @@ within each GPU's share: `group_size` (= batch_size / num_gpus of upstream's lau
 groups run side by side (vmap). `micro_batch_size` (a multiple of group_size) accumulates gradients over
 micro-batches when the devices cannot hold a batch. Same plumbing as the other trainers: one jitted step on a
 (data x fsdp) mesh, per-step keys fold_in(seed key, step), Orbax resume, metrics, image grids and a model
-directory (E, G, D, Dpatch; what `python -m jaxgeal.convert swapae` writes) at the end.
+directory (E, G, D, Dpatch; what `python -m jaxgeal.convert swapae` writes) at the end. Whether a step runs R1
+is a traced flag (`loop.when`): the loop compiles one program, not one with and one without R1.
 """
 
 from __future__ import annotations
@@ -176,7 +177,9 @@ def random_flip(key, x):
 
 
 def make_train_step(models: Models, config, g_tx, d_tx):
-  """step(state, real_d, real_g, regularize: static) -> (state, metrics): one D and one G iteration."""
+  """step(state, real_d, real_g, regularize) -> (state, metrics): one D and one G iteration, and the lazy R1
+  update where `regularize` holds (a bool, or a boolean array traced by jit: see loop.when). metrics["D_R1"]
+  is 0 where R1 did not run."""
   opts = loss_options(config)
   group, micro = config.group_size, config.micro_batch_size
   n_micro = config.batch_size // micro
@@ -239,10 +242,14 @@ def make_train_step(models: Models, config, g_tx, d_tx):
     _, grads, d_losses = d_run(d, eg, real_d, k_d)
     d, d_opt = loop.apply_gradients(d_tx, grads, state.d_opt, d)
     metrics = dict(d_losses)
-    if regularize:  # lazy R1 on the updated D, as upstream (a second optimizer step)
+
+    def with_r1(d, d_opt):  # lazy R1 on the updated D, as upstream (a second optimizer step)
       _, grads, r1 = r1_run(d, eg, real_d, k_r1)
       d, d_opt = loop.apply_gradients(d_tx, grads, d_opt, d)
-      metrics["D_R1"] = r1["D_R1"] / r1_every  # the penalty itself, as upstream logs it
+      return d, d_opt, r1["D_R1"] / r1_every  # the penalty itself, as upstream logs it
+
+    without_r1 = lambda d, d_opt: (d, d_opt, jnp.zeros((), jnp.float32))
+    d, d_opt, metrics["D_R1"] = loop.when(regularize, with_r1, without_r1, d, d_opt)
     metrics["D_total"] = sum(metrics.values())
 
     # Generator iteration: E and G through the updated D (frozen).
@@ -326,9 +333,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
   step_fn = sharding.jit_step(
     make_train_step(models, config, g_tx, d_tx),
     mesh,
-    in_shardings=(shardings(state), sharding.batch_sharding(mesh), sharding.batch_sharding(mesh)),
+    in_shardings=(
+      shardings(state),
+      sharding.batch_sharding(mesh),
+      sharding.batch_sharding(mesh),
+      sharding.replicated(mesh),
+    ),
     out_shardings=(shardings(state), sharding.replicated(mesh)),
-    static_argnums=(3,),
     donate_argnums=(0,),
   )
   r1_every = config.optim.R1_once_every
@@ -337,7 +348,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
     real_d = sharding.put_batch(next(batches)["image"], mesh)
     real_g = sharding.put_batch(next(batches)["image"], mesh)
     # Upstream's D-iteration counter starts at 1: R1 after D iterations R1_once_every, 2 R1_once_every, ...
-    return step_fn(state, real_d, real_g, (step + 1) % r1_every == 0)
+    regularize = (step + 1) % r1_every == 0
+    state, metrics = step_fn(state, real_d, real_g, np.bool_(regularize))  # traced: one program (loop.when)
+    return state, metrics if regularize else {k: v for k, v in metrics.items() if k != "D_R1"}
 
   loop.log_parameters("swapae", {"E": state.E, "G": state.G, "D": state.D, "Dpatch": state.Dpatch})
   writer = metric_writers.create_default_writer(workdir, resume_step=start)

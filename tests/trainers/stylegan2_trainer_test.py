@@ -13,7 +13,7 @@ from absl import flags
 from jaxgeal import checkpoint, main
 from jaxgeal.trainers import config_checks
 from jaxgeal.trainers import stylegan2 as trainer
-from tests.trainers import multidevice
+from tests.trainers import multidevice, stopped_runs
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -102,8 +102,8 @@ def test_init_from_starts_from_an_exported_model_and_refuses_another_shape(full_
 
 def test_killed_run_resumes_exactly(full_run, tmp_path):
   full, full_dir = full_run
-  trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "part"), data=fake_data)  # "killed" at 2
-  resumed = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "part"), data=fake_data)
+  part = stopped_runs.stopped_after(full_dir, 2, tmp_path / "part")  # as a run killed after step 2 leaves it
+  resumed = trainer.train_and_evaluate(tiny_config(4), str(part), data=fake_data)
   for a, b in zip(jax.tree_util.tree_leaves(full.g_ema), jax.tree_util.tree_leaves(resumed.g_ema)):
     np.testing.assert_array_equal(a, b)
   assert _metrics(full_dir)[-1]["g_loss"] == _metrics(tmp_path / "part")[-1]["g_loss"]

@@ -14,7 +14,7 @@ from jaxgeal.convert import swapae as convert
 from jaxgeal.trainers import config_checks, config_variants
 from jaxgeal.trainers import swapae as trainer
 from tests import fixtures
-from tests.trainers import multidevice
+from tests.trainers import multidevice, stopped_runs
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NETS = ("E", "G", "D", "Dpatch")
@@ -81,8 +81,8 @@ def test_steps_alternate_d_and_g_with_lazy_r1_and_export_a_model(full_run):
 
 def test_killed_run_resumes_exactly(full_run, tmp_path):
   full, full_dir = full_run
-  trainer.train_and_evaluate(tiny_config(2), str(tmp_path / "part"), data=fake_data)  # "killed" at 2
-  resumed = trainer.train_and_evaluate(tiny_config(4), str(tmp_path / "part"), data=fake_data)
+  part = stopped_runs.stopped_after(full_dir, 2, tmp_path / "part")  # as a run killed after step 2 leaves it
+  resumed = trainer.train_and_evaluate(tiny_config(4), str(part), data=fake_data)
   for name in NETS + ("g_opt", "d_opt"):
     _assert_trees_equal(getattr(full, name), getattr(resumed, name))
   losses = lambda workdir: {k: v for k, v in _metrics(workdir)[-1].items() if k not in ("time", "steps_per_s")}
