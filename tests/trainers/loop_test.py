@@ -1,8 +1,10 @@
 """jaxgeal.trainers.loop: the periodic line says step / total, speed and time left; the parameter table goes to
-the log file only (records marked console=False), its total to the console."""
+the log file only (records marked console=False), its total to the console; `when` runs a lazy regulariser's
+update in one program for a traced flag and picks one variant for a static one."""
 
 import logging
 
+import jax
 import numpy as np
 
 from jaxgeal import checkpoint, metric_writers
@@ -51,3 +53,15 @@ def test_the_parameter_table_is_for_the_log_file(caplog):
   table, total = caplog.records
   assert getattr(table, "console", True) is False and "dense/kernel" in table.getMessage()
   assert total.getMessage() == "toy: 16 parameters" and getattr(total, "console", True)
+
+
+def test_when_is_one_program_for_a_traced_flag_and_one_variant_for_a_static_flag():
+  update, skip = (lambda x: x * 2.0), (lambda x: x + 0.0)
+  step = jax.jit(lambda x, flag: loop.when(flag, update, skip, x))
+  assert [float(step(np.float32(3), np.bool_(f))) for f in (True, False, True)] == [6.0, 3.0, 6.0]
+  assert step._cache_size() == 1
+  traced = str(jax.make_jaxpr(lambda x, flag: loop.when(flag, update, skip, x))(np.float32(3), np.bool_(True)))
+  assert "cond" in traced
+  for flag, value in ((True, 6.0), (False, 3.0)):
+    static = jax.make_jaxpr(lambda x, flag=flag: loop.when(flag, update, skip, x))(np.float32(3))
+    assert "cond" not in str(static) and float(jax.core.eval_jaxpr(static.jaxpr, static.consts, 3.0)[0]) == value
