@@ -8,10 +8,11 @@ of upstream's float32 recording and of our float32 value, against our float64 va
 test's tolerances rest on: two float32 computations cannot be held closer to each other than each lies from the
 exact value. Prints one JSON object; `--out FILE.md` also writes a markdown report.
 
-  JAXGEAL_FIXTURES=/work/shared/fixtures XLA_FLAGS=--xla_backend_optimization_level=1 \
+  JAXGEAL_FIXTURES=/work/shared/fixtures JAX_DISABLE_MOST_OPTIMIZATIONS=1 \
+      XLA_FLAGS=--xla_cpu_use_fusion_emitters=false \
       python benchmarks/loss_gradients_float64.py --out benchmarks/loss_gradients_float64.md
 
-(The parity tests compile at LLVM level 1, tests/conftest.py; XLA_FLAGS as above gives their float32 rounding.)
+(The parity tests compile so, tests/conftest.py: the settings above give their float32 rounding.)
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def markdown(rows: list[dict], command: str) -> str:
     "# GANgealing losses and gradients: float32 against float64",
     "",
     f"Written by `{command}` (do not edit by hand). Machine: {machine()}; XLA_FLAGS="
-    f"`{os.environ.get('XLA_FLAGS', '')}`.",
+    f"`{os.environ.get('XLA_FLAGS', '')}`, jax_disable_most_optimizations="
+    f"{jax.config.read('jax_disable_most_optimizations')}.",
     "",
     "Each output of each recorded loss call of the `losses_gangealing` fixtures, recomputed by our loss in float64.",
     "Errors are max abs, relative to the output's largest float64 value: `upstream` is upstream's float32 recording,",

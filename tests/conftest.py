@@ -1,15 +1,18 @@
 """Test-session set-up: JAX's persistent compilation cache, so that identical programs (a trainer resumed in
-the same test, the same model in several tests, subprocesses) compile once, and cheaper compiling (LLVM level 1;
-outside the parity tests most optimisations off): compiling, not running, is most of the suite's time on a
-2-core CPU (a GANgealing trainer test on an AVX2 EPYC: 52 of its 79 s in XLA's backend, 19 s tracing and
-lowering). Outside the parity tests XLA:CPU also emits fused loops with its older emitters, which compile faster."""
+the same test, the same model in several tests, subprocesses) compile once, and cheaper compiling: compiling,
+not running, is most of the suite's time on a 2-core CPU (a GANgealing trainer test on an AVX2 EPYC: 52 of its
+79 s in XLA's backend, 19 s tracing and lowering). Every test, parity tests included, compiles with most of XLA's
+optimisations off (LLVM level 0, no expensive passes: `jax_disable_most_optimizations`) and with XLA:CPU's older
+loop emitters. Measured on an AVX2 EPYC, cold cache, `-n 2`: the GANgealing trainer tests 785 s -> 649 s; the
+Swapping Autoencoder's tiny training step compiled in 33 s instead of 52 s with the older emitters and ran no
+slower; the parity tests 792 s -> 386 s, with every recorded output as far inside its tolerance as before (the
+closest: 0.56 of it, against 0.50 with LLVM level 1 and XLA's default emitters)."""
 
 import os
 import pathlib
 
 import jax
 import jax.numpy as jnp
-import pytest
 from jax._src import compiler as _compiler
 
 CACHE = pathlib.Path(
@@ -24,15 +27,10 @@ for name, value in (
 ):
   os.environ.setdefault(name.upper(), str(value))
   jax.config.update(name, type(value)(os.environ[name.upper()]))
-# LLVM optimisation level 1 instead of 2 for the tests' programs: StyleGAN2's training step compiles in
-# ~25 s instead of ~43 s (2-core CPU); tests run tiny shapes, so the slower code costs little.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1".strip()
+os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+jax.config.update("jax_disable_most_optimizations", True)
 
-_most_optimizations_off = None
-
-# XLA:CPU's older loop emitters: the Swapping Autoencoder's training step (349 convolutions, 4642 fusions)
-# compiled in 33 s instead of 52 s with most optimisations off, and ran no slower (AVX2 EPYC).
+# XLA:CPU's older loop emitters (where this jaxlib has the option).
 FUSION_EMITTERS_OFF = ("xla_cpu_use_fusion_emitters", False)
 
 
@@ -45,45 +43,19 @@ def _fusion_emitters_option() -> bool:
   return True
 
 
-# Compiling once here also makes this process read XLA_FLAGS now: per-test changes below reach subprocesses only.
-_FUSION_EMITTERS_FLAG = f"--{FUSION_EMITTERS_OFF[0]}=false" if _fusion_emitters_option() else ""
-_get_compile_options = _compiler.get_compile_options
+if _fusion_emitters_option():
+  # This process has read XLA_FLAGS already (the probe compiled): its programs get the option through JAX's
+  # compile options (JAX has no public setting for default compiler options; a private name that moves only
+  # costs the speed-up), subprocesses through XLA_FLAGS.
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{FUSION_EMITTERS_OFF[0]}=false".strip()
+  _get_compile_options = _compiler.get_compile_options
 
-
-def _get_compile_options_for_tests(*args, **kwargs):
-  """JAX's compile options, plus FUSION_EMITTERS_OFF while most optimisations are off. (JAX has no public
-  setting for default compiler options; a private name that moves only costs the speed-up.)"""
-  options = _get_compile_options(*args, **kwargs)
-  if _most_optimizations_off and _FUSION_EMITTERS_FLAG:
+  def _get_compile_options_for_tests(*args, **kwargs):
+    options = _get_compile_options(*args, **kwargs)
     options.env_option_overrides = [*options.env_option_overrides, FUSION_EMITTERS_OFF]
-  return options
+    return options
 
-
-_compiler.get_compile_options = _get_compile_options_for_tests
-
-
-def _disable_most_optimizations(off: bool):
-  """Tests that are not parity tests compile with most of XLA's optimisations off (LLVM level 0, no expensive
-  passes: `jax_disable_most_optimizations`; the GANgealing trainer tests took 649 s instead of 785 s, cold
-  cache, AVX2 EPYC) and with the older loop emitters. Parity tests keep level 1 and XLA's default emitters:
-  their tolerances rest on that rounding."""
-  global _most_optimizations_off
-  if off == _most_optimizations_off:
-    return
-  if _most_optimizations_off is not None:
-    jax.clear_caches()  # A program compiled under one setting must not serve a test of the other.
-  _most_optimizations_off = off
-  jax.config.update("jax_disable_most_optimizations", off)
-  # For the tests' subprocesses:
-  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = str(int(off))
-  if _FUSION_EMITTERS_FLAG:
-    flags = os.environ.get("XLA_FLAGS", "").replace(_FUSION_EMITTERS_FLAG, "").split()
-    os.environ["XLA_FLAGS"] = " ".join(flags + [_FUSION_EMITTERS_FLAG] * off)
-
-
-@pytest.hookimpl(tryfirst=True)  # Before the test's fixtures are set up: they compile too.
-def pytest_runtest_setup(item):
-  _disable_most_optimizations(item.get_closest_marker("parity") is None)
+  _compiler.get_compile_options = _get_compile_options_for_tests
 
 
 def _dispatch_rank(item) -> int:

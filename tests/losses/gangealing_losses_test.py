@@ -195,8 +195,8 @@ def test_gangealing_losses_and_gradients_match_upstream(fx):
         # Two float32 computations can differ by as much as both lie from the exact value together
         # (benchmarks/loss_gradients_float64.md, relative to the largest value). The similarity heads'
         # gradients pass through bilinear sampling and mipmap level selection, as do all STN gradients of the
-        # clustering loss: upstream up to 6.3e-3 from float64, ours up to 1.2e-2 (AVX2 EPYC), so 2e-2. Every
-        # other gradient: both below 2e-4, so 1e-3.
+        # clustering loss: upstream up to 6.3e-3 from float64, ours up to 2.3e-3 as the tests compile (1.2e-2
+        # compiled with LLVM level 1; AVX2 EPYC), so 2e-2. Every other gradient: each at most 2.1e-4, so 1e-3.
         through_sampling = "stns.0" in key or (cluster and "stns." in key)
         rtol = 2e-2 if through_sampling else 1e-3
         assert_close(value, expected, 0.0, name, rtol=rtol)

@@ -61,8 +61,8 @@ def test_swap_is_decode_of_structure_and_texture_codes(model, real):
   assert_close(model.swap(a, b), model.decode(s_a, t_b), 1e-6, "swap(a, b)")
   assert_close(model.swap(a, a), model.decode(s_a, t_a), 1e-6, "swap(a, a)")
   assert_close(model.reconstruct(a), model.decode(s_a, t_a), 1e-6, "reconstruct(a)")
-  # A batch of one texture is given to every structure.
-  assert_close(model.swap(a, b[:1]), model.decode(s_a, jnp.repeat(t_b[:1], 2, 0)), 1e-6, "broadcast")
+  # A batch of one texture is given to every structure (another batch shape: another program, another rounding).
+  assert_close(model.swap(a, b[:1]), model.decode(s_a, jnp.repeat(t_b[:1], 2, 0)), 1e-5, "broadcast")
 
 
 @pytest.mark.parity
