@@ -1,6 +1,6 @@
 """GANgealing trainer on the CPU-sized config: it runs end to end (PCA, training, checkpoints, visuals,
 export), a killed run resumes with identical parameters, the loss falls on a small problem, and 8 fake CPU
-devices give the losses of 1."""
+devices as a 2 x 4 FSDP mesh give the losses of 1."""
 
 import json
 import pathlib
@@ -164,12 +164,11 @@ def run(name, n, fsdp=1):
 
 
 out = {}
-for name, n, fsdp in (("1", 1, 1), ("8", 8, 1), ("fsdp", 8, 4)):  # fsdp: a 2 x 4 (data x fsdp) mesh
+for name, n, fsdp in (("1", 1, 1), ("fsdp", 8, 4)):  # fsdp: a 2 x 4 (data x fsdp) mesh
   state, out[name], out[name + "_params"] = run(name, n, fsdp)
 out["shards"] = shard_shapes({k: getattr(state, k) for k in ("stn", "stn_ema", "stn_opt")})
-# Step 3 after restoring step 2 on another mesh: 8 devices -> 1, 1 -> FSDP, FSDP -> data parallel (meshes
-# whose programs are compiled above already).
-for name, src, n, fsdp in (("8to1", "8", 1, 1), ("1to_fsdp", "1", 8, 4), ("fsdp_to_dp", "fsdp", 8, 1)):
+# Step 3 after restoring step 2 on the other mesh (whose program is compiled above already).
+for name, src, n, fsdp in (("fsdp_to_1", "fsdp", 1, 1), ("1_to_fsdp", "1", 8, 4)):
   stopped_after(f"{root}/{src}", 2, f"{root}/{name}")  # a run of `src`'s mesh stopped after step 2
   _, out[name], out[name + "_params"] = run(name, n, fsdp)
 print(json.dumps(out))
@@ -177,13 +176,16 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-def test_data_parallel_fsdp_and_restoring_on_another_mesh_give_the_losses_of_one_device(tmp_path):
+def test_a_2x4_fsdp_mesh_and_restoring_on_the_other_mesh_give_the_losses_of_one_device(tmp_path):
+  """3 steps of 2 micro-batches on 1 device and on 8 fake devices as a 2 x 4 (data x fsdp) mesh: the same losses
+  and parameters; step 3 after restoring step 2 on the other mesh is the step the original mesh took. (Data
+  parallelism alone over several devices: tests/multiprocess_test.py, tests/trainers/cluster_classifier_test.py.)"""
   out = multidevice.run_with_fake_devices(MULTI_DEVICE, tmp_path)
   keys = ("total", "perceptual", "tv", "flow_identity")
 
   def same(name, ref, rtol=1e-4, atol=1e-7):
     steps = [r["step"] for r in out[name]]
-    assert steps == ([3] if "to" in name else [1, 2, 3]) and [r["step"] for r in out[ref]] == [1, 2, 3], name
+    assert steps == ([3] if "_to_" in name else [1, 2, 3]) and [r["step"] for r in out[ref]] == [1, 2, 3], name
     for ra, rb in zip(out[name], out[ref][-len(steps) :]):
       for k in keys:
         np.testing.assert_allclose(ra[k], rb[k], rtol=rtol, atol=atol, err_msg=f"{name} step {ra['step']} {k}")
@@ -191,10 +193,8 @@ def test_data_parallel_fsdp_and_restoring_on_another_mesh_give_the_losses_of_one
     # rounding of small gradients summed in another order.
     np.testing.assert_allclose(out[name + "_params"], out[ref + "_params"], rtol=1e-3, err_msg=name)
 
-  same("8", "1")
-  same("fsdp", "8", rtol=1e-5)
-  # The step after a restore on another mesh is the step the original mesh took.
-  for name, ref in (("8to1", "8"), ("1to_fsdp", "1"), ("fsdp_to_dp", "fsdp")):
+  same("fsdp", "1")
+  for name, ref in (("fsdp_to_1", "fsdp"), ("1_to_fsdp", "1")):
     same(name, ref)
   # FSDP: every weight the rule splits (and its Adam moments) is a quarter per device.
   assert multidevice.assert_fsdp_split(out["shards"], 4) > len(out["shards"]) // 3
