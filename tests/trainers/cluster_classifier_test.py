@@ -1,6 +1,6 @@
 """Cluster classifier (second stage, §3.2): trained on argmin labels of a tiny K=4 flips model, it is added to
 the stage-1 export (which loads back to the same logits, the stage-1 networks untouched), a killed run resumes
-exactly, and 8 fake CPU devices train as 1 (data parallel or FSDP). One stage-1 model and one full stage-2 run
+exactly, and 8 fake CPU devices train as 1 (data parallel). One stage-1 model and one full stage-2 run
 serve all the tests."""
 
 import json
@@ -115,37 +115,31 @@ def test_the_exported_classifier_loads_back_to_the_trained_logits_beside_the_unt
 
 MULTI_DEVICE = """
 from tests.trainers.cluster_classifier_test import stage2_config, rows
-from tests.trainers.multidevice import shard_shapes
 from jaxgeal.trainers import cluster_classifier
 out, params = {}, {}
-for name, n, fsdp in (("1", 1, 1), ("8", 8, 1), ("fsdp", 8, 4)):  # fsdp: a 2 x 4 (data x fsdp) mesh
+for name, n in (("1", 1), ("8", 8)):
   c = stage2_config(sys.argv[1] + "/stage1_model", sys.argv[1] + f"/{name}", 2, num_devices=n, batch_size=8)
-  c.mesh.update(fsdp=fsdp, min_shard_size=0)  # tiny tensors: shard every one the rule allows
   state = cluster_classifier.train_and_evaluate(c, sys.argv[1] + f"/{name}/work")
   params[name] = jax.device_get(state.params)
   out[name] = rows(sys.argv[1] + f"/{name}/work")
-out["shards"] = shard_shapes({"params": state.params, "opt": state.opt})
 c = stage2_config(sys.argv[1] + "/stage1_model", sys.argv[1] + "/d0", 0, num_devices=1)   # no step: initial weights
 params["0"] = jax.device_get(cluster_classifier.train_and_evaluate(c, sys.argv[1] + "/d0/work").params)
 leaves = {n: jax.tree_util.tree_leaves(p) for n, p in params.items()}
 diff = lambda a, b: max(float(abs(x - y).max()) for x, y in zip(leaves[a], leaves[b], strict=True))
-out.update(param_diff=diff("1", "8"), fsdp_diff=diff("8", "fsdp"), param_step=diff("1", "0"))
+out.update(param_diff=diff("1", "8"), param_step=diff("1", "0"))
 print(json.dumps(out))
 """
 
 
 @pytest.mark.slow
-def test_eight_devices_train_as_one_with_or_without_fsdp(stage1, tmp_path):
-  """8 devices give the losses and weights of 1; a 2 x 4 (data x fsdp) mesh those of the 8, with a quarter of
-  each split weight and of its Adam moments per device."""
+def test_eight_devices_train_as_one(stage1, tmp_path):
+  """8 devices (data parallel) give the losses and weights of 1. (FSDP meshes: the GANgealing, StyleGAN2 and
+  Swapping Autoencoder trainers' tests, whose steps hold the larger weights.)"""
   shutil.copytree(stage1, tmp_path / "stage1_model")
   out = multidevice.run_with_fake_devices(MULTI_DEVICE, tmp_path)
-  assert [r["step"] for r in out["8"]] == [r["step"] for r in out["fsdp"]] == [1, 2]
-  for r1, r8, rf in zip(out["1"], out["8"], out["fsdp"]):
+  assert [r["step"] for r in out["1"]] == [r["step"] for r in out["8"]] == [1, 2]
+  for r1, r8 in zip(out["1"], out["8"]):
     for k in ("loss", "accuracy"):
       np.testing.assert_allclose(r8[k], r1[k], rtol=1e-4, atol=1e-6, err_msg=f"step {r1['step']} {k}")
-      np.testing.assert_allclose(rf[k], r8[k], rtol=1e-5, atol=1e-6, err_msg=f"fsdp step {r1['step']} {k}")
   # Two Adam steps moved the weights by param_step; the meshes agree far more closely than that.
-  assert max(out["param_diff"], out["fsdp_diff"]) < 1e-3 * out["param_step"], out
-  assert multidevice.assert_fsdp_split(out["shards"], 4) > len(out["shards"]) // 6
-  multidevice.assert_moments_split_as_parameters(out["shards"], "params", "['opt'][0].{}")
+  assert out["param_diff"] < 1e-3 * out["param_step"], out
