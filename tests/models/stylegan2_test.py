@@ -143,7 +143,7 @@ TINY = dict(size=16, style_dim=8, n_mlp=2, channels=((4, 8), (8, 8), (16, 4)))
 @pytest.fixture(scope="module")
 def tiny_g():
   G = stylegan2.Generator(**TINY)
-  v = G.init(jax.random.PRNGKey(0), jnp.zeros((2, 8)), randomize_noise=False)
+  v = jax.jit(lambda key, z: G.init(key, z, randomize_noise=False))(jax.random.PRNGKey(0), jnp.zeros((2, 8)))
   return G, v
 
 
@@ -210,7 +210,7 @@ def test_truncation_with_psi_zero_gives_the_mean_latent_image(tiny_g):
 def test_generator_is_differentiable_end_to_end(tiny_g):
   G, v = tiny_g
   loss = lambda p, z: jnp.mean(G.apply({**v, "params": p}, z, randomize_noise=False) ** 2)
-  g = jax.grad(loss)(v["params"], jnp.ones((2, 8)))
+  g = jax.jit(jax.grad(loss))(v["params"], jnp.ones((2, 8)))  # jitted: one compile, not one per operation
   leaves = jax.tree_util.tree_leaves(g)
   assert all(np.all(np.isfinite(x)) for x in leaves)
   assert np.abs(g["convs_0"]["conv"]["weight"]).max() > 0
@@ -219,8 +219,9 @@ def test_generator_is_differentiable_end_to_end(tiny_g):
 def test_discriminator_any_size_and_odd_batches_are_refused_by_stddev():
   D = stylegan2.Discriminator(size=16, channels=((4, 8), (8, 8), (16, 8)))
   x = jnp.zeros((4, 16, 16, 3))
-  v = D.init(jax.random.PRNGKey(0), x)
-  assert D.apply(v, x).shape == (4, 1)
-  assert D.apply(v, x[:2]).shape == (2, 1)
+  v = jax.jit(D.init)(jax.random.PRNGKey(0), x)  # jitted: one compile per shape, not one per operation
+  apply = jax.jit(D.apply)
+  assert apply(v, x).shape == (4, 1)
+  assert apply(v, x[:2]).shape == (2, 1)
   with pytest.raises(ValueError, match="not divisible"):
-    D.apply(v, jnp.zeros((6, 16, 16, 3)))
+    apply(v, jnp.zeros((6, 16, 16, 3)))
