@@ -158,7 +158,7 @@ def test_layer_and_latent_counts_follow_the_size():
 
 def test_any_power_of_two_size_builds_and_generates(tiny_g):
   G, v = tiny_g
-  img = G.apply(v, jnp.ones((3, 8)), randomize_noise=False)
+  img = jax.jit(lambda v, z: G.apply(v, z, randomize_noise=False))(v, jnp.ones((3, 8)))
   assert img.shape == (3, 16, 16, 3) and np.all(np.isfinite(img))
   assert set(v["noises"]) == {f"noise_{i}" for i in range(G.num_layers)}
 
@@ -168,9 +168,10 @@ def test_random_noise_changes_the_image_and_fixed_noise_does_not(tiny_g):
   v = jax.tree_util.tree_map(lambda x: x, v)
   v["params"]["conv1"]["noise"]["weight"] = jnp.ones((1,))  # noise strength is 0 at init
   z = jnp.ones((1, 8))
-  a = G.apply(v, z, rngs={"noise": jax.random.PRNGKey(1)})
-  b = G.apply(v, z, rngs={"noise": jax.random.PRNGKey(2)})
-  c1, c2 = (G.apply(v, z, randomize_noise=False) for _ in range(2))
+  # Jitted (here and below): one compile per call, not one per operation.
+  noisy = jax.jit(lambda v, key: G.apply(v, z, rngs={"noise": key}))
+  a, b = noisy(v, jax.random.PRNGKey(1)), noisy(v, jax.random.PRNGKey(2))
+  c1, c2 = (jax.jit(lambda v: G.apply(v, z, randomize_noise=False))(v) for _ in range(2))
   assert np.abs(a - b).max() > 1e-3
   np.testing.assert_array_equal(c1, c2)
 
@@ -178,8 +179,9 @@ def test_random_noise_changes_the_image_and_fixed_noise_does_not(tiny_g):
 def test_style_mixing_uses_the_first_style_below_the_inject_index(tiny_g):
   G, v = tiny_g
   z1, z2 = jax.random.normal(jax.random.PRNGKey(0), (2, 2, 8))
-  _, lat = G.apply(v, [z1, z2], inject_index=2, randomize_noise=False, return_latents=True)
-  w1, w2 = G.apply(v, z1, method=G.mapping), G.apply(v, z2, method=G.mapping)
+  _, lat = jax.jit(lambda v: G.apply(v, [z1, z2], inject_index=2, randomize_noise=False, return_latents=True))(v)
+  mapping = jax.jit(lambda v, z: G.apply(v, z, method=G.mapping))
+  w1, w2 = mapping(v, z1), mapping(v, z2)
   np.testing.assert_allclose(lat[:, :2], jnp.broadcast_to(w1[:, None], (2, 2, 8)), atol=1e-6)
   np.testing.assert_allclose(lat[:, 2:], jnp.broadcast_to(w2[:, None], (2, G.n_latent - 2, 8)), atol=1e-6)
 
@@ -198,10 +200,12 @@ def test_inject_index_may_be_random_and_traced_under_jit(tiny_g):
 def test_truncation_with_psi_zero_gives_the_mean_latent_image(tiny_g):
   G, v = tiny_g
   z = jax.random.normal(jax.random.PRNGKey(3), (2, 8))
-  tl = G.apply(v, z, method=G.mean_latent)
-  _, lat = G.apply(
-    v, z, truncation=0.0, truncation_latent=tl, inject_index=G.n_latent, randomize_noise=False, return_latents=True
-  )
+  tl = jax.jit(lambda v: G.apply(v, z, method=G.mean_latent))(v)
+  _, lat = jax.jit(
+    lambda v, tl: G.apply(
+      v, z, truncation=0.0, truncation_latent=tl, inject_index=G.n_latent, randomize_noise=False, return_latents=True
+    )
+  )(v, tl)
   np.testing.assert_allclose(lat, jnp.broadcast_to(tl[:, None], lat.shape), atol=1e-6)
   with pytest.raises(ValueError, match="truncation_latent"):
     G.apply(v, z, truncation=0.5, randomize_noise=False)
