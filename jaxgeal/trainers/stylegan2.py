@@ -8,8 +8,9 @@ random crossover, and an EMA of the generator (half-life 10k images).
 Adam (0.002, betas (0, 0.99)) with the lazy-regularisation correction c = k / (k + 1) on the learning rate and
 betas (§3.2: the regulariser runs every k steps with k times the weight).
 
-Same plumbing as the GANgealing trainer: one jitted step on a data-parallel mesh (batch split over "data",
-parameters replicated), per-step keys fold_in(seed key, step), Orbax resume, metrics and image grids.
+Same plumbing as the GANgealing trainer: one jitted step on a (data x fsdp) mesh (batch split over all devices,
+parameters replicated or split over "fsdp"), per-step keys fold_in(seed key, step), Orbax resume, metrics and
+image grids.
 Whether a step runs either regulariser is a traced flag (`loop.when`): the loop compiles one program, not one
 per combination (static flags, as the benchmarks pass, select one variant).
 `config.init_from` fine-tunes a saved generator instead of starting from random weights (`load_init`).

@@ -108,6 +108,7 @@ def test_killed_run_resumes_exactly(full_run, tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves(full.g_ema), jax.tree_util.tree_leaves(resumed.g_ema)):
     np.testing.assert_array_equal(a, b)
   assert _metrics(full_dir)[-1]["g_loss"] == _metrics(tmp_path / "part")[-1]["g_loss"]
+  assert [r["step"] for r in _metrics(tmp_path / "part")] == [1, 2, 3, 4]  # the stopped run's 3 and 4 replaced
 
 
 MULTI_DEVICE = """

@@ -110,7 +110,7 @@ def test_a_2x4_fsdp_mesh_gives_the_steps_of_one_device(full_run, tmp_path):
   fsdp) mesh, one image and half a swap group each, give its losses and its final E, G, D, Dpatch, with a quarter
   of each split weight and its Adam moments per device. (The 1-device run is this process's own: a program
   compiled under 8 devices is cached apart from the same program under 1. Data parallelism alone over several
-  devices: the GANgealing and StyleGAN2 tests, tests/multiprocess_test.py.)"""
+  devices: tests/trainers/cluster_classifier_test.py, tests/multiprocess_test.py.)"""
   one, one_dir = full_run
   out = multidevice.run_with_fake_devices(MULTI_DEVICE, tmp_path, num_devices=8)
   rows = out["rows"]
