@@ -1,12 +1,10 @@
 """Test-session set-up: JAX's persistent compilation cache, so that identical programs (a trainer resumed in
-the same test, the same model in several tests, subprocesses) compile once, and cheaper compiling: compiling,
-not running, is most of the suite's time on a 2-core CPU (a GANgealing trainer test on an AVX2 EPYC: 52 of its
-79 s in XLA's backend, 19 s tracing and lowering). Every test, parity tests included, compiles with most of XLA's
-optimisations off (LLVM level 0, no expensive passes: `jax_disable_most_optimizations`) and with XLA:CPU's older
-loop emitters. Measured on an AVX2 EPYC, cold cache, `-n 2`: the GANgealing trainer tests 785 s -> 649 s; the
-Swapping Autoencoder's tiny training step compiled in 33 s instead of 52 s with the older emitters and ran no
-slower; the parity tests 792 s -> 386 s, with every recorded output as far inside its tolerance as before (the
-closest: 0.56 of it, against 0.50 with LLVM level 1 and XLA's default emitters)."""
+the same test, the same model in several tests, subprocesses) compile once, and cheaper compiling, which is most
+of the suite's time on a 2-core CPU: every test, parity tests included, compiles with most of XLA's optimisations
+off (LLVM level 0, no expensive passes: `jax_disable_most_optimizations`) and with XLA:CPU's older loop emitters.
+Parity outputs stay as far inside their tolerances as under LLVM level 1 (measurements: benchmarks/README.md,
+"Test-suite time on a 2-core CPU"). Heavy tests are dispatched first, and the files sharing a costly fixture go
+to one worker each."""
 
 import os
 import pathlib
